@@ -1,0 +1,61 @@
+"""A dense layer stored as ``(in, out)``, the layout of Flax kernels and of the ELF release."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+
+def xavier_uniform(key: PRNGKeyArray, fan_in: int, fan_out: int) -> Float[Array, "fan_in fan_out"]:
+    """Glorot/Xavier-uniform matrix of shape ``(fan_in, fan_out)``."""
+    limit = (6.0 / (fan_in + fan_out)) ** 0.5
+    return jax.random.uniform(key, (fan_in, fan_out), jnp.float32, -limit, limit)
+
+
+class Linear(eqx.Module):
+    """``y = x @ weight + bias`` over any leading dimensions.
+
+    Weights stay in their stored dtype (float32); the product runs in the dtype of ``x``,
+    so feeding bfloat16 activations gives bfloat16 matmuls with float32 master weights.
+    """
+
+    weight: Float[Array, "d_in d_out"]
+    bias: Float[Array, " d_out"] | None
+
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        *,
+        use_bias: bool = True,
+        key: PRNGKeyArray,
+        init: str = "xavier_uniform",
+        std: float = 0.02,
+    ):
+        """``init`` is ``xavier_uniform``, ``normal`` (with ``std``) or ``zeros``; biases start at 0."""
+        if init == "xavier_uniform":
+            self.weight = xavier_uniform(key, d_in, d_out)
+        elif init == "normal":
+            self.weight = std * jax.random.normal(key, (d_in, d_out), jnp.float32)
+        elif init == "zeros":
+            self.weight = jnp.zeros((d_in, d_out), jnp.float32)
+        else:
+            raise ValueError(f"Linear: unknown init {init!r} (xavier_uniform, normal, zeros)")
+        self.bias = jnp.zeros((d_out,), jnp.float32) if use_bias else None
+
+    @property
+    def d_in(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def d_out(self) -> int:
+        return self.weight.shape[1]
+
+    def __call__(self, x: Float[Array, "*batch d_in"]) -> Float[Array, "*batch d_out"]:
+        """``(..., d_in) -> (..., d_out)`` in the dtype of ``x``."""
+        y = x @ self.weight.astype(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias.astype(x.dtype)
+        return y

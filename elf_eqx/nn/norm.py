@@ -1,0 +1,29 @@
+"""Root-mean-square layer norm, computed in float32 whatever the activation dtype."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+
+class RMSNorm(eqx.Module):
+    """``x / sqrt(mean(x²) + eps) * weight`` over the last axis.
+
+    The statistics and the scaling run in float32; the result is cast back to ``x.dtype``.
+    T5 uses the same norm (it calls it T5LayerNorm) with ``eps=1e-6``.
+    """
+
+    weight: Float[Array, " dim"]
+    eps: float = eqx.field(static=True)
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        self.weight = jnp.ones((dim,), jnp.float32)
+        self.eps = eps
+
+    def __call__(self, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch dim"]:
+        """Normalise the last axis of ``(..., dim)``; same shape and dtype out."""
+        x32 = x.astype(jnp.float32)
+        inv = jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return (x32 * inv * self.weight).astype(x.dtype)

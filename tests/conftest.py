@@ -1,0 +1,33 @@
+"""Test-wide settings.
+
+Every ``elf_eqx`` module is imported under jaxtyping's import hook with beartype (see
+``--jaxtyping-packages`` in pyproject.toml), so each annotated shape is checked at run time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """``../shared`` beside the checkout: reference fixtures and data (CI provides it)."""
+    if not SHARED.is_dir():
+        raise FileNotFoundError(f"expected the shared folder at {SHARED}")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def reference_dir(shared_dir: Path) -> Path:
+    return shared_dir / "reference"
