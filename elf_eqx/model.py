@@ -1,0 +1,203 @@
+"""The ELF network: one set of weights that denoises latents and decodes them to tokens.
+
+Forward pass (ELF_SPEC.md §2): optional self-conditioning projection (2D→D), bottleneck
+(D→128→H), a prefix of ``[time×4, sc-cfg×4, mode×4]`` learned tokens, pre-norm transformer
+blocks with in-context conditioning only, then either the zero-initialised denoiser head
+(x̂, the clean-latent prediction) or, in decode mode, the vocabulary head.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, PRNGKeyArray
+
+from elf_eqx.config import ELFConfig
+from elf_eqx.nn.attention import SelfAttention
+from elf_eqx.nn.dropout import dropout
+from elf_eqx.nn.linear import Linear
+from elf_eqx.nn.norm import RMSNorm
+from elf_eqx.nn.rope import rope_angles
+from elf_eqx.nn.scalar_embed import ScalarEmbedder
+from elf_eqx.nn.swiglu import SwiGLU
+
+
+class Block(eqx.Module):
+    """``x += Attn(RMSNorm(x)); x += SwiGLU(RMSNorm(x))`` (no adaLN: conditioning is in context)."""
+
+    norm1: RMSNorm
+    attn: SelfAttention
+    norm2: RMSNorm
+    mlp: SwiGLU
+
+    def __init__(self, config: ELFConfig, *, key: PRNGKeyArray):
+        k1, k2 = jax.random.split(key)
+        h = config.hidden_size
+        self.norm1 = RMSNorm(h, config.norm_eps)
+        self.attn = SelfAttention(h, config.num_heads, eps=config.norm_eps, key=k1)
+        self.norm2 = RMSNorm(h, config.norm_eps)
+        self.mlp = SwiGLU(h, config.mlp_hidden, key=k2)
+
+    def __call__(
+        self,
+        x: Float[Array, "B N H"],
+        cos: Float[Array, "N half"],
+        sin: Float[Array, "N half"],
+        attn_rate: Float[Array, ""] | float = 0.0,
+        proj_rate: Float[Array, ""] | float = 0.0,
+        key: PRNGKeyArray | None = None,
+    ) -> Float[Array, "B N H"]:
+        """One block; ``key=None`` disables dropout."""
+        k_attn, k_proj1, k_proj2 = jax.random.split(key, 3) if key is not None else (None,) * 3
+        a = self.attn(self.norm1(x), cos, sin, attn_dropout=attn_rate, key=k_attn)
+        x = x + dropout(a, proj_rate, k_proj1)
+        m = self.mlp(self.norm2(x))
+        return x + dropout(m, proj_rate, k_proj2)
+
+
+def _as_batch_vector(value: Float[Array, " B"] | Bool[Array, " B"] | float | bool, batch: int) -> Float[Array, " B"]:
+    """Broadcast a per-sample scalar (or one scalar for all) to a float32 ``(B,)`` vector."""
+    return jnp.broadcast_to(jnp.asarray(value, jnp.float32), (batch,))
+
+
+class ELF(eqx.Module):
+    """The ELF denoiser/decoder. Blocks are stored stacked (leading ``depth`` axis) and run under
+    ``lax.scan``, so compile time does not grow with depth."""
+
+    self_cond_proj: Linear
+    text_proj1: Linear
+    text_proj2: Linear
+    t_embedder: ScalarEmbedder
+    sc_cfg_embedder: ScalarEmbedder
+    time_tokens: Float[Array, "T H"]
+    sc_cfg_tokens: Float[Array, "S H"]
+    mode_tokens: Float[Array, "M H"]
+    blocks: Block
+    final_norm: RMSNorm
+    final_linear: Linear
+    decoder_proj: Linear
+    unembed: Linear
+    config: ELFConfig = eqx.field(static=True)
+
+    def __init__(self, config: ELFConfig, *, key: PRNGKeyArray):
+        keys = jax.random.split(key, 11)
+        h, d = config.hidden_size, config.encoder_dim
+        self.config = config
+        self.self_cond_proj = Linear(2 * d, d, key=keys[0])
+        self.text_proj1 = Linear(d, config.bottleneck_dim, use_bias=False, key=keys[1])
+        self.text_proj2 = Linear(config.bottleneck_dim, h, key=keys[2])
+        self.t_embedder = ScalarEmbedder(h, key=keys[3])
+        self.sc_cfg_embedder = ScalarEmbedder(h, key=keys[4])
+        self.time_tokens = 0.02 * jax.random.normal(keys[5], (config.num_time_tokens, h))
+        self.sc_cfg_tokens = 0.02 * jax.random.normal(keys[6], (config.num_sc_cfg_tokens, h))
+        self.mode_tokens = 0.02 * jax.random.normal(keys[7], (config.num_mode_tokens, h))
+        block_keys = jax.random.split(keys[8], config.depth)
+        self.blocks = eqx.filter_vmap(lambda k: Block(config, key=k))(block_keys)
+        self.final_norm = RMSNorm(h, config.norm_eps)
+        self.final_linear = Linear(h, d, key=keys[9], init="zeros")
+        k_proj, k_unembed = jax.random.split(keys[10])
+        self.decoder_proj = Linear(h, d, key=k_proj)
+        self.unembed = Linear(d, config.vocab_size, key=k_unembed)
+
+    @property
+    def compute_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.config.compute_dtype)
+
+    def hidden(
+        self,
+        z: Float[Array, "B L F"],
+        t: Float[Array, " B"] | float,
+        omega: Float[Array, " B"] | float,
+        decode: Float[Array, " B"] | Bool[Array, " B"] | float | bool = False,
+        *,
+        key: PRNGKeyArray | None = None,
+    ) -> Float[Array, "B L H"]:
+        """Block output at the ``L`` text positions, before the final norm.
+
+        ``z`` has ``F = D`` features, or ``F = 2D`` for ``concat(z, x̂_prev)`` (self-conditioning).
+        ``decode`` scales the mode tokens (1 = decode mode, 0 = denoise mode), per sample or for all.
+        ``key`` enables dropout (training); ``None`` is deterministic.
+        """
+        cfg = self.config
+        b, length, features = z.shape
+        dt = self.compute_dtype
+        x = z.astype(dt)
+        if features == 2 * cfg.encoder_dim:
+            x = self.self_cond_proj(x)
+        elif features != cfg.encoder_dim:
+            raise ValueError(
+                f"ELF input has {features} features; expected encoder_dim={cfg.encoder_dim} "
+                f"or 2·encoder_dim={2 * cfg.encoder_dim} (self-conditioning)"
+            )
+        x = self.text_proj2(self.text_proj1(x))
+
+        t_vec, omega_vec, mode = (_as_batch_vector(v, b) for v in (t, omega, decode))
+        time_tok = self.time_tokens.astype(dt)[None] + self.t_embedder(t_vec, dt)[:, None, :]
+        cfg_tok = self.sc_cfg_tokens.astype(dt)[None] + self.sc_cfg_embedder(omega_vec, dt)[:, None, :]
+        mode_tok = self.mode_tokens.astype(dt)[None] * mode.astype(dt)[:, None, None]
+        x = jnp.concatenate([time_tok, cfg_tok, jnp.broadcast_to(mode_tok, (b, *mode_tok.shape[1:])), x], axis=1)
+
+        cos, sin = rope_angles(cfg.num_prefix_tokens, length, cfg.head_dim, cfg.rope_theta)
+        x = self._run_blocks(x, cos, sin, key)
+        return x[:, cfg.num_prefix_tokens :]
+
+    def _run_blocks(
+        self,
+        x: Float[Array, "B N H"],
+        cos: Float[Array, "N half"],
+        sin: Float[Array, "N half"],
+        key: PRNGKeyArray | None,
+    ) -> Float[Array, "B N H"]:
+        cfg = self.config
+        params, static = eqx.partition(self.blocks, eqx.is_array)
+        in_dropout_range = jnp.asarray(cfg.dropout_layers(), jnp.float32)
+        use_dropout = key is not None and (cfg.attn_dropout > 0 or cfg.proj_dropout > 0)
+        layer_keys = jax.random.split(key, cfg.depth) if use_dropout else None
+
+        def body(carry, layer):
+            block_params, active, layer_key = layer
+            block = eqx.combine(block_params, static)
+            out = block(carry, cos, sin, cfg.attn_dropout * active, cfg.proj_dropout * active, layer_key)
+            return out, None
+
+        if cfg.remat:
+            body = jax.checkpoint(body)
+        x, _ = jax.lax.scan(body, x, (params, in_dropout_range, layer_keys))
+        return x
+
+    def denoise_head(self, h: Float[Array, "B L H"]) -> Float[Array, "B L D"]:
+        """x̂, the clean-latent prediction: ``Linear(RMSNorm(h))`` in float32."""
+        return self.final_linear(self.final_norm(h)).astype(jnp.float32)
+
+    def decode_head(self, h: Float[Array, "B L H"]) -> Float[Array, "B L V"]:
+        """Vocabulary logits ``gelu_tanh(h·W_p + b_p)·W_u + b_u`` from the pre-norm features, float32."""
+        p = jax.nn.gelu(self.decoder_proj(h), approximate=True)
+        return self.unembed(p).astype(jnp.float32)
+
+    def __call__(
+        self,
+        z: Float[Array, "B L F"],
+        t: Float[Array, " B"] | float,
+        omega: Float[Array, " B"] | float,
+        *,
+        key: PRNGKeyArray | None = None,
+    ) -> Float[Array, "B L D"]:
+        """Denoise mode: x̂ for noisy latents ``z`` (``F = D`` or ``2D``) at times ``t`` with SC-CFG scale ω."""
+        return self.denoise_head(self.hidden(z, t, omega, False, key=key))
+
+    def decode(
+        self,
+        z: Float[Array, "B L F"],
+        omega: Float[Array, " B"] | float,
+        *,
+        key: PRNGKeyArray | None = None,
+    ) -> Float[Array, "B L V"]:
+        """Decode mode at t = 1: vocabulary logits for (nearly) clean latents."""
+        return self.decode_head(self.hidden(z, 1.0, omega, True, key=key))
+
+
+def count_params(model: eqx.Module) -> int:
+    """Number of scalar parameters in ``model``; works on abstract models from ``eqx.filter_eval_shape``."""
+    is_param = lambda x: eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct)
+    return sum(int(x.size) for x in jax.tree_util.tree_leaves(model) if is_param(x))

@@ -1,0 +1,26 @@
+"""SwiGLU feed-forward layer."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from elf_eqx.nn.linear import Linear
+
+
+class SwiGLU(eqx.Module):
+    """``w3(silu(a) * b)`` with ``[a, b] = w12(x)`` split in halves along the features."""
+
+    w12: Linear
+    w3: Linear
+
+    def __init__(self, dim: int, hidden: int, *, key: PRNGKeyArray):
+        k1, k2 = jax.random.split(key)
+        self.w12 = Linear(dim, 2 * hidden, key=k1)
+        self.w3 = Linear(hidden, dim, key=k2)
+
+    def __call__(self, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch dim"]:
+        """``(..., dim) -> (..., dim)``."""
+        a, b = jax.numpy.split(self.w12(x), 2, axis=-1)
+        return self.w3(jax.nn.silu(a) * b)

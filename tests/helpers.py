@@ -1,0 +1,34 @@
+"""Small builders shared by the core tests."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from elf_eqx.config import preset
+from elf_eqx.model import ELF
+from elf_eqx.objective import LatentBatch
+
+TINY_D, TINY_V = 16, 40
+
+
+def tiny_model(seed: int = 0, **overrides) -> ELF:
+    """ELF-T (depth 2, H 64, 4 heads) with D=16, V=40, and the final layer made non-zero so
+    that predictions depend on the input."""
+    model = ELF(preset("ELF-T", encoder_dim=TINY_D, vocab_size=TINY_V, **overrides), key=jax.random.key(seed))
+    w = 0.05 * jax.random.normal(jax.random.key(seed + 100), model.final_linear.weight.shape)
+    return eqx_set(model, lambda m: m.final_linear.weight, w)
+
+
+def eqx_set(tree, where, value):
+    import equinox as eqx
+
+    return eqx.tree_at(where, tree, value)
+
+
+def random_batch(batch: int = 4, length: int = 8, seed: int = 1, dim: int = TINY_D) -> LatentBatch:
+    """Unconditional latents, token ids and an all-true loss mask."""
+    kx, kt = jax.random.split(jax.random.key(seed))
+    x = jax.random.normal(kx, (batch, length, dim))
+    tokens = jax.random.randint(kt, (batch, length), 0, TINY_V)
+    return LatentBatch.unconditional(x, tokens, jnp.ones((batch, length), bool))

@@ -1,0 +1,123 @@
+"""Shapes, dtypes and small identities of every building block (beartype checks the annotations)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from elf_eqx.nn import Linear, RMSNorm
+from elf_eqx.nn.attention import SelfAttention
+from elf_eqx.nn.dropout import dropout
+from elf_eqx.nn.rope import apply_rope, rope_angles
+from elf_eqx.nn.scalar_embed import ScalarEmbedder, sinusoidal_features
+from elf_eqx.nn.swiglu import SwiGLU
+
+from helpers import TINY_D, TINY_V, tiny_model
+
+KEY = jax.random.key(0)
+
+
+def test_linear_shapes_and_dtype():
+    layer = Linear(8, 5, key=KEY)
+    assert layer(jnp.ones((2, 3, 8))).shape == (2, 3, 5)
+    assert layer(jnp.ones((4, 8), jnp.bfloat16)).dtype == jnp.bfloat16
+    assert Linear(8, 5, use_bias=False, key=KEY).bias is None
+    assert not np.any(np.asarray(Linear(8, 5, key=KEY, init="zeros").weight))
+    with pytest.raises(ValueError, match="bogus"):
+        Linear(8, 5, key=KEY, init="bogus")
+
+
+def test_rmsnorm_runs_in_float32_and_returns_input_dtype():
+    norm = RMSNorm(6)
+    x = jnp.arange(12.0).reshape(2, 6).astype(jnp.bfloat16)
+    y = norm(x)
+    assert y.dtype == jnp.bfloat16
+    x32 = np.arange(12.0).reshape(2, 6)
+    expected = x32 / np.sqrt(np.mean(x32**2, -1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(np.asarray(norm(jnp.asarray(x32, jnp.float32))), expected, rtol=1e-6)
+
+
+def test_rope_prefix_unrotated_and_interleaved_pairs():
+    cos, sin = rope_angles(3, 5, 8)
+    assert cos.shape == (8, 4)
+    np.testing.assert_array_equal(np.asarray(cos[:3]), 1.0)
+    np.testing.assert_array_equal(np.asarray(sin[:3]), 0.0)
+    x = jax.random.normal(KEY, (2, 8, 1, 8))
+    y = apply_rope(x, cos, sin)
+    np.testing.assert_allclose(np.asarray(y[:, :3]), np.asarray(x[:, :3]))
+    # text position 2, pair 1: frequency 10000^(-2/8), dims (2, 3) rotate together
+    angle = 2 * 10000 ** (-2 / 8)
+    a, b = x[0, 3 + 2, 0, 2], x[0, 3 + 2, 0, 3]
+    np.testing.assert_allclose(
+        np.asarray(y[0, 5, 0, 2:4]), [a * np.cos(angle) - b * np.sin(angle), b * np.cos(angle) + a * np.sin(angle)], rtol=1e-5
+    )
+    np.testing.assert_allclose(np.linalg.norm(y, axis=-1), np.linalg.norm(x, axis=-1), rtol=1e-5)
+
+
+def test_rope_rejects_odd_head_dim():
+    with pytest.raises(ValueError, match="head_dim=7"):
+        rope_angles(0, 4, 7)
+
+
+def test_attention_swiglu_embedder_shapes():
+    attn = SelfAttention(32, 4, key=KEY)
+    cos, sin = rope_angles(2, 6, 8)
+    assert attn(jnp.ones((3, 8, 32)), cos, sin).shape == (3, 8, 32)
+    assert SwiGLU(32, 40, key=KEY)(jnp.ones((3, 8, 32))).shape == (3, 8, 32)
+    emb = ScalarEmbedder(32, key=KEY)
+    assert emb(jnp.array([0.0, 0.5])).shape == (2, 32)
+    feats = sinusoidal_features(jnp.array([0.0, 1.0]))
+    assert feats.shape == (2, 256)
+    np.testing.assert_allclose(np.asarray(feats[0, :128]), 1.0)  # cos(0)
+    np.testing.assert_allclose(np.asarray(feats[1, 0]), np.cos(1.0), rtol=1e-6)  # raw scalar, not ×1000
+
+
+def test_dropout():
+    x = jnp.ones((1000,))
+    assert dropout(x, 0.5, None) is x
+    y = np.asarray(dropout(x, 0.5, KEY))
+    assert set(np.unique(y)) <= {0.0, 2.0} and 0.4 < (y == 0).mean() < 0.6
+
+
+def test_elf_modes_shapes_and_dtypes():
+    model = tiny_model()
+    b, length = 3, 8
+    z = jax.random.normal(KEY, (b, length, TINY_D))
+    t, omega = jnp.full((b,), 0.3), jnp.full((b,), 2.0)
+    x_pred = model(z, t, omega)
+    assert x_pred.shape == (b, length, TINY_D) and x_pred.dtype == jnp.float32
+    x_sc = model(jnp.concatenate([z, z], -1), t, omega)
+    assert x_sc.shape == (b, length, TINY_D)
+    logits = model.decode(jnp.concatenate([z, jnp.zeros_like(z)], -1), omega)
+    assert logits.shape == (b, length, TINY_V) and logits.dtype == jnp.float32
+    h_denoise = model.hidden(z, t, omega, False)
+    h_decode = model.hidden(z, t, omega, True)
+    assert h_denoise.shape == (b, length, 64)
+    assert not np.allclose(np.asarray(h_denoise), np.asarray(h_decode))  # mode tokens matter
+
+
+def test_elf_bfloat16_compute_keeps_float32_outputs_and_params():
+    model = tiny_model(compute_dtype="bfloat16")
+    z = jax.random.normal(KEY, (2, 8, TINY_D))
+    out = model(z, jnp.full((2,), 0.5), jnp.full((2,), 1.0))
+    assert out.dtype == jnp.float32
+    assert model.blocks.attn.qkv.weight.dtype == jnp.float32
+    ref = tiny_model()(z, jnp.full((2,), 0.5), jnp.full((2,), 1.0))
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=5e-2)
+
+
+def test_remat_gives_same_values_and_grads():
+    z = jax.random.normal(KEY, (2, 8, TINY_D))
+    loss = lambda m: jnp.sum(m(z, jnp.full((2,), 0.5), jnp.full((2,), 1.0)) ** 2)
+    g1 = jax.grad(loss)(tiny_model())
+    g2 = jax.grad(loss)(tiny_model(remat=True))
+    np.testing.assert_allclose(np.asarray(g1.blocks.mlp.w3.weight), np.asarray(g2.blocks.mlp.w3.weight), rtol=1e-5, atol=1e-7)
+
+
+def test_dropout_only_with_key_and_only_in_middle_blocks():
+    model = tiny_model(proj_dropout=0.5)
+    z = jax.random.normal(KEY, (2, 8, TINY_D))
+    args = (z, jnp.full((2,), 0.5), jnp.full((2,), 1.0))
+    np.testing.assert_array_equal(np.asarray(model(*args)), np.asarray(model(*args)))
+    assert not np.allclose(np.asarray(model(*args, key=jax.random.key(1))), np.asarray(model(*args)))
+    assert model.config.dropout_layers() == (True, False)  # depth 2: 2//4 = 0 <= i < 3·2//4 = 1
