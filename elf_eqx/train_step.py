@@ -6,7 +6,7 @@ output shardings, so multi-device training passes shardings in rather than rewri
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 import equinox as eqx
 import jax
@@ -16,6 +16,9 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from elf_eqx.model import ELF
 from elf_eqx.objective import FlowObjective, LatentBatch
+
+if TYPE_CHECKING:
+    from elf_eqx.latent_encoder import LatentEncoder, TokenBatch
 
 
 class TrainState(eqx.Module):
@@ -40,19 +43,58 @@ def ema_update(ema: ELF, model: ELF, decay: float | Float[Array, ""]) -> ELF:
     return jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, ema, model)
 
 
+Batch = Union[LatentBatch, "TokenBatch"]
+
+
+def _loss_and_grads(model: ELF, batch: Batch, key: PRNGKeyArray, objective: FlowObjective, encoder):
+    k_encode, k_loss = jax.random.split(key)
+    if encoder is not None:
+        batch = encoder(batch, k_encode)
+    return jax.value_and_grad(objective, has_aux=True)(model, batch, k_loss)
+
+
+def _accumulated_grads(model: ELF, batch: Batch, key: PRNGKeyArray, objective: FlowObjective, encoder, micro: int):
+    """Mean loss, metrics and gradients over ``micro`` equal slices of the batch, one at a time."""
+    if micro == 1:
+        return _loss_and_grads(model, batch, key, objective, encoder)
+    size = jax.tree_util.tree_leaves(batch)[0].shape[0]
+    if size % micro:
+        raise ValueError(f"batch of {size} does not split into grad_accum={micro} micro-batches")
+    slices = jax.tree_util.tree_map(lambda a: a.reshape(micro, size // micro, *a.shape[1:]), batch)
+
+    def one(carry, inputs):
+        part, k = inputs
+        (loss, metrics), grads = _loss_and_grads(model, part, k, objective, encoder)
+        return jax.tree_util.tree_map(jnp.add, carry, ((loss, metrics), grads)), None
+
+    zeros = jax.tree_util.tree_map(
+        jnp.zeros_like, jax.eval_shape(lambda: _loss_and_grads(model, jax.tree_util.tree_map(lambda a: a[0], slices), key, objective, encoder))
+    )
+    total, _ = jax.lax.scan(one, zeros, (slices, jax.random.split(key, micro)))
+    return jax.tree_util.tree_map(lambda a: a / micro, total)
+
+
 def train_step(
     state: TrainState,
-    batch: LatentBatch,
+    batch: Batch,
     key: PRNGKeyArray,
     *,
     objective: FlowObjective,
     optimizer: optax.GradientTransformation,
     ema_decay: float = 0.9999,
+    encoder: "LatentEncoder | None" = None,
+    grad_accum: int = 1,
 ) -> tuple[TrainState, dict[str, Float[Array, ""]]]:
-    """One step on ``batch``; returns the new state and ``{loss, l2, ce, decode_frac, grad_norm}``.
-    The key is folded with the step count, so a resumed run draws the same randomness."""
+    """One optimizer step on ``batch``; returns the new state and ``{loss, l2, ce, decode_frac, grad_norm}``.
+
+    ``batch`` is a :class:`LatentBatch`, or a :class:`~elf_eqx.latent_encoder.TokenBatch` when
+    ``encoder`` (the frozen :class:`~elf_eqx.latent_encoder.LatentEncoder`) is given. With
+    ``grad_accum`` > 1 the batch is processed in that many micro-batches and their gradients
+    averaged before the one update (and the one EMA update). The key is folded with the step
+    count, so a resumed run draws the same randomness.
+    """
     step_key = jax.random.fold_in(key, state.step)
-    (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(state.model, batch, step_key)
+    (loss, metrics), grads = _accumulated_grads(state.model, batch, step_key, objective, encoder, grad_accum)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.model)
     model = optax.apply_updates(state.model, updates)
     ema = ema_update(state.ema, model, ema_decay)
@@ -65,22 +107,30 @@ def make_train_step(
     optimizer: optax.GradientTransformation,
     *,
     ema_decay: float = 0.9999,
+    grad_accum: int = 1,
     state_sharding: Any = None,
     batch_sharding: Any = None,
+    encoder_sharding: Any = None,
     donate: bool = True,
-) -> Callable[[TrainState, LatentBatch, PRNGKeyArray], tuple[TrainState, dict[str, Float[Array, ""]]]]:
-    """``step(state, batch, key) -> (state, metrics)``, jit-compiled.
+) -> Callable[..., tuple[TrainState, dict[str, Float[Array, ""]]]]:
+    """``step(state, batch, key, encoder=None) -> (state, metrics)``, jit-compiled.
 
-    ``state_sharding``/``batch_sharding`` are pytrees of ``jax.sharding.Sharding`` (or one
-    sharding for all leaves) for the state and batch; ``None`` leaves placement to JAX. The
-    state's buffers are donated: do not reuse the ``state`` passed in.
+    ``encoder`` is the frozen :class:`~elf_eqx.latent_encoder.LatentEncoder` for token batches
+    (an argument, not a constant baked into the program). ``state_sharding``, ``batch_sharding``
+    and ``encoder_sharding`` are pytrees of ``jax.sharding.Sharding`` (or one sharding for all
+    leaves); ``None`` leaves placement to JAX. The state's buffers are donated: do not reuse the
+    ``state`` passed in.
     """
 
-    def step(state: TrainState, batch: LatentBatch, key: PRNGKeyArray):
-        return train_step(state, batch, key, objective=objective, optimizer=optimizer, ema_decay=ema_decay)
+    def step(state: TrainState, batch: Batch, key: PRNGKeyArray, encoder):
+        return train_step(
+            state, batch, key, objective=objective, optimizer=optimizer, ema_decay=ema_decay,
+            encoder=encoder, grad_accum=grad_accum,
+        )
 
     kwargs: dict[str, Any] = {}
-    if state_sharding is not None or batch_sharding is not None:
-        kwargs["in_shardings"] = (state_sharding, batch_sharding, None)
+    if state_sharding is not None or batch_sharding is not None or encoder_sharding is not None:
+        kwargs["in_shardings"] = (state_sharding, batch_sharding, None, encoder_sharding)
         kwargs["out_shardings"] = (state_sharding, None)
-    return jax.jit(step, donate_argnums=(0,) if donate else (), **kwargs)
+    compiled = jax.jit(step, donate_argnums=(0,) if donate else (), **kwargs)
+    return lambda state, batch, key, encoder=None: compiled(state, batch, key, encoder)

