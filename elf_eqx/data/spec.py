@@ -1,0 +1,84 @@
+"""The token ids and lengths a data pipeline run uses (ELF_SPEC.md §1, §3)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+from elf_eqx.data.errors import DataError
+
+PadMode = Literal["pad", "eos"]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """How token rows are laid out and padded.
+
+    ``vocab_size`` is ``len(tokenizer)``; every id is below it. ``max_length`` is the row
+    length L. ``max_input_length`` caps the condition of conditional data (``None`` or 0 for
+    unconditional data: conditional data then is an error). ``pad_mode`` "pad" fills rows with ``pad_id`` and scores valid target
+    tokens; "eos" fills them with ``eos_id`` and scores every target position. ``packing``
+    concatenates unconditional documents, EOS-separated, into full rows.
+    """
+
+    vocab_size: int
+    pad_id: int
+    eos_id: int
+    max_length: int
+    max_input_length: int | None = None
+    pad_mode: PadMode = "pad"
+    packing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_length < 1:
+            raise DataError(f"max_length must be at least 1, got {self.max_length}")
+        if self.max_input_length is not None and not 0 <= self.max_input_length < self.max_length:
+            raise DataError(
+                f"max_input_length must be in [0, max_length={self.max_length}), got {self.max_input_length}"
+            )
+        if self.pad_mode not in ("pad", "eos"):
+            raise DataError(f"pad_mode must be 'pad' or 'eos', got {self.pad_mode!r}")
+        for name in ("pad_id", "eos_id"):
+            if not 0 <= getattr(self, name) < self.vocab_size:
+                raise DataError(f"{name}={getattr(self, name)} is outside the vocabulary [0, {self.vocab_size})")
+
+    @property
+    def fill_id(self) -> int:
+        """The id written into padding positions: ``pad_id`` or, in eos mode, ``eos_id``."""
+        return self.eos_id if self.pad_mode == "eos" else self.pad_id
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy (for cache keys and run logs)."""
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_tokenizer(
+        tokenizer: Any,
+        max_length: int,
+        *,
+        max_input_length: int | None = None,
+        pad_mode: PadMode = "pad",
+        packing: bool = False,
+    ) -> "DataSpec":
+        """The spec for a ``transformers`` tokenizer.
+
+        EOS is ``tokenizer.eos_token_id``; tokenizers without one (BERT, MiniLM) use
+        ``sep_token_id`` ([SEP]) as EOS. The pad id is ``pad_token_id``, or the EOS id for
+        tokenizers without a pad token (GPT-2).
+        """
+        name = getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
+        eos_id = tokenizer.eos_token_id
+        if eos_id is None:
+            eos_id = tokenizer.sep_token_id
+        if eos_id is None:
+            raise DataError(f"tokenizer {name!r} has neither an EOS nor a SEP token to end sequences with")
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
+        return DataSpec(
+            vocab_size=len(tokenizer),
+            pad_id=int(pad_id),
+            eos_id=int(eos_id),
+            max_length=max_length,
+            max_input_length=max_input_length,
+            pad_mode=pad_mode,
+            packing=packing,
+        )
