@@ -1,0 +1,1 @@
+"""Reading weight files: Flax msgpack checkpoints, restricted pickles and safetensors."""
