@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import transformers
 
+from elf_eqx.encoders import offline_minilm_dir
+
 from elf_eqx.data import (
     DataError,
     DataSpec,
@@ -19,7 +21,6 @@ from elf_eqx.data import (
     collate,
     embedded_corpus_path,
     load_source,
-    offline_tokenizer_dir,
     prepare_data,
 )
 
@@ -28,7 +29,7 @@ SEP = 102  # MiniLM has no EOS token; [SEP] stands in for it
 
 @pytest.fixture(scope="module")
 def tokenizer() -> transformers.PreTrainedTokenizerBase:
-    return transformers.AutoTokenizer.from_pretrained(str(offline_tokenizer_dir()))
+    return transformers.AutoTokenizer.from_pretrained(str(offline_minilm_dir()))
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ Typical use::
 
 from elf_eqx.data.cache import default_cache_dir
 from elf_eqx.data.collate import collate
-from elf_eqx.data.corpus import embedded_corpus_path, offline_tokenizer_dir
+from elf_eqx.data.corpus import embedded_corpus_path
 from elf_eqx.data.errors import DataError
 from elf_eqx.data.layout import layout_rows
 from elf_eqx.data.loader import Loader
@@ -33,7 +33,6 @@ __all__ = [
     "embedded_corpus_path",
     "layout_rows",
     "load_source",
-    "offline_tokenizer_dir",
     "prepare_data",
     "tokenize_source",
 ]

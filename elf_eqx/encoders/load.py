@@ -19,6 +19,7 @@ from elf_eqx.encoders.bert import BertConfig, BertEncoder
 from elf_eqx.encoders.sources import read_config, resolve_source
 from elf_eqx.encoders.t5 import T5Config, T5Encoder
 from elf_eqx.encoders.weights import Slot, fill_module, shape_template, strip_prefix
+from elf_eqx.io.flax_msgpack import flatten_params
 from elf_eqx.io.safe_pickle import safe_load
 from elf_eqx.io.safetensors_io import read_safetensors_folder
 
@@ -94,18 +95,6 @@ def t5_from_hf_tensors(
     return _fill_t5(config, tensors, flax=False, what=what, dtype=dtype)
 
 
-def flatten_nested(tree: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
-    """``{"a": {"b": x}}`` → ``{"a/b": x}``."""
-    flat: dict[str, np.ndarray] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten_nested(value, name + "/"))
-        else:
-            flat[name] = np.asarray(value)
-    return flat
-
-
 def t5_config_from_flax(flat: Mapping[str, np.ndarray], **overrides: Any) -> T5Config:
     """Infer a :class:`T5Config` from Flax T5 encoder parameters (``/``-joined names).
 
@@ -145,7 +134,7 @@ def t5_from_flax_pickle(path: str | Path, *, dtype: Any = jnp.float32, **config_
         tree = tree["params"]
     if not isinstance(tree, Mapping):
         raise ValueError(f"{path} holds a {type(tree).__name__}, not a Flax T5 parameter dict")
-    flat = flatten_nested(tree)
+    flat = flatten_params(tree)
     alias = "encoder/block_0/layer_0/SelfAttention/relative_attention_bias/embedding"
     if alias in flat:  # Hugging Face's Flax T5 calls the table "embedding"
         flat[alias.replace("/embedding", "/rel_embedding")] = flat.pop(alias)

@@ -8,6 +8,7 @@ stored as ``{"__msgpack_chunked_array__": True, "shape": ..., "chunks": {...}}``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +57,12 @@ def read_flax_msgpack(path: str | Path) -> dict[str, Any]:
     return _unchunk(tree)
 
 
-def flatten_params(tree: dict[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
+def flatten_params(tree: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
     """``{"a": {"b": x}}`` → ``{"a/b": x}`` (the ``/``-joined names ELF_SPEC.md uses)."""
     flat: dict[str, np.ndarray] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict):
+        if isinstance(value, Mapping):
             flat.update(flatten_params(value, name + "/"))
         else:
             flat[name] = np.asarray(value)
