@@ -1,0 +1,89 @@
+"""Training-step and sampling speed of an ELF preset on random latents (no encoder, no data).
+
+    python benchmarks/train_speed.py --model ELF-B --batch 8 --length 1024          # GPU
+    python benchmarks/train_speed.py --model ELF-XS --batch 8 --length 128 --encoder-dim 384   # CPU
+
+Reports seconds per optimizer step, training tokens/s, peak device memory where the backend
+exposes it, and seconds per sampled batch. Compare with ELF_SPEC.md §6 (reference, one H100:
+ELF-B L=1024 batch 8 → 0.123 s/step; 32-step SDE sampling batch 32 → 2.07 s).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import tyro
+
+from elf_eqx.config import preset
+from elf_eqx.model import ELF, count_params
+from elf_eqx.objective import FlowObjective, LatentBatch
+from elf_eqx.optim import make_optimizer
+from elf_eqx.sampler import Sampler
+from elf_eqx.train_step import TrainState, make_train_step
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    model: str = "ELF-B"
+    batch: int = 8
+    length: int = 1024
+    encoder_dim: int = 512
+    vocab_size: int = 32100
+    compute_dtype: str = "float32"
+    remat: bool = False
+    optimizer: str = "muon"
+    steps: int = 10
+    sample_batch: int = 32
+    sample_steps: int = 32
+    skip_sampling: bool = False
+
+
+def _timed(fn, repeats: int) -> float:
+    """Mean wall seconds of ``fn()`` over ``repeats`` calls, after one warm-up call."""
+    jax.block_until_ready(fn())
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = fn()
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / repeats
+
+
+def main(args: Args) -> dict:
+    cfg = preset(args.model, encoder_dim=args.encoder_dim, vocab_size=args.vocab_size,
+                 compute_dtype=args.compute_dtype, remat=args.remat)
+    model = ELF(cfg, key=jax.random.key(0))
+    kx, kt = jax.random.split(jax.random.key(1))
+    x = jax.random.normal(kx, (args.batch, args.length, args.encoder_dim))
+    tokens = jax.random.randint(kt, (args.batch, args.length), 0, args.vocab_size)
+    batch = LatentBatch.unconditional(x, tokens, jnp.ones(tokens.shape, bool))
+    opt = make_optimizer(model, 1e-4, name=args.optimizer)
+    step = make_train_step(FlowObjective(), opt)
+    holder = {"state": TrainState.create(model, opt)}
+
+    def one_step():
+        holder["state"], metrics = step(holder["state"], batch, jax.random.key(2))
+        return metrics["loss"]
+
+    result = {"device": str(jax.devices()[0].device_kind), "params": count_params(model), **dataclasses.asdict(args)}
+    result["s_per_step"] = _timed(one_step, args.steps)
+    result["train_tokens_per_s"] = args.batch * args.length / result["s_per_step"]
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        result["peak_gib"] = stats["peak_bytes_in_use"] / 2**30
+    if not args.skip_sampling:
+        sampler = Sampler(num_steps=args.sample_steps, method="sde", gamma=1.5, omega=3.0)
+        sample = eqx.filter_jit(lambda m, k: sampler(m, k, batch_size=args.sample_batch, length=args.length).tokens)
+        ema = holder["state"].ema
+        result["s_per_sample_batch"] = _timed(lambda: sample(ema, jax.random.key(3)), 2)
+        result["samples_per_s"] = args.sample_batch / result["s_per_sample_batch"]
+    print(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

@@ -1,0 +1,62 @@
+"""Token batches to ELF latents: the frozen encoder, label drop and latent normalisation (ELF_SPEC.md §1, §3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+
+from elf_eqx.encoders.latents import encoder_attention_mask, normalize_latents
+from elf_eqx.objective import LatentBatch
+
+
+class TokenBatch(eqx.Module):
+    """A collated batch of token ids: ``valid_mask`` marks real (non-pad) tokens the encoder
+    attends to, ``cond_mask`` the condition positions, ``loss_mask`` the scored positions."""
+
+    input_ids: Int[Array, "B L"]
+    valid_mask: Bool[Array, "B L"]
+    cond_mask: Bool[Array, "B L"]
+    loss_mask: Bool[Array, "B L"]
+
+    @staticmethod
+    def from_numpy(batch: dict[str, Any]) -> "TokenBatch":
+        """From the data pipeline's dict of ``(B, L)`` NumPy arrays."""
+        return TokenBatch(
+            jnp.asarray(batch["input_ids"], jnp.int32),
+            jnp.asarray(batch["valid_mask"], bool),
+            jnp.asarray(batch["cond_mask"], bool),
+            jnp.asarray(batch["loss_mask"], bool),
+        )
+
+
+class LatentEncoder(eqx.Module):
+    """The frozen text encoder with the latent normalisation and CFG label drop.
+
+    ``encoder(input_ids (B, L), mask (B, L, L)) -> (B, L, D)`` is any of ``elf_eqx.encoders``;
+    its output never receives gradients.
+    """
+
+    encoder: eqx.Module
+    latent_mean: float = eqx.field(static=True, default=0.0)
+    latent_std: float = eqx.field(static=True, default=0.2)
+    label_drop_prob: float = eqx.field(static=True, default=0.0)
+
+    def __call__(self, batch: TokenBatch, key: PRNGKeyArray) -> LatentBatch:
+        """Encode ``batch``; with probability ``label_drop_prob`` a conditional sample loses its
+        condition (its targets may not attend to it, and its condition latents are zeroed later)."""
+        has_condition = jnp.any(batch.cond_mask, axis=-1)
+        drop = jax.random.bernoulli(key, self.label_drop_prob, has_condition.shape) & has_condition
+        mask = encoder_attention_mask(batch.valid_mask, batch.cond_mask, drop)
+        hidden = jax.lax.stop_gradient(self.encoder(batch.input_ids, mask))
+        x = normalize_latents(hidden.astype(jnp.float32), self.latent_mean, self.latent_std)
+        return LatentBatch(x, batch.input_ids, batch.loss_mask, batch.cond_mask, drop)
+
+    def encode_conditions(self, batch: TokenBatch) -> Float[Array, "B L D"]:
+        """Clean condition latents (zero elsewhere) for conditional sampling."""
+        mask = encoder_attention_mask(batch.valid_mask, batch.cond_mask, None)
+        x = normalize_latents(self.encoder(batch.input_ids, mask).astype(jnp.float32), self.latent_mean, self.latent_std)
+        return jnp.where(batch.cond_mask[..., None], x, 0.0)
