@@ -13,9 +13,7 @@ import math
 import time
 from pathlib import Path
 
-import equinox as eqx
 import jax
-import numpy as np
 from tqdm.auto import tqdm
 
 from elf_eqx.checkpoint import CheckpointManager
@@ -23,6 +21,7 @@ from elf_eqx.model import ELF, count_params
 from elf_eqx.objective import FlowObjective
 from elf_eqx.optim import make_optimizer
 from elf_eqx.lr_schedule import make_lr_schedule
+from elf_eqx.mesh import batch_sharding, check_global_batch, make_data_mesh, replicated
 from elf_eqx.run_config import TrainConfig, parse_train_config
 from elf_eqx.run_log import MetricsLog
 from elf_eqx.stop_signal import StopRequest
@@ -66,7 +65,11 @@ def train(cfg: TrainConfig) -> Path:
     model = ELF(run.elf_config, key=jax.random.fold_in(key, 0))
     optimizer = make_optimizer(model, schedule, name=cfg.optimizer, b1=cfg.b1, b2=cfg.b2,
                                weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm)
-    state = TrainState.create(model, optimizer)
+    mesh = make_data_mesh()
+    check_global_batch(cfg.global_batch, mesh)
+    everywhere, split = replicated(mesh), batch_sharding(mesh)
+    state = jax.device_put(TrainState.create(model, optimizer), everywhere)
+    latent_encoder = jax.device_put(run.latent_encoder, everywhere)
     del model
 
     manager = CheckpointManager(out, max_to_keep=cfg.keep_checkpoints, run_config=run.signature_config(cfg))
@@ -76,7 +79,8 @@ def train(cfg: TrainConfig) -> Path:
         run.loader.restore(meta["data"])
         if is_main:
             print(f"resumed from {out} at step {start}")
-    step_fn = make_train_step(objective, optimizer, ema_decay=cfg.ema_decay, grad_accum=cfg.grad_accum)
+    step_fn = make_train_step(objective, optimizer, ema_decay=cfg.ema_decay, grad_accum=cfg.grad_accum,
+                              state_sharding=everywhere, batch_sharding=split, encoder_sharding=everywhere)
     step_key = jax.random.fold_in(key, 1)
     log = MetricsLog(out, config=cfg.to_dict(), wandb=cfg.wandb and is_main, tensorboard=cfg.tensorboard and is_main)
     if is_main and start is None:
@@ -93,8 +97,8 @@ def train(cfg: TrainConfig) -> Path:
 
     with StopRequest() as stop, tqdm(total=total_steps, initial=step, disable=not is_main, dynamic_ncols=True) as bar:
         while step < total_steps:
-            batch = run.next_batch()
-            state, metrics = step_fn(state, batch, step_key, run.latent_encoder)
+            batch = run.next_batch(split)
+            state, metrics = step_fn(state, batch, step_key, latent_encoder)
             step += 1
             pending.append((step, metrics))
             stopping = stop.requested  # read once: a signal landing later in this iteration waits for the next

@@ -14,6 +14,7 @@ from elf_eqx.config import ELFConfig
 from elf_eqx.data import DataSpec, Loader, PreparedData, collate, prepare_data
 from elf_eqx.encoders.load import check_compatible, load_text_encoder, load_tokenizer
 from elf_eqx.latent_encoder import LatentEncoder, TokenBatch
+from elf_eqx.mesh import shard_batch
 from elf_eqx.model import ELF
 from elf_eqx.run_config import TrainConfig
 from elf_eqx.run_log import write_text_atomic
@@ -37,9 +38,10 @@ class TrainingRun:
     def steps_per_epoch(self) -> int:
         return self.loader.steps_per_epoch
 
-    def next_batch(self) -> TokenBatch:
-        """The next process-local batch as device arrays."""
-        return TokenBatch.from_numpy(next(self.loader))
+    def next_batch(self, sharding: Any = None) -> TokenBatch:
+        """The next batch as device arrays: this process's rows, split over ``sharding`` when given."""
+        batch = TokenBatch.from_numpy(next(self.loader))
+        return batch if sharding is None else shard_batch(batch, sharding)
 
     def signature_config(self, cfg: TrainConfig) -> dict[str, Any]:
         """What must match for a checkpoint directory to be resumed: the architecture, the

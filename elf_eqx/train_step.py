@@ -6,7 +6,8 @@ output shardings, so multi-device training passes shardings in rather than rewri
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Union
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Union
 
 import equinox as eqx
 import jax

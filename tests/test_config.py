@@ -5,7 +5,7 @@ import pytest
 from elf_eqx.config import ELFConfig, preset
 from elf_eqx.model import ELF, count_params
 
-from helpers import random_batch, tiny_model
+from helpers import tiny_model
 
 
 @pytest.mark.parametrize(

@@ -46,15 +46,19 @@ def test_masked_mean():
     assert float(masked_mean(v, jnp.zeros((2, 2), bool))) == 0.0
 
 
+def denoise_draws(batch):
+    """The t, ω and z_t that ``FlowObjective.denoise_loss`` draws from ``KEY`` (default settings)."""
+    k_t, k_eps, k_omega, _ = jax.random.split(KEY, 4)
+    b = batch.x.shape[0]
+    t, omega = sample_time(k_t, b, "logit_normal", -1.5, 0.8), sample_sc_cfg_scale(k_omega, b)
+    return t, omega, interpolate(batch.x, jax.random.normal(k_eps, batch.x.shape), t, 2.0)
+
+
 def test_denoise_loss_matches_hand_computation_without_self_conditioning():
     model, batch = tiny_model(), random_batch()
     obj = FlowObjective(self_cond_prob=0.0)
     loss = eqx.filter_jit(obj.denoise_loss)(model, batch, KEY)
-    k_t, k_eps, k_omega, _ = jax.random.split(KEY, 4)
-    b = batch.x.shape[0]
-    t = sample_time(k_t, b, "logit_normal", -1.5, 0.8)
-    omega = sample_sc_cfg_scale(k_omega, b)
-    z = interpolate(batch.x, jax.random.normal(k_eps, batch.x.shape), t, 2.0)
+    t, omega, z = denoise_draws(batch)
     x_pred = eqx.filter_jit(model)(jnp.concatenate([z, jnp.zeros_like(z)], -1), t, omega)
     denom = np.maximum(1 - np.asarray(t), 0.05)[:, None, None]
     expected = np.mean(((np.asarray(x_pred) - np.asarray(batch.x)) / denom) ** 2)
@@ -65,10 +69,7 @@ def test_sc_cfg_target_with_full_self_conditioning():
     model, batch = tiny_model(), random_batch()
     obj = FlowObjective(self_cond_prob=1.0)
     loss = eqx.filter_jit(obj.denoise_loss)(model, batch, KEY)
-    k_t, k_eps, k_omega, _ = jax.random.split(KEY, 4)
-    b = batch.x.shape[0]
-    t, omega = sample_time(k_t, b), sample_sc_cfg_scale(k_omega, b)
-    z = interpolate(batch.x, jax.random.normal(k_eps, batch.x.shape), t, 2.0)
+    t, omega, z = denoise_draws(batch)
     jm = eqx.filter_jit(model)
     x_u = jm(jnp.concatenate([z, jnp.zeros_like(z)], -1), t, omega)
     x_c = jm(jnp.concatenate([z, x_u], -1), t, omega)

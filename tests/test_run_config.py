@@ -83,3 +83,17 @@ def test_stop_request_catches_sigterm():
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.requested == "SIGTERM"
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_data_mesh_places_batches_and_rejects_uneven_batches():
+    from elf_eqx.mesh import batch_sharding, check_global_batch, make_data_mesh, shard_batch
+
+    mesh = make_data_mesh()
+    check_global_batch(4, mesh)
+    arrays = shard_batch({"ids": np.arange(8).reshape(4, 2)}, batch_sharding(mesh))
+    assert arrays["ids"].shape == (4, 2) and arrays["ids"].sharding == batch_sharding(mesh)
+    np.testing.assert_array_equal(np.asarray(arrays["ids"]), np.arange(8).reshape(4, 2))
+    from jax.sharding import AbstractMesh
+
+    with pytest.raises(ValueError, match="--global-batch 4 is not divisible by the 3 devices"):
+        check_global_batch(4, AbstractMesh((3,), ("data",)))

@@ -15,6 +15,9 @@ from elf_eqx.config import ELFConfig
 # Top-level entries of a run config that must match to resume a directory. The resolved run
 # config as a whole ("run": learning rate, max_steps, ...) may change between resumes.
 SIGNATURE_KEYS: tuple[str, ...] = ("elf", "encoder", "tokenizer", "data_spec")
+# ELFConfig fields that change how the same weights are run, not what they are: a run may be
+# resumed with bf16 matmuls, rematerialisation or other dropout rates.
+RUNTIME_ELF_FIELDS: tuple[str, ...] = ("compute_dtype", "remat", "attn_dropout", "proj_dropout")
 
 
 def as_json(value: Any, what: str) -> Any:
@@ -30,6 +33,8 @@ def model_signature(run_config: Mapping[str, Any] | None, elf_config: ELFConfig 
     sig = {k: run_config[k] for k in SIGNATURE_KEYS if run_config is not None and k in run_config}
     if elf_config is not None:
         sig["elf"] = dataclasses.asdict(elf_config)
+    if isinstance(sig.get("elf"), Mapping):
+        sig["elf"] = {k: v for k, v in sig["elf"].items() if k not in RUNTIME_ELF_FIELDS}
     return as_json(sig, "run config")
 
 
