@@ -95,38 +95,40 @@ def train(cfg: TrainConfig) -> Path:
     def save(step: int) -> None:
         manager.save(step, state, {"data": run.loader.state()}, key=key)
 
-    with StopRequest() as stop, tqdm(total=total_steps, initial=step, disable=not is_main, dynamic_ncols=True) as bar:
-        while step < total_steps:
-            batch = run.next_batch(split)
-            state, metrics = step_fn(state, batch, step_key, latent_encoder)
-            step += 1
-            pending.append((step, metrics))
-            stopping = stop.requested  # read once: a signal landing later in this iteration waits for the next
-            at_end = step == total_steps or stopping is not None
-            if step % cfg.log_every == 0 or at_end or step % cfg.save_every == 0:
-                fetched = _check_finite(pending)
-                pending.clear()
-                now = time.perf_counter()
-                tok_s = tokens_per_step * (step - last_step) / max(now - last_time, 1e-9)
-                last_time, last_step = now, step
-                lr = float(schedule(step - 1))
-                for s, m in fetched:
-                    if s % cfg.log_every == 0 or s == step:
-                        log.write(s, {**m, "lr": float(schedule(s - 1)), "tokens_per_s": tok_s})
-                last = fetched[-1][1]
-                bar.set_postfix(loss=f"{last['loss']:.4f}", l2=f"{last['l2']:.4f}", ce=f"{last['ce']:.3f}",
-                                lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}")
-            bar.update(1)
-            if step % cfg.save_every == 0 or at_end:
-                save(step)
-            if is_main and (step % cfg.sample_every == 0 or step == total_steps):
-                run.write_samples(state.ema, step, out, cfg)
-            if stopping is not None:
-                if is_main:
-                    print(f"{stopping}: saved step {step} to {out}; exiting")
-                break
-    manager.wait_until_finished()
-    log.close()
+    try:
+        with StopRequest() as stop, tqdm(total=total_steps, initial=step, disable=not is_main, dynamic_ncols=True) as bar:
+            while step < total_steps:
+                batch = run.next_batch(split)
+                state, metrics = step_fn(state, batch, step_key, latent_encoder)
+                step += 1
+                pending.append((step, metrics))
+                stopping = stop.requested  # read once: a signal landing later in this iteration waits for the next
+                at_end = step == total_steps or stopping is not None
+                if step % cfg.log_every == 0 or at_end or step % cfg.save_every == 0:
+                    fetched = _check_finite(pending)
+                    pending.clear()
+                    now = time.perf_counter()
+                    tok_s = tokens_per_step * (step - last_step) / max(now - last_time, 1e-9)
+                    last_time, last_step = now, step
+                    lr = float(schedule(step - 1))
+                    for s, m in fetched:
+                        if s % cfg.log_every == 0 or s == step:
+                            log.write(s, {**m, "lr": float(schedule(s - 1)), "tokens_per_s": tok_s})
+                    last = fetched[-1][1]
+                    bar.set_postfix(loss=f"{last['loss']:.4f}", l2=f"{last['l2']:.4f}", ce=f"{last['ce']:.3f}",
+                                    lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}")
+                bar.update(1)
+                if step % cfg.save_every == 0 or at_end:
+                    save(step)
+                if is_main and (step % cfg.sample_every == 0 or step == total_steps):
+                    run.write_samples(state.ema, step, out, cfg)
+                if stopping is not None:
+                    if is_main:
+                        print(f"{stopping}: saved step {step} to {out}; exiting")
+                    break
+    finally:
+        manager.close()  # waits for a pending save
+        log.close()
     return out
 
 
