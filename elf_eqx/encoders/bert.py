@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from elf_eqx.encoders.layers import LayerNorm, activation, attend, pair_mask, scan_layers, split_heads
+from elf_eqx.nn.norm import LayerNorm
+from elf_eqx.encoders.layers import activation, attend, pair_mask, scan_layers, split_heads
 from elf_eqx.nn import Linear
 
 

@@ -1,4 +1,4 @@
-"""Pieces shared by the frozen encoders and the GPT-2 judge: LayerNorm, activations, attention."""
+"""Pieces shared by the frozen encoders and the GPT-2 judge: activations, masks, attention, layer scan."""
 
 from __future__ import annotations
 
@@ -10,29 +10,6 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
 from elf_eqx.encoders.latents import expand_padding_mask
-
-
-class LayerNorm(eqx.Module):
-    """``(x - mean) / sqrt(var + eps) * weight + bias`` over the last axis, in float32 inside;
-    the result has the dtype of ``x``."""
-
-    weight: Float[Array, " dim"]
-    bias: Float[Array, " dim"]
-    eps: float = eqx.field(static=True)
-
-    def __init__(self, dim: int, eps: float = 1e-5):
-        self.weight = jnp.ones((dim,), jnp.float32)
-        self.bias = jnp.zeros((dim,), jnp.float32)
-        self.eps = eps
-
-    def __call__(self, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch dim"]:
-        """Normalise the last axis of ``(..., dim)``; same shape and dtype out."""
-        x32 = x.astype(jnp.float32)
-        mean = jnp.mean(x32, axis=-1, keepdims=True)
-        centred = x32 - mean
-        var = jnp.mean(centred * centred, axis=-1, keepdims=True)
-        y = centred * jax.lax.rsqrt(var + self.eps) * self.weight + self.bias
-        return y.astype(x.dtype)
 
 
 def _gelu_erf(x: Array) -> Array:

@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from elf_eqx.encoders.layers import LayerNorm, activation, attend, scan_layers, split_heads
+from elf_eqx.nn.norm import LayerNorm
+from elf_eqx.encoders.layers import activation, attend, scan_layers, split_heads
 from elf_eqx.encoders.sources import read_config, resolve_source
 from elf_eqx.encoders.weights import Slot, fill_module, shape_template, strip_prefix
 from elf_eqx.io.safetensors_io import read_safetensors_folder
