@@ -97,3 +97,14 @@ def test_data_mesh_places_batches_and_rejects_uneven_batches():
 
     with pytest.raises(ValueError, match="--global-batch 4 is not divisible by the 3 devices"):
         check_global_batch(4, AbstractMesh((3,), ("data",)))
+
+
+def test_metrics_mirror_to_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log = MetricsLog(tmp_path, tensorboard=True)
+    log.write(3, {"loss": 1.25, "note": "text is not a scalar"})
+    log.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(3, 1.25)]
