@@ -37,7 +37,9 @@ class TrainConfig:
     remat: bool = False
     """Recompute block activations in the backward pass (less memory, ~30% more compute)."""
     attn_dropout: float = 0.0
+    """Dropout on attention probabilities, in blocks depth//4 ≤ i < 3·depth//4 only."""
     proj_dropout: float = 0.0
+    """Dropout on attention and MLP outputs, same blocks as attn_dropout."""
 
     # -- frozen encoder and tokenizer ----------------------------------------------------
     encoder: str = "google-t5/t5-small"
@@ -46,12 +48,15 @@ class TrainConfig:
     tokenizer: str | None = None
     """Tokenizer (hub id or folder); defaults to the encoder's."""
     latent_mean: float = 0.0
+    """Latents are (h − latent_mean) / latent_std."""
     latent_std: float = 0.2
+    """0.2 for T5 (the reference); 0.28 suits MiniLM."""
 
     # -- data ----------------------------------------------------------------------------
     data: str = "embedded-language-flows/openwebtext-t5"
     """Hub dataset id, save_to_disk folder, .jsonl, .txt, or 'embedded' (the KJV subset in the package)."""
     data_split: str = "train"
+    """Split of a hub dataset or DatasetDict folder."""
     max_length: int = 1024
     """Sequence length L (condition + target for conditional data)."""
     max_input_length: int = 0
@@ -65,54 +70,89 @@ class TrainConfig:
 
     # -- objective -----------------------------------------------------------------------
     time_schedule: Literal["logit_normal", "uniform"] = "logit_normal"
+    """Distribution of training times t."""
     p_mean: float = -1.5
+    """Mean of the logit-normal t (training, and the sampler's logit-normal grid)."""
     p_std: float = 0.8
+    """Std of the logit-normal t."""
     noise_scale: float = 2.0
+    """s in z_t = t·x + (1 − t)·s·ε (and the sampler's start noise)."""
     decoder_noise_scale: float = 5.0
+    """s_dec of the decode branch's corruption λ·x + (1 − λ)·s_dec·ε."""
     decoder_prob: float = 0.2
+    """Share of the decode branch."""
     t_eps: float = 0.05
+    """Velocity denominator floor: (x̂ − z)/max(1 − t, t_eps)."""
     self_cond_prob: float = 0.5
+    """Probability that a sample is self-conditioned."""
     omega_min: float = 0.5
+    """SC-CFG scale range: 1 + ω is log-uniform on [1 + omega_min, 1 + omega_max]."""
     omega_max: float = 5.0
+    """Upper end of the SC-CFG scale range."""
     label_drop_prob: float = 0.0
+    """Conditional tasks: probability of dropping the condition (for CFG)."""
     branch: Literal["split", "per_step"] = "split"
     """How steps divide between the denoise and decode branches (see elf_eqx.objective)."""
 
     # -- optimisation --------------------------------------------------------------------
     optimizer: Literal["muon", "adamw"] = "muon"
+    """Muon (AdamW for non-matrix leaves) or AdamW."""
     blr: float = 1e-3
     """Base learning rate; lr = blr · global_batch / 256."""
     global_batch: int = 512
+    """Sequences per optimizer step, over all devices and processes."""
     grad_accum: int = 1
     """Micro-batches per optimizer step (global_batch is split into this many)."""
     b1: float = 0.9
+    """Adam β1 (AdamW, and Muon's AdamW part)."""
     b2: float = 0.95
+    """Adam β2."""
     weight_decay: float = 0.0
+    """Decoupled weight decay."""
     clip_norm: float = 1.0
+    """Global gradient-norm clip (0 disables)."""
     warmup_steps: int | None = None
     """Linear warm-up from 0, in steps; overrides warmup_epochs."""
     warmup_epochs: float = 0.5
+    """Linear warm-up in epochs when warmup_steps is not given."""
     lr_schedule: Literal["constant", "cosine"] = "constant"
+    """After warm-up: constant (the reference) or cosine to 0."""
     epochs: float = 5.0
+    """Training length in epochs (unless max_steps)."""
     max_steps: int | None = None
     """Stop after this many optimizer steps (default: epochs worth)."""
     ema_decay: float = 0.9999
+    """EMA of the weights, updated every optimizer step; samples use it."""
 
     # -- run -----------------------------------------------------------------------------
     output_dir: str = "runs/elf"
+    """Checkpoints, metrics.jsonl and samples/ go here; rerunning resumes."""
     seed: int = 0
+    """Seeds the weights, the data order and every random draw."""
     log_every: int = 10
+    """Steps between metric records (and NaN checks)."""
     save_every: int = 1000
+    """Steps between checkpoints."""
     keep_checkpoints: int = 3
+    """Keep the newest N checkpoints."""
     sample_every: int = 1000
+    """Steps between sample files (EMA weights)."""
     num_samples: int = 4
+    """Samples per sample file."""
     sample_steps: int = 32
+    """Sampler steps for the sample files."""
     sample_method: Literal["ode", "sde"] = "sde"
+    """Euler ODE or churned SDE."""
     sample_gamma: float = 1.5
+    """SDE churn γ."""
     sample_omega: float = 3.0
+    """SC-CFG scale ω fed to the network when sampling."""
     sample_cfg_weight: float = 1.0
+    """CFG weight for conditional tasks (1 = off)."""
     wandb: bool = False
+    """Mirror metrics to Weights & Biases (pip install 'elf_eqx[wandb]')."""
     tensorboard: bool = False
+    """Mirror metrics to TensorBoard under <output_dir>/tensorboard."""
 
     def __post_init__(self) -> None:
         if self.model not in PRESETS:

@@ -108,3 +108,14 @@ def test_metrics_mirror_to_tensorboard(tmp_path):
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert [(e.step, e.value) for e in events.Scalars("loss")] == [(3, 1.25)]
+
+
+def test_help_documents_every_field(capsys):
+    import dataclasses
+
+    with pytest.raises(SystemExit):
+        parse_train_config(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for field in dataclasses.fields(TrainConfig):
+        assert f"--{field.name.replace('_', '-')}" in text
+    assert "(default: 512)" in text and "Sequences per optimizer step" in text
