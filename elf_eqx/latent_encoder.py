@@ -7,10 +7,16 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from elf_eqx.encoders.latents import encoder_attention_mask, normalize_latents
+from elf_eqx.mesh import shard_batch
 from elf_eqx.objective import LatentBatch
+
+
+_FIELD_DTYPES = {"input_ids": np.int32, "valid_mask": bool, "cond_mask": bool, "loss_mask": bool}
 
 
 class TokenBatch(eqx.Module):
@@ -23,14 +29,12 @@ class TokenBatch(eqx.Module):
     loss_mask: Bool[Array, "B L"]
 
     @staticmethod
-    def from_numpy(batch: dict[str, Any]) -> "TokenBatch":
-        """From the data pipeline's dict of ``(B, L)`` NumPy arrays."""
-        return TokenBatch(
-            jnp.asarray(batch["input_ids"], jnp.int32),
-            jnp.asarray(batch["valid_mask"], bool),
-            jnp.asarray(batch["cond_mask"], bool),
-            jnp.asarray(batch["loss_mask"], bool),
-        )
+    def from_numpy(batch: dict[str, Any], sharding: NamedSharding | None = None) -> "TokenBatch":
+        """From the data pipeline's dict of ``(B, L)`` NumPy arrays (this process's rows), placed
+        straight onto ``sharding`` (batch axis split over devices) when given."""
+        arrays = {name: np.asarray(batch[name], dtype) for name, dtype in _FIELD_DTYPES.items()}
+        placed = shard_batch(arrays, sharding) if sharding is not None else {k: jnp.asarray(v) for k, v in arrays.items()}
+        return TokenBatch(**placed)
 
 
 class LatentEncoder(eqx.Module):
@@ -50,13 +54,15 @@ class LatentEncoder(eqx.Module):
         condition (its targets may not attend to it, and its condition latents are zeroed later)."""
         has_condition = jnp.any(batch.cond_mask, axis=-1)
         drop = jax.random.bernoulli(key, self.label_drop_prob, has_condition.shape) & has_condition
-        mask = encoder_attention_mask(batch.valid_mask, batch.cond_mask, drop)
-        hidden = jax.lax.stop_gradient(self.encoder(batch.input_ids, mask))
-        x = normalize_latents(hidden.astype(jnp.float32), self.latent_mean, self.latent_std)
+        x = self._latents(batch, drop)
         return LatentBatch(x, batch.input_ids, batch.loss_mask, batch.cond_mask, drop)
 
     def encode_conditions(self, batch: TokenBatch) -> Float[Array, "B L D"]:
         """Clean condition latents (zero elsewhere) for conditional sampling."""
-        mask = encoder_attention_mask(batch.valid_mask, batch.cond_mask, None)
-        x = normalize_latents(self.encoder(batch.input_ids, mask).astype(jnp.float32), self.latent_mean, self.latent_std)
-        return jnp.where(batch.cond_mask[..., None], x, 0.0)
+        return jnp.where(batch.cond_mask[..., None], self._latents(batch, None), 0.0)
+
+    def _latents(self, batch: TokenBatch, drop: Bool[Array, " B"] | None) -> Float[Array, "B L D"]:
+        """Normalised encoder states under the conditional encoder mask (no gradient)."""
+        mask = encoder_attention_mask(batch.valid_mask, batch.cond_mask, drop)
+        hidden = jax.lax.stop_gradient(self.encoder(batch.input_ids, mask))
+        return normalize_latents(hidden.astype(jnp.float32), self.latent_mean, self.latent_std)

@@ -14,11 +14,11 @@ from elf_eqx.config import ELFConfig
 from elf_eqx.data import DataSpec, Loader, PreparedData, collate, prepare_data
 from elf_eqx.encoders.load import check_compatible, load_text_encoder, load_tokenizer
 from elf_eqx.latent_encoder import LatentEncoder, TokenBatch
-from elf_eqx.mesh import shard_batch
 from elf_eqx.model import ELF
 from elf_eqx.run_config import TrainConfig
 from elf_eqx.run_log import write_text_atomic
 from elf_eqx.sampler import Condition, Sampler
+
 
 @dataclasses.dataclass
 class TrainingRun:
@@ -31,8 +31,8 @@ class TrainingRun:
     latent_encoder: LatentEncoder
     elf_config: ELFConfig
     sampler: Sampler
-    num_samples: int
-    sample_conditions: TokenBatch | None
+    sample_condition: Condition
+    """What samples are conditioned on: the first rows' encoded conditions, or none (unconditional)."""
 
     @property
     def steps_per_epoch(self) -> int:
@@ -40,8 +40,7 @@ class TrainingRun:
 
     def next_batch(self, sharding: Any = None) -> TokenBatch:
         """The next batch as device arrays: this process's rows, split over ``sharding`` when given."""
-        batch = TokenBatch.from_numpy(next(self.loader))
-        return batch if sharding is None else shard_batch(batch, sharding)
+        return TokenBatch.from_numpy(next(self.loader), sharding)
 
     def signature_config(self, cfg: TrainConfig) -> dict[str, Any]:
         """What must match for a checkpoint directory to be resumed: the architecture, the
@@ -54,13 +53,9 @@ class TrainingRun:
             "run": cfg.to_dict(),
         }
 
-    def sample_text(self, model: ELF, key: jax.Array, conditions: TokenBatch | None = None) -> list[str]:
-        """Decode samples from ``model`` (usually the EMA); conditional runs condition on ``conditions``."""
-        if conditions is not None:
-            latents = self.latent_encoder.encode_conditions(conditions)
-            cond = Condition(latents, conditions.cond_mask)
-        else:
-            cond = Condition.none(self.num_samples, self.spec.max_length, self.elf_config.encoder_dim)
+    def sample_text(self, model: ELF, key: jax.Array) -> list[str]:
+        """Decode samples from ``model`` (usually the EMA), conditioned on :attr:`sample_condition`."""
+        cond = self.sample_condition
         tokens = _sample_tokens(self.sampler, model, key, cond, self.spec.eos_id, self.spec.pad_id)
         tokens = jax.device_get(tokens)
         target = ~jax.device_get(cond.mask)
@@ -69,7 +64,7 @@ class TrainingRun:
     def write_samples(self, model: ELF, step: int, out: Path, cfg: TrainConfig) -> Path:
         """Write a few EMA samples to ``<out>/samples/step_<step>.txt`` (atomically); conditional
         runs condition on the first rows of the dataset."""
-        texts = self.sample_text(model, jax.random.key(cfg.seed + step), self.sample_conditions)
+        texts = self.sample_text(model, jax.random.key(cfg.seed + step))
         lines = [f"# step {step}, {cfg.sample_steps} {cfg.sample_method} steps, omega {cfg.sample_omega}"]
         lines += [f"[{i}] {text}" for i, text in enumerate(texts)]
         path = Path(out) / "samples" / f"step_{step:07d}.txt"
@@ -100,8 +95,15 @@ def build_run(cfg: TrainConfig) -> TrainingRun:
     sampler = Sampler(num_steps=cfg.sample_steps, method=cfg.sample_method, gamma=cfg.sample_gamma,
                       omega=cfg.sample_omega, cfg_weight=cfg.sample_cfg_weight, noise_scale=cfg.noise_scale,
                       t_eps=cfg.t_eps, p_mean=cfg.p_mean, p_std=cfg.p_std)
-    conditions = None
-    if data.conditional:
-        first = data.rows.select(range(min(cfg.num_samples, len(data.rows))))
-        conditions = TokenBatch.from_numpy(collate(first["input_ids"], first["cond_length"], spec))
-    return TrainingRun(tokenizer, spec, data, loader, latent_encoder, elf_config, sampler, cfg.num_samples, conditions)
+    return TrainingRun(tokenizer, spec, data, loader, latent_encoder, elf_config, sampler,
+                       _sample_condition(data, spec, latent_encoder, cfg.num_samples, encoder.dim))
+
+
+def _sample_condition(data: PreparedData, spec: DataSpec, latent_encoder: LatentEncoder, n: int, dim: int) -> Condition:
+    """The fixed condition of a run's sample files, encoded once: the first ``n`` rows' conditions
+    (conditional data) or none."""
+    if not data.conditional:
+        return Condition.none(n, spec.max_length, dim)
+    first = data.rows.select(range(min(n, len(data.rows))))
+    batch = TokenBatch.from_numpy(collate(first["input_ids"], first["cond_length"], spec))
+    return Condition(eqx.filter_jit(latent_encoder.encode_conditions)(batch), batch.cond_mask)
