@@ -118,3 +118,15 @@ def test_tokenizer_that_does_not_match_the_encoder(corpus, tmp_path):
     tokenizer.save_pretrained(tmp_path / "bigger_tokenizer")
     with pytest.raises(SystemExit, match="tokenizer has 30527 ids but the encoder's embedding table has only 30522"):
         main(tiny_args(corpus, tmp_path / "d", "--tokenizer", str(tmp_path / "bigger_tokenizer")))
+
+
+def test_conditional_run_with_label_drop_and_cfg_samples(tmp_path, shared_dir):
+    pairs = tmp_path / "pairs.jsonl"
+    lines = (shared_dir / "data" / "kjv" / "next_verse_valid.jsonl").read_text().splitlines()[:16]
+    pairs.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "cond"
+    main(tiny_args(pairs, out, "--max-steps", "2", "--max-length", "24", "--max-input-length", "8",
+                   "--pad-mode", "eos", "--no-packing", "--label-drop-prob", "0.5", "--sample-cfg-weight", "2", "--sample-every", "2"))
+    assert sorted(losses(out)) == [1, 2]
+    text = (out / "samples" / "step_0000002.txt").read_text()
+    assert text.startswith("# step 2") and "[1]" in text
