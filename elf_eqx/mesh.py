@@ -1,25 +1,65 @@
-"""The device mesh a run trains on, and how batches and replicated state are placed on it.
+"""The device mesh a run uses, and how batches are placed on it.
 
-A one-axis ``data`` mesh over every device: parameters, EMA and optimizer state replicated,
-batches split along their leading axis. Multi-process runs feed each process's rows with
-``jax.make_array_from_process_local_data``.
+Axes ``("data", "fsdp", "tensor")``: batches are split over ``data × fsdp``; parameters and
+optimizer state are sharded over ``fsdp`` (and ``tensor``) by the rules of
+:mod:`elf_eqx.partition`. A size of -1 on the data axis takes every remaining device.
+Multi-process runs feed each process's rows with ``jax.make_array_from_process_local_data``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import AbstractMesh, Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AbstractMesh, AxisType, Mesh, NamedSharding, PartitionSpec
 
-DATA_AXIS = "data"
+DATA_AXIS, FSDP_AXIS, TENSOR_AXIS = "data", "fsdp", "tensor"
+MESH_AXES = (DATA_AXIS, FSDP_AXIS, TENSOR_AXIS)
+BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Devices per mesh axis; ``data=-1`` takes all devices left after fsdp × tensor."""
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+
+    def shape(self, device_count: int) -> tuple[int, int, int]:
+        """``(data, fsdp, tensor)`` for ``device_count`` devices; a clear error when they do not fit."""
+        for name in ("fsdp", "tensor"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--mesh-{name} must be at least 1, got {getattr(self, name)}")
+        data = self.data
+        if data == -1:
+            if device_count % (self.fsdp * self.tensor):
+                raise ValueError(f"{device_count} devices do not split into fsdp {self.fsdp} × tensor {self.tensor}")
+            data = device_count // (self.fsdp * self.tensor)
+        elif data < 1:
+            raise ValueError(f"--mesh-data must be -1 or at least 1, got {data}")
+        size = data * self.fsdp * self.tensor
+        if size > device_count:
+            raise ValueError(f"mesh (data {data}, fsdp {self.fsdp}, tensor {self.tensor}) needs {size} devices, "
+                             f"but only {device_count} are available")
+        return data, self.fsdp, self.tensor
+
+
+def make_mesh(config: MeshConfig = MeshConfig(), devices: list[jax.Device] | None = None) -> Mesh:
+    """A ``("data", "fsdp", "tensor")`` mesh over ``devices`` (default: all devices of all
+    processes; a mesh smaller than that uses the first ones)."""
+    devices = jax.devices() if devices is None else list(devices)
+    shape = config.shape(len(devices))
+    chosen = devices[: math.prod(shape)]
+    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=chosen)
 
 
 def make_data_mesh(devices: list[jax.Device] | None = None) -> Mesh:
-    """A ``("data",)`` mesh over ``devices`` (default: all devices of all processes)."""
-    devices = jax.devices() if devices is None else devices
-    return Mesh(np.asarray(devices), (DATA_AXIS,))
+    """Every device on the data axis (pure data parallelism)."""
+    return make_mesh(MeshConfig(), devices)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -27,16 +67,27 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def batch_axes(mesh: Mesh | AbstractMesh) -> tuple[str, ...]:
+    """The mesh axes a batch's leading axis is split over (``data`` and ``fsdp`` where present)."""
+    return tuple(a for a in BATCH_AXES if a in mesh.axis_names)
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Leading (batch) axis split over the ``data`` axis."""
-    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+    """Leading (batch) axis split over ``data × fsdp``."""
+    return NamedSharding(mesh, PartitionSpec(batch_axes(mesh)))
+
+
+def batch_split(mesh: Mesh | AbstractMesh) -> int:
+    """How many pieces a batch is split into: the product of the batch axes' sizes."""
+    return math.prod(mesh.shape[a] for a in batch_axes(mesh))
 
 
 def check_global_batch(global_batch: int, mesh: Mesh | AbstractMesh) -> None:
-    """A clear error when the global batch does not split evenly over the mesh's data axis."""
-    n = mesh.shape[DATA_AXIS]
+    """A clear error when the global batch does not split evenly over the mesh's batch axes."""
+    n = batch_split(mesh)
     if global_batch % n:
-        raise ValueError(f"--global-batch {global_batch} is not divisible by the {n} devices of the data axis")
+        axes = "×".join(batch_axes(mesh))
+        raise ValueError(f"--global-batch {global_batch} is not divisible by the {n} devices of the {axes} axis")
 
 
 def shard_batch(local: Any, sharding: NamedSharding) -> Any:

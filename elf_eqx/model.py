@@ -8,6 +8,8 @@ blocks with in-context conditioning only, then either the zero-initialised denoi
 
 from __future__ import annotations
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -201,3 +203,15 @@ def count_params(model: eqx.Module) -> int:
     """Number of scalar parameters in ``model``; works on abstract models from ``eqx.filter_eval_shape``."""
     is_param = lambda x: eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct)
     return sum(int(x.size) for x in jax.tree_util.tree_leaves(model) if is_param(x))
+
+
+def with_runtime_options(model: ELF, **fields) -> ELF:
+    """``model`` with the same weights and other runtime settings of its :class:`ELFConfig`
+    (``compute_dtype``, ``remat``, dropout rates), e.g. ``with_runtime_options(m, compute_dtype="bfloat16")``."""
+    allowed = {"compute_dtype", "remat", "attn_dropout", "proj_dropout"}
+    unknown = sorted(set(fields) - allowed)
+    if unknown:
+        raise ValueError(f"with_runtime_options: {unknown} change the architecture; allowed: {sorted(allowed)}")
+    config = dataclasses.replace(model.config, **fields)
+    template = eqx.filter_eval_shape(ELF, config, key=jax.random.key(0))
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template), jax.tree_util.tree_leaves(model))

@@ -1,0 +1,228 @@
+"""Sample quality against sampling steps: Gen. PPL and entropy of one checkpoint, swept over
+steps × sampler (ODE; SDE with churn γ) × SC-CFG scale ω (ELF_SPEC.md §4, §5).
+
+    python benchmarks/steps_vs_ppl.py runs/kjv --judge runs/kjv_judge --reference-data ../shared/data/kjv/valid.jsonl
+    python benchmarks/steps_vs_ppl.py embedded-language-flows/ELF-B-owt --num-samples 1000 --reference-data owt_valid.jsonl
+
+Writes to ``--output-dir``: ``steps_vs_ppl.md`` (a markdown table), ``steps_vs_ppl.csv``,
+``steps_vs_ppl.png`` (Gen. PPL and entropy against steps, the judge's figures on held-out real
+text as the reference line) and every configuration's samples as JSONL under ``samples/``
+(``python -m elf_eqx.eval`` reads them).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+from pathlib import Path
+from typing import Literal
+
+import tyro
+
+from elf_eqx.data import load_source
+from elf_eqx.judge import load_judge, load_judge_tokenizer
+from elf_eqx.mesh import MeshConfig
+from elf_eqx.metrics import evaluate_unconditional
+from elf_eqx.run_log import write_text_atomic
+from elf_eqx.sample_io import write_samples_jsonl
+from elf_eqx.text_sampling import TextSampler
+
+RESULT_FILES = ("steps_vs_ppl.md", "steps_vs_ppl.csv", "steps_vs_ppl.png")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """Sweep sampling steps × sampler × ω for one unconditional checkpoint; score with a GPT-2 judge."""
+
+    source: tyro.conf.Positional[str]
+    """Training output directory, checkpoint, or hub id org/repo[/subpath] (as for elf_eqx.sample)."""
+    judge: str = "openai-community/gpt2-large"
+    """GPT-2-family judge: hub id or a local folder (benchmarks/train_judge.py makes one offline)."""
+    reference_data: str | None = None
+    """Held-out real text (.jsonl with "text", .txt, folder, save_to_disk, hub id): its judge
+    Gen. PPL and entropy, on pieces as long as the samples, are the plot's reference line."""
+    reference_split: str = "validation"
+    """Split of a hub or DatasetDict reference dataset."""
+    steps: tuple[int, ...] = (8, 16, 32, 64, 128)
+    """Sampling step counts."""
+    methods: tuple[Literal["ode", "sde"], ...] = ("ode", "sde")
+    """Samplers to sweep."""
+    gammas: tuple[float, ...] = (1.5,)
+    """SDE churn values (ODE ignores them)."""
+    omegas: tuple[float, ...] = (3.0,)
+    """SC-CFG scales ω."""
+    time_grid: Literal["uniform", "logit_normal"] = "logit_normal"
+    """Time grid of every configuration."""
+    num_samples: int = 1000
+    """Samples per configuration (the paper uses 1,000)."""
+    batch_size: int = 32
+    """Samples per compiled sampler call."""
+    length: int | None = None
+    """Sample length L (default: the model's training length)."""
+    seed: int = 0
+    """Same seed for every configuration."""
+    weights: Literal["ema", "raw"] = "ema"
+    """EMA or raw weights."""
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
+    """Matmul dtype of the ELF network."""
+    judge_batch_size: int = 16
+    """Texts per judge call."""
+    judge_dtype: Literal["float32", "bfloat16"] = "float32"
+    """Compute dtype of the judge."""
+    append_eos: bool = True
+    """Score the EOS after each text (the Gen. PPL convention; see elf_eqx.metrics)."""
+    output_dir: str = "runs/steps_vs_ppl"
+    """Where the table, CSV, plot and samples go."""
+    overwrite: bool = False
+    """Replace earlier results in output_dir (otherwise an error)."""
+    mesh_data: int = -1
+    """Devices on the data axis (-1: all)."""
+
+
+def reference_texts(session: TextSampler, source: str, split: str, count: int) -> list[str]:
+    """Up to ``count`` held-out pieces of ``session.spec.max_length`` model tokens each, decoded with
+    the model's tokenizer: real text normalised exactly as the samples are (case, spacing)."""
+    loaded = load_source(source, split)
+    if loaded.kind != "text":
+        raise ValueError(f"--reference-data {source}: needs plain text records (a 'text' field), got {loaded.kind}")
+    length, tok = session.spec.max_length, session.tokenizer
+    texts: list[str] = []
+    for document in loaded.dataset["text"]:
+        ids = tok(document, add_special_tokens=False)["input_ids"]
+        for start in range(0, len(ids) - length + 1, length):
+            texts.append(tok.decode(ids[start : start + length], skip_special_tokens=True))
+            if len(texts) == count:
+                return texts
+    if not texts:
+        raise ValueError(f"--reference-data {source}: no document has {length} tokens")
+    return texts
+
+
+def configurations(cfg: SweepConfig) -> list[dict]:
+    """Every sampler setting of the sweep, steps innermost."""
+    out = []
+    for method in cfg.methods:
+        for gamma in cfg.gammas if method == "sde" else (0.0,):
+            for omega in cfg.omegas:
+                for steps in cfg.steps:
+                    out.append({"method": method, "num_steps": steps, "gamma": gamma, "omega": omega,
+                                "cfg_weight": 1.0, "time_grid": cfg.time_grid, "self_condition": True})
+    return out
+
+
+def label(setting: dict) -> str:
+    """``"SDE γ=1.5 ω=3"`` / ``"ODE ω=3"``: one curve of the plot."""
+    gamma = f" γ={setting['gamma']:g}" if setting["method"] == "sde" else ""
+    return f"{setting['method'].upper()}{gamma} ω={setting['omega']:g}"
+
+
+def markdown_table(rows: list[dict], reference: dict | None) -> str:
+    """The results as a markdown table, the reference text last."""
+    lines = ["| sampler | steps | Gen. PPL ↓ | entropy | samples |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['sampler']} | {r['steps']} | {r['gen_ppl']:.2f} | {r['entropy']:.3f} | {r['num_samples']} |")
+    if reference is not None:
+        lines.append(f"| held-out real text | — | {reference['gen_ppl']:.2f} | {reference['entropy']:.3f} | "
+                     f"{reference['num_samples']} |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(rows: list[dict], reference: dict | None) -> str:
+    """The results as CSV (the reference text as a row with sampler ``reference``)."""
+    buffer = io.StringIO()
+    fields = ["sampler", "method", "gamma", "omega", "steps", "gen_ppl", "entropy", "num_samples", "num_empty"]
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    if reference is not None:
+        writer.writerow({"sampler": "reference", **reference})
+    return buffer.getvalue()
+
+
+def plot(rows: list[dict], reference: dict | None, path: Path, title: str) -> None:
+    """Gen. PPL and entropy against steps, one curve per sampler, the reference as a dashed line."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise SystemExit("the plot needs matplotlib: pip install 'elf_eqx[bench]'") from err
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name in dict.fromkeys(r["sampler"] for r in rows):
+        mine = [r for r in rows if r["sampler"] == name]
+        for ax, metric in zip(axes, ("gen_ppl", "entropy")):
+            ax.plot([r["steps"] for r in mine], [r[metric] for r in mine], marker="o", label=name)
+    for ax, metric, name in zip(axes, ("gen_ppl", "entropy"), ("Gen. PPL (judge) ↓", "unigram entropy")):
+        if reference is not None:
+            ax.axhline(reference[metric], color="black", linestyle="--", linewidth=1, label="held-out real text")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted({r["steps"] for r in rows}), [str(s) for s in sorted({r["steps"] for r in rows})])
+        ax.set_xlabel("sampling steps")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def sweep(cfg: SweepConfig) -> tuple[list[dict], dict | None]:
+    """Run the sweep, write the result files, return the rows and the reference figures."""
+    out = Path(cfg.output_dir)
+    clash = [name for name in RESULT_FILES if (out / name).exists()]
+    if clash and not cfg.overwrite:
+        raise FileExistsError(f"{out} already holds {clash}; pass --overwrite or another --output-dir")
+    session = TextSampler.open(cfg.source, weights=cfg.weights, compute_dtype=cfg.compute_dtype, length=cfg.length,
+                               mesh=MeshConfig(cfg.mesh_data, 1, 1))
+    if session.conditional:
+        raise ValueError(f"{cfg.source} is a conditional model; Gen. PPL sweeps need an unconditional one "
+                         "(evaluate conditional samples with python -m elf_eqx.eval --references ...)")
+    import jax.numpy as jnp
+
+    judge = load_judge(cfg.judge)
+    judge_tok = load_judge_tokenizer(cfg.judge)
+    score = dict(batch_size=cfg.judge_batch_size, append_eos=cfg.append_eos,
+                 compute_dtype=jnp.bfloat16 if cfg.judge_dtype == "bfloat16" else jnp.float32)
+    reference = None
+    if cfg.reference_data:
+        texts = reference_texts(session, cfg.reference_data, cfg.reference_split, cfg.num_samples)
+        reference = evaluate_unconditional(texts, judge, judge_tok, **score)
+        print(f"held-out real text: Gen. PPL {reference['gen_ppl']:.2f}, entropy {reference['entropy']:.3f}")
+    rows = []
+    for setting in configurations(cfg):
+        records = session.draw(setting, seed=cfg.seed, batch_size=cfg.batch_size, num_samples=cfg.num_samples,
+                               extra_settings={"source": cfg.source, "weights": cfg.weights}, progress=False)
+        name = f"{setting['method']}-g{setting['gamma']:g}-w{setting['omega']:g}-steps{setting['num_steps']}"
+        write_samples_jsonl(out / "samples" / f"{name}.jsonl", records)
+        figures = evaluate_unconditional([r["text"] for r in records], judge, judge_tok, **score)
+        row = {"sampler": label(setting), "method": setting["method"], "gamma": setting["gamma"],
+               "omega": setting["omega"], "steps": setting["num_steps"], **figures}
+        rows.append(row)
+        print(f"{row['sampler']:>18} {row['steps']:>4} steps: Gen. PPL {row['gen_ppl']:8.2f}  entropy {row['entropy']:.3f}")
+    write_text_atomic(out / "steps_vs_ppl.md", markdown_table(rows, reference))
+    write_text_atomic(out / "steps_vs_ppl.csv", csv_text(rows, reference))
+    write_text_atomic(out / "sweep.json", json.dumps({"config": dataclasses.asdict(cfg), "origin": session.bundle.origin,
+                                                      "rows": rows, "reference": reference}, indent=1))
+    plot(rows, reference, out / "steps_vs_ppl.png", f"{session.bundle.origin} — judge {cfg.judge}")
+    return rows, reference
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI entry; known failures end as one line naming the culprit."""
+    cfg = tyro.cli(SweepConfig, args=argv)
+    try:
+        rows, reference = sweep(cfg)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        raise SystemExit(f"error: {err}") from None
+    print(markdown_table(rows, reference))
+    print(f"wrote {', '.join(RESULT_FILES)} and samples/ to {cfg.output_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""Train a small GPT-2 judge on a corpus, so Gen. PPL needs no download.
+
+    python benchmarks/train_judge.py --train ../shared/data/kjv/train.jsonl --valid ../shared/data/kjv/valid.jsonl \
+        --roundtrip-tokenizer offline-minilm --output runs/kjv_judge
+
+Trains a byte-level BPE tokenizer and a GPT-2-architecture causal LM on ``--train`` and writes a
+Hugging Face GPT-2 folder (``config.json``, ``model.safetensors``, ``tokenizer.json``) that
+``elf_eqx.judge.load_judge``, ``python -m elf_eqx.eval --judge`` and ``transformers`` read, with
+``judge_training.json`` recording the corpus, options and validation perplexity. The folder is
+written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import tyro
+from tqdm.auto import tqdm
+
+from elf_eqx.data import load_source
+from elf_eqx.judge import generative_perplexity_of_texts, load_judge, load_judge_tokenizer
+from elf_eqx.judge.bpe_tokenizer import train_bpe_tokenizer
+from elf_eqx.judge.export import save_judge
+from elf_eqx.judge.gpt2 import GPT2, GPT2Config
+from elf_eqx.judge.lm_training import block_perplexity, pack_blocks, train_lm
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgeConfig:
+    """Train a GPT-2-architecture judge (and its BPE tokenizer) on a text corpus."""
+
+    train: str
+    """Training text: .jsonl with "text", .txt, a folder of them, save_to_disk folder, hub id, or 'embedded'."""
+    output: str
+    """Folder to write the judge into (must not exist unless --overwrite)."""
+    valid: str | None = None
+    """Held-out text, same forms as --train: the reported validation perplexity."""
+    split: str = "train"
+    """Split of a hub or DatasetDict --train source."""
+    lowercase: bool = False
+    """Lowercase every text (for judging samples of an uncased model)."""
+    roundtrip_tokenizer: str | None = None
+    """Encode and decode every text with this tokenizer (e.g. offline-minilm) first, so the judge
+    sees text normalised exactly like the decoded samples it will score."""
+    vocab_size: int = 8192
+    """BPE vocabulary size (ids, <|endoftext|> included)."""
+    n_layer: int = 4
+    """Transformer blocks."""
+    n_embd: int = 256
+    """Width."""
+    n_head: int = 4
+    """Attention heads."""
+    n_positions: int = 256
+    """Longest text the judge scores (tokens)."""
+    block_size: int = 128
+    """Training sequence length (≤ n_positions)."""
+    batch_size: int = 32
+    """Blocks per step."""
+    steps: int = 2000
+    """Optimizer steps."""
+    lr: float = 1e-3
+    """Peak learning rate (AdamW, warm-up then cosine to lr/10)."""
+    warmup: int = 100
+    """Warm-up steps."""
+    seed: int = 0
+    """Seeds the weights and the batch order."""
+    overwrite: bool = False
+    """Replace an existing --output folder."""
+
+
+def read_texts(source: str, split: str, lowercase: bool, roundtrip) -> list[str]:
+    """The normalised texts of a source (``text`` records)."""
+    loaded = load_source(source, split)
+    if loaded.kind != "text":
+        raise ValueError(f"{source}: the judge trains on plain text records (a 'text' field), got {loaded.kind}")
+    texts = list(loaded.dataset["text"])
+    if roundtrip is not None:
+        ids = roundtrip(texts, add_special_tokens=False, verbose=False)["input_ids"]
+        texts = roundtrip.batch_decode(ids, skip_special_tokens=True)
+    return [t.lower() for t in texts] if lowercase else texts
+
+
+def train_judge(cfg: JudgeConfig) -> dict:
+    """Train and save the judge described by ``cfg``; returns the record written beside it."""
+    out = Path(cfg.output)
+    if out.exists() and not cfg.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    if cfg.block_size > cfg.n_positions:
+        raise ValueError(f"--block-size {cfg.block_size} exceeds --n-positions {cfg.n_positions}")
+    roundtrip = None
+    if cfg.roundtrip_tokenizer:
+        from elf_eqx.encoders.load import load_tokenizer
+
+        roundtrip = load_tokenizer(cfg.roundtrip_tokenizer)
+    train_texts = read_texts(cfg.train, cfg.split, cfg.lowercase, roundtrip)
+    valid_texts = read_texts(cfg.valid, "validation", cfg.lowercase, roundtrip) if cfg.valid else []
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        record = _train_into(cfg, tmp, train_texts, valid_texts)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed or killed run leaves no half-written judge
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return record
+
+
+def _train_into(cfg: JudgeConfig, tmp: Path, train_texts: list[str], valid_texts: list[str]) -> dict:
+    train_bpe_tokenizer(train_texts, cfg.vocab_size, tmp)
+    tokenizer = load_judge_tokenizer(tmp)
+    eos = tokenizer.eos_token_id
+    encode = lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]  # noqa: E731
+    train_blocks = pack_blocks(encode(train_texts), eos, cfg.block_size)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=cfg.n_positions, n_embd=cfg.n_embd,
+                        n_layer=cfg.n_layer, n_head=cfg.n_head, eos_token_id=eos)
+    key = jax.random.key(cfg.seed)
+    model = GPT2(config, key=jax.random.fold_in(key, 0))
+    started = time.perf_counter()
+    with tqdm(total=cfg.steps, desc="judge", dynamic_ncols=True) as bar:
+        def show(step: int, loss: float) -> None:
+            bar.update(1)
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{loss:.3f}")
+
+        model = train_lm(model, train_blocks, steps=cfg.steps, batch_size=cfg.batch_size, learning_rate=cfg.lr,
+                         key=jax.random.fold_in(key, 1), warmup=cfg.warmup, on_step=show)
+    record = {"train": cfg.train, "valid": cfg.valid, "options": dataclasses.asdict(cfg),
+              "train_tokens": int(train_blocks.size), "train_seconds": round(time.perf_counter() - started, 1),
+              "train_block_ppl": block_perplexity(model, train_blocks[:256])}
+    save_judge(model, tmp)
+    if valid_texts:
+        valid_blocks = pack_blocks(encode(valid_texts), eos, cfg.block_size)
+        record["valid_block_ppl"] = block_perplexity(model, valid_blocks)
+        pieces = [tokenizer.decode(b, skip_special_tokens=True) for b in valid_blocks]
+        saved = load_judge(tmp)
+        record["valid_gen_ppl"] = generative_perplexity_of_texts(saved, tokenizer, pieces, batch_size=16,
+                                                                 max_length=cfg.n_positions, append_eos=True)
+        record["valid_pieces"] = len(pieces)
+    (tmp / "judge_training.json").write_text(json.dumps(record, indent=1))
+    return record
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI entry; known failures end as one line naming the culprit."""
+    cfg = tyro.cli(JudgeConfig, args=argv)
+    try:
+        record = train_judge(cfg)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        raise SystemExit(f"error: {err}") from None
+    figures = {k: round(v, 3) for k, v in record.items() if k.endswith("_ppl")}
+    print(f"wrote {cfg.output}: {figures}, {record['train_seconds']} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Unigram entropy of generated text (ELF_SPEC.md §5): diversity, to read beside Gen. PPL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def unigram_entropy(token_ids: Sequence[int]) -> float:
+    """Entropy (natural log, nats) of the empirical unigram distribution of one sample's ids;
+    0 for an empty sample."""
+    if len(token_ids) == 0:
+        return 0.0
+    _, counts = np.unique(np.asarray(token_ids), return_counts=True)
+    p = counts / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def mean_entropy(samples: Sequence[Sequence[int]]) -> tuple[float, int]:
+    """``(mean per-sample unigram entropy over the non-empty samples, number of empty samples)``."""
+    values = [unigram_entropy(ids) for ids in samples if len(ids)]
+    empty = len(samples) - len(values)
+    return (float(np.mean(values)) if values else float("nan")), empty

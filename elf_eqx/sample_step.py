@@ -1,0 +1,53 @@
+"""The sampler compiled for a device mesh: weights sharded by :mod:`elf_eqx.partition`, the
+batch of conditions and the outputs split over ``data × fsdp``, the key replicated.
+
+JAX's threefry draws are partitionable (``jax_threefry_partitionable``, on by default), so a
+sharded run draws the same noise, and gives the same samples, as a single device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+from jax.sharding import Mesh
+from jaxtyping import PRNGKeyArray
+
+from elf_eqx.mesh import batch_sharding, replicated
+from elf_eqx.model import ELF
+from elf_eqx.partition import tree_shardings
+from elf_eqx.sampler import Condition, Sampler, SampleOutput
+
+
+def make_sample_fn(
+    sampler: Sampler, mesh: Mesh | None, model: ELF, *, eos_id: int | None, pad_id: int
+) -> Callable[[ELF, PRNGKeyArray, Condition], SampleOutput]:
+    """``fn(model, key, condition) -> SampleOutput`` compiled once per input shape.
+
+    ``condition`` is a :class:`Condition` of ``(B, L, D)`` latents and a ``(B, L)`` mask
+    (``Condition.none`` for unconditional samples); ``B`` must split over the mesh's
+    ``data × fsdp`` devices. With ``mesh=None`` the function is a plain single-device jit.
+    ``model`` fixes the parameter shardings (its shapes, not its values, are used).
+    """
+    params, static = eqx.partition(model, eqx.is_array)
+
+    def run(params, key, condition):
+        out = sampler(eqx.combine(params, static), key, condition=condition, eos_id=eos_id, pad_id=pad_id)
+        return out
+
+    if mesh is None:
+        compiled = jax.jit(run)
+        place = lambda params, key, condition: (params, key, condition)  # noqa: E731
+    else:
+        rows = batch_sharding(mesh)
+        shardings = (tree_shardings(params, mesh), replicated(mesh), rows)  # rows: every leaf of the condition
+        compiled = jax.jit(run, in_shardings=shardings, out_shardings=rows)
+        # Inputs made on one device (or identical on every process) are placed on the mesh first.
+        place = lambda *args: jax.device_put(args, shardings)  # noqa: E731
+
+    def sample(model: ELF, key: PRNGKeyArray, condition: Condition) -> SampleOutput:
+        """Samples for ``condition``'s batch from ``model`` (same structure as at construction)."""
+        return compiled(*place(eqx.filter(model, eqx.is_array), key, condition))
+
+    return sample

@@ -1,0 +1,157 @@
+"""A loaded model ready to draw text: the weights, tokenizer, frozen encoder (conditional models),
+device mesh and compiled samplers. Used by ``python -m elf_eqx.sample`` and the steps sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+from tqdm.auto import tqdm
+
+from elf_eqx.conditions import condition_ids, encode_conditions
+from elf_eqx.data import DataSpec
+from elf_eqx.encoders.load import check_compatible, load_text_encoder, load_tokenizer
+from elf_eqx.latent_encoder import LatentEncoder
+from elf_eqx.mesh import MeshConfig, make_mesh
+from elf_eqx.model import ELF, with_runtime_options
+from elf_eqx.model_source import ModelBundle, load_model_source
+from elf_eqx.sample_io import ConditionInput, sample_record, target_ids
+from elf_eqx.sample_step import make_sample_fn
+from elf_eqx.sampler import Condition, Sampler
+
+SAMPLER_FIELDS = ("method", "num_steps", "gamma", "omega", "cfg_weight", "time_grid", "self_condition")
+
+
+def gather(array: jax.Array) -> np.ndarray:
+    """The whole (possibly multi-process, sharded) array on this host."""
+    if getattr(array, "is_fully_addressable", True):
+        return np.asarray(jax.device_get(array))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+
+
+@dataclasses.dataclass
+class TextSampler:
+    """A model source opened for sampling (see :meth:`open`); :meth:`draw` makes sample records."""
+
+    bundle: ModelBundle
+    model: ELF
+    tokenizer: Any
+    spec: DataSpec
+    latent_encoder: LatentEncoder | None
+    mesh: Mesh
+    _compiled: dict[tuple, tuple[Sampler, Callable]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def conditional(self) -> bool:
+        return self.bundle.max_input_length > 0
+
+    @staticmethod
+    def open(
+        source: str,
+        *,
+        weights: str = "ema",
+        step: int | None = None,
+        encoder: str | None = None,
+        tokenizer: str | None = None,
+        task: str | None = None,
+        compute_dtype: str = "float32",
+        length: int | None = None,
+        mesh: MeshConfig = MeshConfig(),
+    ) -> "TextSampler":
+        """Load ``source`` (see :func:`elf_eqx.model_source.load_model_source`), its tokenizer and,
+        for conditional models, its frozen encoder; check they fit the model. ``length`` overrides
+        the sequence length of unconditional samples."""
+        bundle = load_model_source(source, weights=weights, step=step, encoder=encoder, tokenizer=tokenizer, task=task)
+        model = bundle.model
+        if compute_dtype != model.config.compute_dtype:
+            model = with_runtime_options(model, compute_dtype=compute_dtype)
+        tok = load_tokenizer(bundle.tokenizer)
+        if len(tok) != model.config.vocab_size:
+            raise ValueError(f"tokenizer {bundle.tokenizer} has {len(tok)} ids but the model's vocabulary head has "
+                             f"{model.config.vocab_size}: pass the tokenizer the model was trained with (--tokenizer)")
+        conditional = bundle.max_input_length > 0
+        seq_length = bundle.max_length if conditional or length is None else length
+        spec = DataSpec.from_tokenizer(tok, seq_length, max_input_length=bundle.max_input_length or None,
+                                       pad_mode=bundle.pad_mode)
+        latent_encoder = None
+        if conditional:
+            text_encoder = load_text_encoder(bundle.encoder)
+            check_compatible(tok, text_encoder, model_vocab_size=model.config.vocab_size,
+                             model_encoder_dim=model.config.encoder_dim, max_length=seq_length)
+            latent_encoder = LatentEncoder(text_encoder, bundle.latent_mean, bundle.latent_std)
+        return TextSampler(bundle, model, tok, spec, latent_encoder, make_mesh(mesh))
+
+    def sampler(self, settings: dict[str, Any]) -> Sampler:
+        """The :class:`Sampler` of ``settings`` (``SAMPLER_FIELDS``), with the source's noise scale,
+        t_eps and logit-normal grid parameters."""
+        unknown = sorted(set(settings) - set(SAMPLER_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown sampler setting(s) {unknown}; known: {list(SAMPLER_FIELDS)}")
+        b = self.bundle
+        return Sampler(**settings, noise_scale=b.noise_scale, t_eps=b.t_eps, p_mean=b.p_mean, p_std=b.p_std)
+
+    def _sample_fn(self, settings: dict[str, Any]) -> tuple[Sampler, Callable]:
+        """The sampler of ``settings`` and its compiled function, built once per distinct settings."""
+        key = tuple(sorted(settings.items()))
+        if key not in self._compiled:
+            sampler = self.sampler(settings)
+            self._compiled[key] = sampler, make_sample_fn(sampler, self.mesh, self.model,
+                                                          eos_id=self.spec.eos_id, pad_id=self.spec.pad_id)
+        return self._compiled[key]
+
+    def _condition(self, chunk: Sequence[ConditionInput] | None, batch: int) -> Condition:
+        if chunk is None:
+            return Condition.none(batch, self.spec.max_length, self.model.config.encoder_dim)
+        padded = list(chunk) + [chunk[-1]] * (batch - len(chunk))  # fixed shapes: one compilation
+        rows = condition_ids(self.tokenizer, [c.text for c in padded], self.spec.max_input_length or 0)
+        return encode_conditions(self.latent_encoder, rows, [len(r) for r in rows], self.spec)
+
+    def draw(
+        self,
+        settings: dict[str, Any],
+        *,
+        seed: int,
+        batch_size: int,
+        num_samples: int | None = None,
+        inputs: Sequence[ConditionInput] | None = None,
+        extra_settings: dict[str, Any] | None = None,
+        progress: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Sample records (see :mod:`elf_eqx.sample_io`): ``num_samples`` unconditional samples, or
+        one per condition in ``inputs``, in batches of ``batch_size``. Batch ``b`` uses the key
+        ``fold_in(key(seed), b)``, so the same seed and settings give the same samples."""
+        if self.conditional and not inputs:
+            raise ValueError("this model is conditional: give conditions (--input FILE.jsonl or --prompt TEXT)")
+        if not self.conditional and inputs:
+            raise ValueError("this model is unconditional (trained without condition tokens); give no conditions")
+        sampler, sample_fn = self._sample_fn(settings)
+        total = len(inputs) if inputs else int(num_samples or 0)
+        if total <= 0:
+            raise ValueError("nothing to sample: num_samples must be positive")
+        record_settings = {
+            **settings, "noise_scale": sampler.noise_scale, "t_eps": sampler.t_eps, "p_mean": sampler.p_mean,
+            "p_std": sampler.p_std, "seed": seed, "batch_size": batch_size, "length": self.spec.max_length,
+            "compute_dtype": self.model.config.compute_dtype, "origin": self.bundle.origin, "step": self.bundle.step,
+            "tokenizer": self.bundle.tokenizer, **({"encoder": self.bundle.encoder} if self.conditional else {}),
+            "mesh": dict(self.mesh.shape), **(extra_settings or {}),
+        }
+        stop_ids = (self.spec.eos_id, self.spec.pad_id)
+        records: list[dict[str, Any]] = []
+        batches = range(-(-total // batch_size))
+        for b in tqdm(batches, desc="sampling", disable=not progress or jax.process_index() != 0, dynamic_ncols=True):
+            chunk = list(inputs[b * batch_size : (b + 1) * batch_size]) if inputs else None
+            condition = self._condition(chunk, batch_size)
+            out = sample_fn(self.model, jax.random.fold_in(jax.random.key(seed), b), condition)
+            tokens, targets = gather(out.tokens), ~gather(condition.mask)
+            for i in range(min(batch_size, total - b * batch_size)):
+                ids = target_ids(tokens[i], targets[i], stop_ids)
+                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                records.append(sample_record(len(records), text, ids, record_settings, chunk[i] if chunk else None))
+        return records
