@@ -1,25 +1,25 @@
 """Train a small GPT-2 judge on a corpus, so Gen. PPL needs no download.
 
     python benchmarks/train_judge.py --train ../shared/data/kjv/train.jsonl --valid ../shared/data/kjv/valid.jsonl \
-        --roundtrip-tokenizer offline-minilm --output runs/kjv_judge
+        --roundtrip-tokenizer offline-minilm --output ../runs/kjv_judge
 
 Trains a byte-level BPE tokenizer and a GPT-2-architecture causal LM on ``--train`` and writes a
 Hugging Face GPT-2 folder (``config.json``, ``model.safetensors``, ``tokenizer.json``) that
 ``elf_eqx.judge.load_judge``, ``python -m elf_eqx.eval --judge`` and ``transformers`` read, with
-``judge_training.json`` recording the corpus, options and validation perplexity. The folder is
-written under a temporary name and renamed when complete.
+``judge_training.json`` recording the corpus, options and validation perplexities. The folder is
+written under a unique temporary name beside ``--output`` and renamed when complete.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 from pathlib import Path
+from typing import Any
 
+import equinox as eqx
 import jax
-import numpy as np
 import tyro
 from tqdm.auto import tqdm
 
@@ -29,25 +29,26 @@ from elf_eqx.judge.bpe_tokenizer import train_bpe_tokenizer
 from elf_eqx.judge.export import save_judge
 from elf_eqx.judge.gpt2 import GPT2, GPT2Config
 from elf_eqx.judge.lm_training import block_perplexity, pack_blocks, train_lm
+from elf_eqx.judge.staged_folder import check_destination, staged_folder
+from elf_eqx.judge.text_normalisation import normalise_texts
 
 
 @dataclasses.dataclass(frozen=True)
 class JudgeConfig:
-    """Train a GPT-2-architecture judge (and its BPE tokenizer) on a text corpus."""
+    """Train a GPT-2-architecture judge (and its byte-level BPE tokenizer) on a text corpus."""
 
     train: str
-    """Training text: .jsonl with "text", .txt, a folder of them, save_to_disk folder, hub id, or 'embedded'."""
+    """Training text: .jsonl with "text", .txt (blank-line separated documents), a folder of them, a save_to_disk folder, a hub id, or 'embedded'."""
     output: str
     """Folder to write the judge into (must not exist unless --overwrite)."""
     valid: str | None = None
-    """Held-out text, same forms as --train: the reported validation perplexity."""
+    """Held-out text, same forms as --train: source of the reported validation perplexities."""
     split: str = "train"
-    """Split of a hub or DatasetDict --train source."""
+    """Split of a hub or DatasetDict --train source (--valid uses 'validation')."""
     lowercase: bool = False
     """Lowercase every text (for judging samples of an uncased model)."""
     roundtrip_tokenizer: str | None = None
-    """Encode and decode every text with this tokenizer (e.g. offline-minilm) first, so the judge
-    sees text normalised exactly like the decoded samples it will score."""
+    """Encode and decode every text with this tokenizer first (a hub id, a folder, or offline-minilm), so the judge sees text normalised exactly like the decoded ELF samples it will score."""
     vocab_size: int = 8192
     """BPE vocabulary size (ids, <|endoftext|> included)."""
     n_layer: int = 4
@@ -57,72 +58,64 @@ class JudgeConfig:
     n_head: int = 4
     """Attention heads."""
     n_positions: int = 256
-    """Longest text the judge scores (tokens)."""
+    """Longest text the judge scores (tokens); longer samples are truncated when judged."""
     block_size: int = 128
-    """Training sequence length (≤ n_positions)."""
+    """Training sequence length in tokens (≤ n_positions); documents are packed into blocks, separated by <|endoftext|>."""
     batch_size: int = 32
-    """Blocks per step."""
+    """Blocks per optimizer step."""
     steps: int = 2000
     """Optimizer steps."""
     lr: float = 1e-3
-    """Peak learning rate (AdamW, warm-up then cosine to lr/10)."""
+    """Peak learning rate (AdamW, linear warm-up then cosine to lr/10)."""
     warmup: int = 100
     """Warm-up steps."""
+    weight_decay: float = 0.1
+    """AdamW weight decay."""
+    eval_every: int = 200
+    """Validation block perplexity every this many steps (0: only at the end); needs --valid."""
     seed: int = 0
     """Seeds the weights and the batch order."""
     overwrite: bool = False
     """Replace an existing --output folder."""
 
 
-def read_texts(source: str, split: str, lowercase: bool, roundtrip) -> list[str]:
-    """The normalised texts of a source (``text`` records)."""
+def read_texts(source: str, split: str, lowercase: bool, roundtrip: Any | None) -> list[str]:
+    """The normalised ``text`` records of a data source."""
     loaded = load_source(source, split)
     if loaded.kind != "text":
         raise ValueError(f"{source}: the judge trains on plain text records (a 'text' field), got {loaded.kind}")
-    texts = list(loaded.dataset["text"])
-    if roundtrip is not None:
-        ids = roundtrip(texts, add_special_tokens=False, verbose=False)["input_ids"]
-        texts = roundtrip.batch_decode(ids, skip_special_tokens=True)
-    return [t.lower() for t in texts] if lowercase else texts
+    return normalise_texts(list(loaded.dataset["text"]), lowercase=lowercase, roundtrip=roundtrip)
 
 
 def train_judge(cfg: JudgeConfig) -> dict:
     """Train and save the judge described by ``cfg``; returns the record written beside it."""
-    out = Path(cfg.output)
-    if out.exists() and not cfg.overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    check_destination(cfg.output, cfg.overwrite)
     if cfg.block_size > cfg.n_positions:
         raise ValueError(f"--block-size {cfg.block_size} exceeds --n-positions {cfg.n_positions}")
     roundtrip = None
     if cfg.roundtrip_tokenizer:
-        from elf_eqx.encoders.load import load_tokenizer
+        from elf_eqx.encoders import load_tokenizer
 
         roundtrip = load_tokenizer(cfg.roundtrip_tokenizer)
     train_texts = read_texts(cfg.train, cfg.split, cfg.lowercase, roundtrip)
     valid_texts = read_texts(cfg.valid, "validation", cfg.lowercase, roundtrip) if cfg.valid else []
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        record = _train_into(cfg, tmp, train_texts, valid_texts)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # a failed or killed run leaves no half-written judge
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with staged_folder(cfg.output, overwrite=cfg.overwrite) as staging:
+        record = _train_into(cfg, staging, train_texts, valid_texts)
     return record
 
 
-def _train_into(cfg: JudgeConfig, tmp: Path, train_texts: list[str], valid_texts: list[str]) -> dict:
-    train_bpe_tokenizer(train_texts, cfg.vocab_size, tmp)
-    tokenizer = load_judge_tokenizer(tmp)
+def _train_into(cfg: JudgeConfig, folder: Path, train_texts: list[str], valid_texts: list[str]) -> dict:
+    train_bpe_tokenizer(train_texts, cfg.vocab_size, folder)
+    tokenizer = load_judge_tokenizer(folder)
     eos = tokenizer.eos_token_id
-    encode = lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]  # noqa: E731
+    encode = lambda texts: tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]  # noqa: E731
     train_blocks = pack_blocks(encode(train_texts), eos, cfg.block_size)
+    valid_blocks = pack_blocks(encode(valid_texts), eos, cfg.block_size) if valid_texts else None
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=cfg.n_positions, n_embd=cfg.n_embd,
                         n_layer=cfg.n_layer, n_head=cfg.n_head, eos_token_id=eos)
     key = jax.random.key(cfg.seed)
     model = GPT2(config, key=jax.random.fold_in(key, 0))
+    curve: list[dict] = []
     started = time.perf_counter()
     with tqdm(total=cfg.steps, desc="judge", dynamic_ncols=True) as bar:
         def show(step: int, loss: float) -> None:
@@ -130,21 +123,29 @@ def _train_into(cfg: JudgeConfig, tmp: Path, train_texts: list[str], valid_texts
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{loss:.3f}")
 
+        def log_valid(step: int, ppl: float) -> None:
+            curve.append({"step": step, "valid_block_ppl": round(ppl, 3)})
+            bar.write(f"step {step}: valid block PPL {ppl:.2f}")
+
         model = train_lm(model, train_blocks, steps=cfg.steps, batch_size=cfg.batch_size, learning_rate=cfg.lr,
-                         key=jax.random.fold_in(key, 1), warmup=cfg.warmup, on_step=show)
-    record = {"train": cfg.train, "valid": cfg.valid, "options": dataclasses.asdict(cfg),
-              "train_tokens": int(train_blocks.size), "train_seconds": round(time.perf_counter() - started, 1),
-              "train_block_ppl": block_perplexity(model, train_blocks[:256])}
-    save_judge(model, tmp)
-    if valid_texts:
-        valid_blocks = pack_blocks(encode(valid_texts), eos, cfg.block_size)
+                         key=jax.random.fold_in(key, 1), warmup=cfg.warmup, weight_decay=cfg.weight_decay,
+                         on_step=show, valid_blocks=valid_blocks, eval_every=cfg.eval_every, on_eval=log_valid)
+    record: dict[str, Any] = {
+        "train": cfg.train, "valid": cfg.valid, "options": dataclasses.asdict(cfg),
+        "parameters": int(sum(x.size for x in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_array)))),
+        "train_documents": len(train_texts), "train_tokens": int(train_blocks.size),
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "train_block_ppl": block_perplexity(model, train_blocks[:256]),
+    }
+    save_judge(model, folder)
+    if valid_blocks is not None:
         record["valid_block_ppl"] = block_perplexity(model, valid_blocks)
-        pieces = [tokenizer.decode(b, skip_special_tokens=True) for b in valid_blocks]
-        saved = load_judge(tmp)
-        record["valid_gen_ppl"] = generative_perplexity_of_texts(saved, tokenizer, pieces, batch_size=16,
-                                                                 max_length=cfg.n_positions, append_eos=True)
-        record["valid_pieces"] = len(pieces)
-    (tmp / "judge_training.json").write_text(json.dumps(record, indent=1))
+        saved = load_judge(folder)  # the figure below is computed from the files as written
+        record["valid_gen_ppl"] = generative_perplexity_of_texts(
+            saved, tokenizer, valid_texts, batch_size=8, max_length=cfg.n_positions, append_eos=True)
+        record["valid_documents"] = len(valid_texts)
+        record["valid_curve"] = curve
+    (folder / "judge_training.json").write_text(json.dumps(record, indent=1))
     return record
 
 
@@ -153,10 +154,10 @@ def main(argv: list[str] | None = None) -> None:
     cfg = tyro.cli(JudgeConfig, args=argv)
     try:
         record = train_judge(cfg)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as err:
         raise SystemExit(f"error: {err}") from None
     figures = {k: round(v, 3) for k, v in record.items() if k.endswith("_ppl")}
-    print(f"wrote {cfg.output}: {figures}, {record['train_seconds']} s")
+    print(f"wrote {cfg.output}: {figures}, trained in {record['train_seconds']} s")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import tyro
 import yaml
 
 ConfigT = TypeVar("ConfigT")
+# Sampling presets are configs/sample_<name>.yaml; training presets are the other files there.
+SAMPLE_PRESET_PREFIX = "sample_"
 
 
 def preset_folder() -> Path:

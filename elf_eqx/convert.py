@@ -4,9 +4,9 @@
     python -m elf_eqx.convert ELF-B-de-en/checkpoint_100000 runs/elf_b_de_en --weights both --copy-encoder
 
 The result is a run output directory (``OUTPUT/checkpoints/<step>/``) that
-``python -m elf_eqx.sample OUTPUT`` and ``load_model_from_checkpoint(OUTPUT)`` read directly,
-with the release's data layout, latent normalisation and sampling defaults recorded. The
-release's optimizer state is not converted.
+``load_model_source(OUTPUT)`` and ``load_model_from_checkpoint(OUTPUT)`` read directly, with the
+release's data layout, latent normalisation and sampling defaults in its stored run config. The
+release's optimizer state is not converted. Nothing existing is ever overwritten.
 """
 
 from __future__ import annotations
@@ -14,85 +14,150 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import tyro
 
 from elf_eqx.checkpoint import CheckpointManager
-from elf_eqx.model_source import ModelBundle, load_model_source
+from elf_eqx.model_source import ModelBundle, load_model_source_weights, run_record
+from elf_eqx.release import RELEASE_TOKENIZER, release_data_spec, task_of
 
 
 @dataclasses.dataclass(frozen=True)
 class ConvertConfig:
-    """Convert a released ELF checkpoint into an elf_eqx run directory (orbax)."""
+    """Convert a released ELF checkpoint (or any model source) into an elf_eqx run directory (orbax)."""
 
-    source: tyro.conf.Positional[str]
-    """Release checkpoint file (checkpoint_<step>), orbax folder, local release folder, or hub id org/repo[/subpath]."""
-    output_dir: tyro.conf.Positional[str]
-    """New run directory to write; must not hold checkpoints already."""
+    source: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="SOURCE")]
+    """Release checkpoint file (checkpoint_<step>), release orbax folder, local release folder, hub id
+    org/repo[/subpath], or one of our run directories."""
+    output_dir: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="OUTPUT_DIR")]
+    """New run directory to write OUTPUT_DIR/checkpoints/<step>/ into; must not hold checkpoints already."""
     weights: Literal["ema", "raw", "both"] = "ema"
-    """Which weights to keep: ema_params1, params, or both (params as the raw model)."""
-    task: str | None = None
-    """Released task when the source's name does not say: owt, de-en or xsum."""
+    """Weights to store: ema (ema_params1), raw (params), or both (params as 'model', ema_params1 as 'ema')."""
+    task: Literal["owt", "de-en", "xsum"] | None = None
+    """Released task when the source's name does not say it (the default is owt): sets the data layout
+    and sampling defaults."""
     encoder: str | None = None
-    """Frozen encoder to record (default: the release's pickle, else google-t5/t5-small)."""
+    """Frozen encoder to record (default: the release's T5 pickle, else google-t5/t5-small)."""
     tokenizer: str | None = None
     """Tokenizer to record (default: google-t5/t5-small)."""
+    architecture: str | None = None
+    """Check that the weights are this preset (ELF-B, ELF-M, ELF-L); a misfit lists every name and shape that
+    differs. Default: inferred from the shapes."""
+    step: int | None = None
+    """Which checkpoint_<step> of a release folder or hub repo (default: the newest)."""
     copy_encoder: bool = False
-    """Copy the release's encoder pickle into the output directory, so it is self-contained."""
+    """Copy the release's encoder pickle (or encoder folder) into OUTPUT_DIR and record that copy,
+    so the converted directory is self-contained."""
 
 
-def run_config_of(bundle: ModelBundle, origin: str) -> dict:
-    """The run config a converted checkpoint is stored with (what :mod:`elf_eqx.model_source` reads)."""
+def _stored_parts(bundles: dict[str, ModelBundle], weights: str) -> dict[str, Any]:
+    """The state to save: our checkpoints keep the sampling weights under ``ema`` (what
+    :func:`load_model_from_checkpoint` restores) and the raw ones under ``model``."""
+    if weights == "both":
+        return {"model": bundles["raw"].model, "ema": bundles["ema"].model}
+    if weights == "raw":
+        return {"model": bundles["raw"].model, "ema": bundles["raw"].model}
+    return {"ema": bundles["ema"].model}
+
+
+def _release_data_spec(bundle: ModelBundle, task: str, tokenizer_override: str | None) -> dict[str, Any]:
+    """The released ``task``'s data layout as :meth:`DataSpec.to_dict` (T5 pad/EOS ids); a
+    tokenizer other than the release's is loaded for its ids."""
+    spec = release_data_spec(task, bundle.model.config.vocab_size)
+    if tokenizer_override is None or tokenizer_override == RELEASE_TOKENIZER:
+        return spec.to_dict()
+    from elf_eqx.data.spec import DataSpec
+    from elf_eqx.encoders.load import load_tokenizer
+
+    tok = load_tokenizer(tokenizer_override)
+    return DataSpec.from_tokenizer(tok, spec.max_length, max_input_length=spec.max_input_length,
+                                   pad_mode=spec.pad_mode).to_dict()
+
+
+def release_run_config(bundle: ModelBundle, data_spec: dict[str, Any]) -> dict[str, Any]:
+    """The run config a converted release is stored with: the model signature (``elf``,
+    ``encoder``, ``tokenizer``, ``data_spec``) and a ``run`` dict with the latent normalisation,
+    flow constants and ``sample_*`` defaults, all named as :class:`elf_eqx.run_config.TrainConfig`
+    fields (every release samples on the logit-normal grid, the default)."""
     s = bundle.sampling
     return {
         "elf": dataclasses.asdict(bundle.model.config),
         "encoder": bundle.encoder,
         "tokenizer": bundle.tokenizer,
-        "data_spec": {"max_length": bundle.max_length, "max_input_length": bundle.max_input_length or None,
-                      "pad_mode": bundle.pad_mode},
+        "data_spec": data_spec,
         "run": {"latent_mean": bundle.latent_mean, "latent_std": bundle.latent_std,
                 "noise_scale": bundle.noise_scale, "t_eps": bundle.t_eps, "p_mean": bundle.p_mean,
-                "p_std": bundle.p_std, "sample_method": s["method"], "sample_steps": s["num_steps"],
-                "sample_gamma": s["gamma"], "sample_omega": s["omega"], "sample_cfg_weight": s["cfg_weight"],
-                "sample_time_grid": s["time_grid"]},
-        "converted_from": origin,
+                "p_std": bundle.p_std, "max_length": bundle.max_length,
+                "max_input_length": bundle.max_input_length, "pad_mode": bundle.pad_mode,
+                "sample_method": s["method"], "sample_steps": s["num_steps"], "sample_gamma": s["gamma"],
+                "sample_omega": s["omega"], "sample_cfg_weight": s["cfg_weight"]},
+        "converted_from": bundle.origin,
     }
+
+
+def _remove(path: Path) -> None:
+    """Delete a file or folder this conversion wrote (if it is there)."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _copy_encoder(encoder: str, out: Path) -> Path:
+    """Copy a local encoder file or folder into ``out`` (via a temporary name, then a rename)."""
+    source = Path(encoder)
+    if not source.exists():
+        raise ValueError(f"--copy-encoder: the encoder {encoder!r} is not a local file or folder")
+    target = out / source.name
+    if target.exists():
+        raise FileExistsError(f"{target} exists; converting never overwrites")
+    partial = out / f".{source.name}.partial"
+    _remove(partial)
+    out.mkdir(parents=True, exist_ok=True)
+    (shutil.copytree if source.is_dir() else shutil.copyfile)(source, partial)
+    partial.rename(target)
+    return target
 
 
 def convert(cfg: ConvertConfig) -> Path:
     """Write ``cfg.source`` into ``cfg.output_dir``; returns the step folder written."""
     out = Path(cfg.output_dir)
-    if (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()):
+    checkpoints = out / "checkpoints"
+    # Only complete steps count: orbax replaces a killed save's temporary folder.
+    if checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir()):
         raise FileExistsError(f"{out} already holds checkpoints; converting never overwrites: choose a new directory")
-    load = dict(task=cfg.task, encoder=cfg.encoder, tokenizer=cfg.tokenizer)
-    ema = load_model_source(cfg.source, weights="raw" if cfg.weights == "raw" else "ema", **load)
-    state = {"ema": ema.model}
-    if cfg.weights == "both":
-        state["model"] = load_model_source(cfg.source, weights="raw", **load).model
-    elif cfg.weights == "raw":
-        state = {"ema": ema.model, "model": ema.model}
-    encoder = ema.encoder
-    if cfg.copy_encoder and Path(encoder).is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        copied = out / Path(encoder).name
-        if copied.exists():
-            raise FileExistsError(f"{copied} exists; converting never overwrites")
-        shutil.copyfile(encoder, copied)
-        encoder = str(copied.absolute())
-    bundle = dataclasses.replace(ema, encoder=encoder)
-    step = ema.step or 0
-    with CheckpointManager(out, max_to_keep=None, run_config=run_config_of(bundle, ema.origin)) as manager:
-        manager.save(step, state, {"converted_from": ema.origin, "weights": cfg.weights})
-    return out / "checkpoints" / str(step)
+    kinds = ("raw", "ema") if cfg.weights == "both" else (cfg.weights,)
+    bundles = load_model_source_weights(cfg.source, kinds, step=cfg.step, encoder=cfg.encoder,
+                                        tokenizer=cfg.tokenizer, task=cfg.task, architecture=cfg.architecture)
+    bundle = bundles[kinds[-1]]
+    if bundle.kind == "run":  # one of ours: keep its run config, drop the optimizer state
+        run_config = dict(run_record(Path(cfg.source), bundle.step)[0]["run_config"])
+        run_config.update(encoder=bundle.encoder, tokenizer=bundle.tokenizer, converted_from=bundle.origin)
+    else:
+        task = task_of(cfg.source, cfg.task)
+        run_config = release_run_config(bundle, _release_data_spec(bundle, task, cfg.tokenizer))
+    copied = _copy_encoder(bundle.encoder, out) if cfg.copy_encoder else None
+    if copied is not None:
+        run_config["encoder"] = str(copied.absolute())
+    step = bundle.step or 0
+    try:
+        with CheckpointManager(out, max_to_keep=None, run_config=run_config) as manager:
+            manager.save(step, _stored_parts(bundles, cfg.weights),
+                         {"converted_from": bundle.origin, "weights": cfg.weights})
+    except BaseException:
+        if copied is not None:
+            _remove(copied)
+        raise
+    return checkpoints / str(step)
 
 
 def main(argv: list[str] | None = None) -> None:
     """CLI entry; known failures end as one line naming the culprit."""
-    cfg = tyro.cli(ConvertConfig, args=argv)
+    cfg = tyro.cli(ConvertConfig, args=argv, description=__doc__)
     try:
         written = convert(cfg)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
         raise SystemExit(f"error: {err}") from None
     print(f"wrote {written}")
 

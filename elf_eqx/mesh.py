@@ -93,3 +93,32 @@ def check_global_batch(global_batch: int, mesh: Mesh | AbstractMesh) -> None:
 def shard_batch(local: Any, sharding: NamedSharding) -> Any:
     """A global array per leaf of ``local`` (this process's rows, NumPy) split along the batch axis."""
     return jax.tree_util.tree_map(lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)), local)
+
+
+def gather(array: jax.Array) -> np.ndarray:
+    """The whole of a (possibly multi-process, sharded) array as NumPy on this host."""
+    if getattr(array, "is_fully_addressable", True):
+        return np.asarray(jax.device_get(array))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+
+
+def place_global(tree: Any, shardings: Any) -> Any:
+    """Each array leaf of ``tree`` as a global array with the matching sharding of ``shardings`` (a
+    pytree prefix of ``tree``). Leaves already placed so are kept; others must hold the same
+    whole value on every process (a replicated computation, a shared key), which each process
+    then slices for its own devices."""
+
+    def one(sharding, subtree):
+        def leaf(x):
+            if isinstance(x, jax.Array) and x.sharding == sharding:
+                return x
+            if jax.process_count() == 1:
+                return jax.device_put(x, sharding)
+            host = np.asarray(jax.device_get(x))
+            return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+        return jax.tree_util.tree_map(leaf, subtree)
+
+    return jax.tree_util.tree_map(one, shardings, tree, is_leaf=lambda s: isinstance(s, jax.sharding.Sharding))

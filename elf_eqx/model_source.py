@@ -1,14 +1,25 @@
 """One loader for every place an ELF to sample from can come from: a training run of ours, a
-released checkpoint (file, orbax folder, local release folder) or a release on the hub."""
+released checkpoint (msgpack file, orbax folder, local release folder) or a release on the hub.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from elf_eqx.checkpoint import STATE, load_model_from_checkpoint, stored_run_config
+from elf_eqx.checkpoint import STATE, CheckpointManager, load_model_from_checkpoint
+from elf_eqx.config import PRESETS
 from elf_eqx.encoders.sources import is_hub_id
+from elf_eqx.io.release_checkpoint import WEIGHT_ENTRIES, orbax_item_folder, read_release_weights
+from elf_eqx.io.release_files import (
+    CHECKPOINT_NAME,
+    download_release,
+    encoder_pickle,
+    pick_checkpoint,
+    split_hub_release,
+)
 from elf_eqx.io.release_params import model_from_reference_params
 from elf_eqx.model import ELF
 from elf_eqx.release import (
@@ -16,14 +27,14 @@ from elf_eqx.release import (
     RELEASE_LATENTS,
     RELEASE_TOKENIZER,
     RELEASED_TASKS,
-    download_release,
-    encoder_pickle,
-    is_orbax_folder,
-    newest_checkpoint,
     preset_name,
-    release_params,
+    release_config,
     task_of,
 )
+
+Weights = Literal["ema", "raw"]
+# Our checkpoints' state parts for each weights kind.
+_PART = {"ema": "ema", "raw": "model"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +42,7 @@ class ModelBundle:
     """A model ready to sample from and everything sampling needs to know about it."""
 
     model: ELF
+    """The weights to sample with (EMA by default)."""
     tokenizer: str
     """Source for :func:`elf_eqx.encoders.load_tokenizer`."""
     encoder: str
@@ -38,9 +50,11 @@ class ModelBundle:
     latent_mean: float
     latent_std: float
     max_length: int
+    """L."""
     max_input_length: int
     """0 for unconditional models."""
     pad_mode: str
+    """``pad`` or ``eos``."""
     noise_scale: float
     t_eps: float
     p_mean: float
@@ -48,101 +62,200 @@ class ModelBundle:
     sampling: dict[str, Any]
     """Default sampler settings: method, num_steps, gamma, omega, cfg_weight, time_grid."""
     origin: str
+    """What was loaded: the source, step, weights (and for releases preset and task)."""
     step: int | None
+    kind: str = "release"
+    """``release`` or ``run`` (one of our training checkpoints)."""
 
 
-def _is_training_checkpoint(path: Path) -> bool:
-    if (path / "checkpoints").is_dir() or (path / STATE).is_dir():
+# -- our training checkpoints ------------------------------------------------------------
+
+
+def is_training_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a run output directory, its ``checkpoints/`` folder or one step folder."""
+    if not path.is_dir():
+        return False
+    if (path / "checkpoints").is_dir() or (path.name.isdigit() and (path / STATE).is_dir()):
         return True
-    return path.is_dir() and any(p.name.isdigit() and (p / STATE).is_dir() for p in path.iterdir())
+    return any(p.name.isdigit() and (p / STATE).is_dir() for p in path.iterdir())
 
 
-def _from_training_run(path: Path, weights: str, step: int | None, encoder: str | None,
-                       tokenizer: str | None) -> ModelBundle:
-    run_config, step = stored_run_config(path, step)
+def _open_run(path: Path) -> tuple[CheckpointManager, int | None, Path]:
+    """A read-only manager for ``path``, the step its name fixes (step folder) and the run directory."""
+    if (path / "checkpoints").is_dir():
+        return CheckpointManager(path, read_only=True), None, path
+    if path.name.isdigit() and (path / STATE).is_dir():
+        return CheckpointManager(path.parent, read_only=True, subdir=""), int(path.name), path.parent.parent
+    return CheckpointManager(path, read_only=True, subdir=""), None, path.parent
+
+
+def run_record(path: Path, step: int | None) -> tuple[dict[str, Any], int, Path]:
+    """The JSON record stored with a step of our checkpoints (``metadata``, ``run_config``, ...;
+    the latest step or ``step``), that step, and the run directory."""
+    manager, folder_step, run_dir = _open_run(path)
+    with manager:
+        if folder_step is not None and step is not None and step != folder_step:
+            raise ValueError(f"step={step} conflicts with the step folder {path}")
+        steps = manager.all_steps()
+        chosen = step if step is not None else folder_step if folder_step is not None else (steps or [None])[-1]
+        if chosen is None or chosen not in steps:
+            raise FileNotFoundError(f"{path}: no complete checkpoint{'' if chosen is None else f' for step {chosen}'}"
+                                    f" (steps: {steps})")
+        return manager.metadata(chosen), chosen, run_dir
+
+
+def _local_encoder(encoder: str, run_dir: Path) -> str:
+    """``encoder``, or the copy beside the checkpoints when a recorded file path has moved with
+    the run directory (``convert --copy-encoder``)."""
+    recorded = Path(encoder)
+    if recorded.is_absolute() and not recorded.exists() and (run_dir / recorded.name).exists():
+        return str((run_dir / recorded.name).absolute())
+    return encoder
+
+
+def _run_sampling(run: dict[str, Any]) -> dict[str, Any]:
+    return {"method": run.get("sample_method", "sde"), "num_steps": run.get("sample_steps", 32),
+            "gamma": run.get("sample_gamma", 1.5), "omega": run.get("sample_omega", 3.0),
+            "cfg_weight": run.get("sample_cfg_weight", 1.0),
+            "time_grid": run.get("sample_time_grid", "logit_normal")}
+
+
+def _from_training_run(path: Path, weights: Sequence[str], step: int | None, encoder: str | None,
+                       tokenizer: str | None, architecture: str | None) -> dict[str, ModelBundle]:
+    record, step, run_dir = run_record(path, step)
+    run_config = record.get("run_config") or {}
     for needed in ("elf", "encoder", "data_spec"):
         if needed not in run_config:
-            raise ValueError(f"{path}: the checkpoint's run config has no {needed!r} entry; cannot sample from it")
-    model = load_model_from_checkpoint(path, "ema" if weights == "ema" else "model", step=step)
-    run, spec = run_config.get("run", {}), run_config["data_spec"]
-    sampling = {"method": run.get("sample_method", "sde"), "num_steps": run.get("sample_steps", 32),
-                "gamma": run.get("sample_gamma", 1.5), "omega": run.get("sample_omega", 3.0),
-                "cfg_weight": run.get("sample_cfg_weight", 1.0), "time_grid": run.get("sample_time_grid", "logit_normal")}
-    defaults = RELEASE_LATENTS
-    return ModelBundle(
-        model=model,
-        tokenizer=tokenizer or run_config.get("tokenizer") or run_config["encoder"],
-        encoder=encoder or run_config["encoder"],
-        latent_mean=run.get("latent_mean", defaults["latent_mean"]),
-        latent_std=run.get("latent_std", defaults["latent_std"]),
-        max_length=int(spec["max_length"]),
-        max_input_length=int(spec.get("max_input_length") or 0),
-        pad_mode=spec.get("pad_mode", "pad"),
-        noise_scale=run.get("noise_scale", defaults["noise_scale"]),
-        t_eps=run.get("t_eps", defaults["t_eps"]),
-        p_mean=run.get("p_mean", defaults["p_mean"]),
-        p_std=run.get("p_std", defaults["p_std"]),
-        sampling=sampling,
-        origin=f"{path} step {step} ({weights} weights)",
-        step=step,
-    )
+            raise ValueError(f"{path}: the run config stored with step {step} has no {needed!r} entry; "
+                             "cannot sample from it")
+    metadata = record.get("metadata") or {}
+    stored_weights = metadata.get("weights")
+    converted = f", converted from {metadata['converted_from']}" if "converted_from" in metadata else ""
+    if "raw" in weights and stored_weights == "ema":
+        raise ValueError(f"{path} holds only EMA weights (converted with --weights ema); use weights='ema'")
+    run, spec = run_config.get("run") or {}, run_config["data_spec"]
+    latents = {name: float(run.get(name, default)) for name, default in RELEASE_LATENTS.items()}
+    bundles = {}
+    for kind in weights:
+        model = load_model_from_checkpoint(path, _PART[kind], step=step)
+        if architecture is not None and preset_name(model.config) != architecture:
+            raise ValueError(f"{path}: the model is {preset_name(model.config)} ({model.config}), not {architecture}")
+        bundles[kind] = ModelBundle(
+            model=model,
+            tokenizer=tokenizer or run_config.get("tokenizer") or run_config["encoder"],
+            encoder=encoder or _local_encoder(run_config["encoder"], run_dir),
+            max_length=int(spec["max_length"]),
+            max_input_length=int(spec.get("max_input_length") or 0),
+            pad_mode=spec.get("pad_mode", "pad"),
+            sampling=_run_sampling(run),
+            origin=f"{path} step {step} ({kind} weights, {preset_name(model.config)}{converted})",
+            step=step,
+            kind="run",
+            **latents,
+        )
+    return bundles
 
 
-def _from_release(checkpoint: Path, repo_root: Path, name: str, weights: str, encoder: str | None,
-                  tokenizer: str | None, task: str | None) -> ModelBundle:
+# -- released checkpoints ----------------------------------------------------------------
+
+
+def _from_release(checkpoint: Path, folder: Path, repo_root: Path, name: str, weights: Sequence[str],
+                  encoder: str | None, tokenizer: str | None, task: str | None,
+                  architecture: str | None) -> dict[str, ModelBundle]:
     chosen = task_of(name, task)
-    flat, step = release_params(checkpoint, weights)
-    model = model_from_reference_params(flat)
     layout = RELEASED_TASKS[chosen]
-    pickle = encoder_pickle(repo_root)
-    return ModelBundle(
-        model=model,
-        tokenizer=tokenizer or RELEASE_TOKENIZER,
-        encoder=encoder or (str(pickle) if pickle is not None else RELEASE_ENCODER_FALLBACK),
-        max_length=layout.max_length,
-        max_input_length=layout.max_input_length,
-        pad_mode=layout.pad_mode,
-        sampling=dict(layout.sampling),
-        origin=f"release {name} ({preset_name(model.config)}, task {chosen}, "
-               f"{'ema_params1' if weights == 'ema' else 'params'}, step {step})",
-        step=step,
-        **RELEASE_LATENTS,
-    )
+    release = read_release_weights(checkpoint, weights)
+    pickle = encoder_pickle(folder, repo_root)
+    bundles = {}
+    for kind in weights:
+        flat = release.params[kind]
+        try:
+            model = model_from_reference_params(flat, release_config(flat, architecture))
+        except ValueError as err:
+            raise ValueError(f"{checkpoint} ({WEIGHT_ENTRIES[kind]}): {err}") from err
+        bundles[kind] = ModelBundle(
+            model=model,
+            tokenizer=tokenizer or RELEASE_TOKENIZER,
+            encoder=encoder or (str(pickle) if pickle is not None else RELEASE_ENCODER_FALLBACK),
+            max_length=layout.max_length,
+            max_input_length=layout.max_input_length,
+            pad_mode=layout.pad_mode,
+            sampling=dict(layout.sampling),
+            origin=f"release {name} ({preset_name(model.config)}, task {chosen}, {WEIGHT_ENTRIES[kind]}, "
+                   f"step {release.step})",
+            step=release.step,
+            **RELEASE_LATENTS,
+        )
+    return bundles
+
+
+# -- the entry points --------------------------------------------------------------------
+
+
+def load_model_source_weights(
+    source: str,
+    weights: Sequence[Weights] = ("ema",),
+    *,
+    step: int | None = None,
+    encoder: str | None = None,
+    tokenizer: str | None = None,
+    task: str | None = None,
+    architecture: str | None = None,
+) -> dict[str, ModelBundle]:
+    """:func:`load_model_source` for several ``weights`` kinds at once (the checkpoint is read
+    once): ``{kind: bundle}``."""
+    if not weights or any(w not in _PART for w in weights):
+        raise ValueError(f"weights must be among 'ema', 'raw', got {list(weights)}")
+    if architecture is not None and architecture not in PRESETS:
+        raise ValueError(f"unknown ELF preset {architecture!r}; choose one of {sorted(PRESETS)}")
+    args = dict(weights=weights, encoder=encoder, tokenizer=tokenizer, task=task, architecture=architecture)
+    path = Path(source).expanduser()
+    if path.exists():
+        if is_training_checkpoint(path):
+            return _from_training_run(path, weights, step, encoder, tokenizer, architecture)
+        if path.is_file() or orbax_item_folder(path) is not None:
+            named = CHECKPOINT_NAME.match(path.name)
+            if step is not None and not (named and int(named.group(1)) == step):
+                raise ValueError(f"step={step} cannot be chosen for the single checkpoint {path}")
+            return _from_release(path, path.parent, path.parent, str(path), **args)
+        return _from_release(pick_checkpoint(path, step), path, path, str(path), **args)
+    repo, _ = split_hub_release(source)
+    if repo.count("/") == 1 and is_hub_id(repo):
+        try:
+            root, folder = download_release(source, step)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"model source not found: {source} is no local file or folder; as a hub "
+                                    f"release org/repo[/subpath]: {err}") from err
+        return _from_release(pick_checkpoint(folder, step), folder, root, source, **args)
+    raise FileNotFoundError(f"model source not found: {source} (looked for a local training output directory, "
+                            "checkpoint file or folder, or a release folder; a hub release is org/repo[/subpath])")
 
 
 def load_model_source(
     source: str,
     *,
-    weights: Literal["ema", "raw"] = "ema",
+    weights: Weights = "ema",
     step: int | None = None,
     encoder: str | None = None,
     tokenizer: str | None = None,
     task: str | None = None,
+    architecture: str | None = None,
 ) -> ModelBundle:
     """The :class:`ModelBundle` of ``source``:
 
     - a training output directory, its ``checkpoints/`` folder or one step folder (ours; latest
-      step or ``step``): settings from the run config stored with the checkpoint;
+      step or ``step``): encoder, tokenizer, data layout, latent normalisation and sampling
+      defaults from the run config stored with the checkpoint;
     - a release checkpoint: a ``checkpoint_<step>`` Flax msgpack file or orbax folder, or a local
-      folder holding release files (the newest ``checkpoint_<step>`` in it is used);
-    - a hub release ``org/repo[/subpath]`` (downloaded once into the hub cache).
+      folder holding release files (its newest ``checkpoint_<step>``, or ``step``);
+    - a hub release ``org/repo[/subpath]`` (only that checkpoint and the encoder pickle are
+      downloaded, once, into the hub cache).
 
     ``weights``: ``ema`` (EMA / ``ema_params1``) or ``raw`` (``model`` / ``params``). ``encoder``,
-    ``tokenizer`` and ``task`` (``owt``, ``de-en``, ``xsum``) override what is inferred.
+    ``tokenizer`` and ``task`` (``owt``, ``de-en``, ``xsum``; releases) override what is inferred.
+    ``architecture`` (a preset name: ``ELF-B``, ``ELF-M``, ``ELF-L``, ...) is checked: a release
+    that does not fit it is an error listing every parameter name and shape that differs.
     """
-    if weights not in ("ema", "raw"):
-        raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
-    path = Path(source).expanduser()
-    if path.exists():
-        if path.is_dir() and _is_training_checkpoint(path):
-            return _from_training_run(path, weights, step, encoder, tokenizer)
-        if path.is_file() or is_orbax_folder(path):
-            return _from_release(path, path.parent, str(path), weights, encoder, tokenizer, task)
-        return _from_release(newest_checkpoint(path), path, str(path), weights, encoder, tokenizer, task)
-    parts = source.strip("/").split("/")
-    if len(parts) >= 2 and is_hub_id("/".join(parts[:2])):
-        root, checkpoint = download_release(source)
-        return _from_release(checkpoint, root, source, weights, encoder, tokenizer, task)
-    raise FileNotFoundError(f"model source not found: {source} (expected a training output directory, a "
-                            "checkpoint file or folder, or a hub release org/repo[/subpath])")
-
+    bundles = load_model_source_weights(source, (weights,), step=step, encoder=encoder, tokenizer=tokenizer,
+                                        task=task, architecture=architecture)
+    return bundles[weights]

@@ -7,16 +7,12 @@ Precedence: field defaults < ``--config FILE`` or ``--preset NAME`` (a YAML of f
 from __future__ import annotations
 
 import dataclasses
-import importlib.resources
 import sys
-import typing
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
-import tyro
-import yaml
-
+from elf_eqx.cli_config import SAMPLE_PRESET_PREFIX, parse_cli, preset_file, yaml_fields
 from elf_eqx.config import PRESETS, ELFConfig, preset
 
 
@@ -154,6 +150,23 @@ class TrainConfig:
     tensorboard: bool = False
     """Mirror metrics to TensorBoard under <output_dir>/tensorboard."""
 
+    # -- devices and processes -----------------------------------------------------------
+    mesh_data: int = -1
+    """Devices on the data axis of the mesh (-1: all left after fsdp × tensor)."""
+    mesh_fsdp: int = 1
+    """Devices on the fsdp axis: parameters, EMA and optimizer state are sharded over it."""
+    mesh_tensor: int = 1
+    """Devices on the tensor axis (Megatron-style split of the block matrices and the unembedding)."""
+    shard_encoder: bool = False
+    """Shard the frozen encoder's weights like the model's (default: replicated)."""
+    coordinator_address: str | None = None
+    """Multi-process runs: host:port of process 0 (with --num-processes and --process-id); cluster
+    launchers (SLURM, Open MPI, TPU pod slices) are detected without flags."""
+    num_processes: int | None = None
+    """Multi-process runs: number of processes."""
+    process_id: int | None = None
+    """Multi-process runs: this process's index."""
+
     def __post_init__(self) -> None:
         if self.model not in PRESETS:
             raise ValueError(f"--model {self.model!r} is not a preset; choose one of {sorted(PRESETS)}")
@@ -188,62 +201,26 @@ class TrainConfig:
             proj_dropout=self.proj_dropout,
         )
 
+    @property
+    def mesh(self) -> "MeshConfig":
+        from elf_eqx.mesh import MeshConfig
+
+        return MeshConfig(self.mesh_data, self.mesh_fsdp, self.mesh_tensor)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
-
-
 def preset_path(name: str) -> Path:
     """The YAML file of a named run preset (shipped as package data ``elf_eqx.configs``)."""
-    root = importlib.resources.files("elf_eqx.configs")
-    path = Path(str(root.joinpath(f"{name}.yaml")))
-    if not path.is_file():
-        known = sorted(p.name.removesuffix(".yaml") for p in Path(str(root)).glob("*.yaml"))
-        raise ValueError(f"--preset {name!r} is unknown; presets: {known}")
-    return path
+    return preset_file(name, exclude_prefix=SAMPLE_PRESET_PREFIX)
 
 
 def load_yaml_fields(path: str | Path) -> dict:
     """Field values from a YAML run config; unknown keys are an error naming them and the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--config file not found: {path}")
-    values = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: a run config must be a mapping of field: value")
-    unknown = sorted(set(values) - FIELDS)
-    if unknown:
-        raise ValueError(f"{path}: unknown field(s) {unknown}")
-    hints = typing.get_type_hints(TrainConfig)
-    # YAML reads "5" as an int; a float field takes it as 5.0.
-    return {k: float(v) if hints[k] in (float, float | None) and isinstance(v, int) else v for k, v in values.items()}
-
-
-def _flag_value(argv: Sequence[str], flag: str) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg == flag and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith(flag + "="):
-            return arg.split("=", 1)[1]
-    return None
+    return yaml_fields(path, TrainConfig)
 
 
 def parse_train_config(argv: Sequence[str] | None = None) -> TrainConfig:
     """Read ``--preset``/``--config`` first, then let tyro apply every other flag on top."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    values: dict = {}
-    preset_name, config_file = _flag_value(argv, "--preset"), _flag_value(argv, "--config")
-    if preset_name:
-        values.update(load_yaml_fields(preset_path(preset_name)))
-    if config_file:
-        values.update(load_yaml_fields(config_file))
-    try:
-        default = TrainConfig(**values)
-    except (TypeError, ValueError) as err:
-        raise SystemExit(f"error in {config_file or preset_name}: {err}") from None
-    try:
-        return tyro.cli(TrainConfig, args=argv, default=default)
-    except ValueError as err:  # __post_init__ checks on the final values
-        raise SystemExit(f"error: {err}") from None
+    return parse_cli(TrainConfig, sys.argv[1:] if argv is None else argv, exclude_prefix=SAMPLE_PRESET_PREFIX)

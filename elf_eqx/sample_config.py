@@ -13,9 +13,7 @@ from typing import Literal
 
 import tyro
 
-from elf_eqx.cli_config import parse_cli
-
-SAMPLE_PRESET_PREFIX = "sample_"
+from elf_eqx.cli_config import SAMPLE_PRESET_PREFIX, parse_cli
 
 
 @dataclasses.dataclass(frozen=True)

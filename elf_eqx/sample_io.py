@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from elf_eqx.jsonl import json_lines
 from elf_eqx.run_log import write_text_atomic
 
 
@@ -29,18 +30,9 @@ class ConditionInput:
 def read_condition_inputs(path: str | Path) -> list[ConditionInput]:
     """The records of a JSONL file with an ``input`` field (``output``, when present, is the
     reference). Errors name the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--input file not found: {path}")
     inputs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{number}: invalid JSON ({err.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("input"), str):
+    for number, record in json_lines(path, "--input"):
+        if not isinstance(record.get("input"), str):
             raise ValueError(f"{path}:{number}: expected an object with a string 'input' field")
         reference = record.get("output")
         inputs.append(ConditionInput(record["input"], reference if isinstance(reference, str) else None))

@@ -14,7 +14,7 @@ import jax
 from jax.sharding import Mesh
 from jaxtyping import PRNGKeyArray
 
-from elf_eqx.mesh import batch_sharding, replicated
+from elf_eqx.mesh import batch_sharding, place_global, replicated
 from elf_eqx.model import ELF
 from elf_eqx.partition import tree_shardings
 from elf_eqx.sampler import Condition, Sampler, SampleOutput
@@ -32,22 +32,22 @@ def make_sample_fn(
     """
     params, static = eqx.partition(model, eqx.is_array)
 
-    def run(params, key, condition):
-        out = sampler(eqx.combine(params, static), key, condition=condition, eos_id=eos_id, pad_id=pad_id)
-        return out
+    def run(params, key_data, condition):
+        key = jax.random.wrap_key_data(key_data)
+        return sampler(eqx.combine(params, static), key, condition=condition, eos_id=eos_id, pad_id=pad_id)
 
     if mesh is None:
         compiled = jax.jit(run)
-        place = lambda params, key, condition: (params, key, condition)  # noqa: E731
+        place = lambda *args: args  # noqa: E731
     else:
         rows = batch_sharding(mesh)
+        # The key travels as its raw data (plain uint32), so it is placed like any other array.
         shardings = (tree_shardings(params, mesh), replicated(mesh), rows)  # rows: every leaf of the condition
         compiled = jax.jit(run, in_shardings=shardings, out_shardings=rows)
-        # Inputs made on one device (or identical on every process) are placed on the mesh first.
-        place = lambda *args: jax.device_put(args, shardings)  # noqa: E731
+        place = lambda *args: place_global(args, shardings)  # noqa: E731
 
     def sample(model: ELF, key: PRNGKeyArray, condition: Condition) -> SampleOutput:
         """Samples for ``condition``'s batch from ``model`` (same structure as at construction)."""
-        return compiled(*place(eqx.filter(model, eqx.is_array), key, condition))
+        return compiled(*place(eqx.filter(model, eqx.is_array), jax.random.key_data(key), condition))
 
     return sample

@@ -17,7 +17,7 @@ from elf_eqx.conditions import condition_ids, encode_conditions
 from elf_eqx.data import DataSpec
 from elf_eqx.encoders.load import check_compatible, load_text_encoder, load_tokenizer
 from elf_eqx.latent_encoder import LatentEncoder
-from elf_eqx.mesh import MeshConfig, make_mesh
+from elf_eqx.mesh import MeshConfig, gather, make_mesh
 from elf_eqx.model import ELF, with_runtime_options
 from elf_eqx.model_source import ModelBundle, load_model_source
 from elf_eqx.sample_io import ConditionInput, sample_record, target_ids
@@ -25,15 +25,6 @@ from elf_eqx.sample_step import make_sample_fn
 from elf_eqx.sampler import Condition, Sampler
 
 SAMPLER_FIELDS = ("method", "num_steps", "gamma", "omega", "cfg_weight", "time_grid", "self_condition")
-
-
-def gather(array: jax.Array) -> np.ndarray:
-    """The whole (possibly multi-process, sharded) array on this host."""
-    if getattr(array, "is_fully_addressable", True):
-        return np.asarray(jax.device_get(array))
-    from jax.experimental import multihost_utils
-
-    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
 
 
 @dataclasses.dataclass

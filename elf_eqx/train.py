@@ -13,6 +13,7 @@ import math
 import time
 from pathlib import Path
 
+import equinox as eqx
 import jax
 from tqdm.auto import tqdm
 
@@ -21,7 +22,9 @@ from elf_eqx.model import ELF, count_params
 from elf_eqx.objective import FlowObjective
 from elf_eqx.optim import make_optimizer
 from elf_eqx.lr_schedule import make_lr_schedule
-from elf_eqx.mesh import batch_sharding, check_global_batch, make_data_mesh, replicated
+from elf_eqx.distributed import initialize_distributed
+from elf_eqx.mesh import batch_sharding, batch_split, check_global_batch, make_mesh
+from elf_eqx.partition import replicated_shardings, tree_shardings
 from elf_eqx.run_config import TrainConfig, parse_train_config
 from elf_eqx.run_log import MetricsLog
 from elf_eqx.stop_signal import StopRequest
@@ -65,11 +68,17 @@ def train(cfg: TrainConfig) -> Path:
     model = ELF(run.elf_config, key=jax.random.fold_in(key, 0))
     optimizer = make_optimizer(model, schedule, name=cfg.optimizer, b1=cfg.b1, b2=cfg.b2,
                                weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm)
-    mesh = make_data_mesh()
+    mesh = make_mesh(cfg.mesh)
     check_global_batch(cfg.global_batch, mesh)
-    everywhere, split = replicated(mesh), batch_sharding(mesh)
-    state = jax.device_put(TrainState.create(model, optimizer), everywhere)
-    latent_encoder = jax.device_put(run.latent_encoder, everywhere)
+    if (cfg.global_batch // cfg.grad_accum) % batch_split(mesh):
+        raise ValueError(f"micro-batches of {cfg.global_batch // cfg.grad_accum} (--global-batch / --grad-accum) "
+                         f"do not split over the {batch_split(mesh)} devices of the data×fsdp axes")
+    split = batch_sharding(mesh)
+    state_sharding = tree_shardings(eqx.filter_eval_shape(TrainState.create, model, optimizer), mesh)
+    state = jax.device_put(TrainState.create(model, optimizer), state_sharding)
+    encoder_sharding = (tree_shardings(run.latent_encoder, mesh, tensor_rules=False) if cfg.shard_encoder
+                        else replicated_shardings(run.latent_encoder, mesh))
+    latent_encoder = jax.device_put(run.latent_encoder, encoder_sharding)
     del model
 
     manager = CheckpointManager(out, max_to_keep=cfg.keep_checkpoints, run_config=run.signature_config(cfg))
@@ -80,12 +89,13 @@ def train(cfg: TrainConfig) -> Path:
         if is_main:
             print(f"resumed from {out} at step {start}")
     step_fn = make_train_step(objective, optimizer, ema_decay=cfg.ema_decay, grad_accum=cfg.grad_accum,
-                              state_sharding=everywhere, batch_sharding=split, encoder_sharding=everywhere)
+                              state_sharding=state_sharding, batch_sharding=split, encoder_sharding=encoder_sharding)
     step_key = jax.random.fold_in(key, 1)
-    log = MetricsLog(out, config=cfg.to_dict(), wandb=cfg.wandb and is_main, tensorboard=cfg.tensorboard and is_main)
+    log = MetricsLog(out, config=cfg.to_dict(), wandb=cfg.wandb, tensorboard=cfg.tensorboard) if is_main else None
     if is_main and start is None:
         print(f"ELF {cfg.model}: {count_params(state.model):,} parameters, {total_steps} steps, "
-              f"{run.steps_per_epoch} steps/epoch, lr {cfg.learning_rate:g}")
+              f"{run.steps_per_epoch} steps/epoch, lr {cfg.learning_rate:g}, mesh {dict(mesh.shape)}, "
+              f"{jax.process_count()} process(es)")
 
     step = int(state.step)
     pending: list[tuple[int, dict]] = []
@@ -112,7 +122,7 @@ def train(cfg: TrainConfig) -> Path:
                     last_time, last_step = now, step
                     lr = float(schedule(step - 1))
                     for s, m in fetched:
-                        if s % cfg.log_every == 0 or s == step:
+                        if log is not None and (s % cfg.log_every == 0 or s == step):
                             log.write(s, {**m, "lr": float(schedule(s - 1)), "tokens_per_s": tok_s})
                     last = fetched[-1][1]
                     bar.set_postfix(loss=f"{last['loss']:.4f}", l2=f"{last['l2']:.4f}", ce=f"{last['ce']:.3f}",
@@ -120,15 +130,16 @@ def train(cfg: TrainConfig) -> Path:
                 bar.update(1)
                 if step % cfg.save_every == 0 or at_end:
                     save(step)
-                if is_main and (step % cfg.sample_every == 0 or step == total_steps):
-                    run.write_samples(state.ema, step, out, cfg)
+                if step % cfg.sample_every == 0 or step == total_steps:  # every process samples; 0 writes
+                    run.write_samples(state.ema, step, out, cfg, mesh)
                 if stopping is not None:
                     if is_main:
                         print(f"{stopping}: saved step {step} to {out}; exiting")
                     break
     finally:
         manager.close()  # waits for a pending save
-        log.close()
+        if log is not None:
+            log.close()
     return out
 
 
@@ -136,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     """CLI entry: parse flags, train; known failures end as one line naming the culprit."""
     cfg = parse_train_config(argv)
     try:
+        initialize_distributed(cfg.coordinator_address, cfg.num_processes, cfg.process_id)
         train(cfg)
     except (ValueError, FileNotFoundError, NonFiniteLoss) as err:  # DataError, mismatches, bad files
         raise SystemExit(f"error: {err}") from None

@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import equinox as eqx
 import jax
+import numpy as np
+from jax.sharding import Mesh
 
 from elf_eqx.config import ELFConfig
-from elf_eqx.data import DataSpec, Loader, PreparedData, collate, prepare_data
+from elf_eqx.conditions import encode_conditions
+from elf_eqx.data import DataSpec, Loader, PreparedData, prepare_data
 from elf_eqx.encoders.load import check_compatible, load_text_encoder, load_tokenizer
 from elf_eqx.latent_encoder import LatentEncoder, TokenBatch
+from elf_eqx.mesh import gather
 from elf_eqx.model import ELF
 from elf_eqx.run_config import TrainConfig
 from elf_eqx.run_log import write_text_atomic
+from elf_eqx.sample_step import make_sample_fn
 from elf_eqx.sampler import Condition, Sampler
 
 
@@ -33,6 +38,7 @@ class TrainingRun:
     sampler: Sampler
     sample_condition: Condition
     """What samples are conditioned on: the first rows' encoded conditions, or none (unconditional)."""
+    _sample_fn: Callable | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -53,28 +59,26 @@ class TrainingRun:
             "run": cfg.to_dict(),
         }
 
-    def sample_text(self, model: ELF, key: jax.Array) -> list[str]:
-        """Decode samples from ``model`` (usually the EMA), conditioned on :attr:`sample_condition`."""
+    def sample_text(self, model: ELF, key: jax.Array, mesh: Mesh | None = None) -> list[str]:
+        """Decode samples from ``model`` (usually the EMA), conditioned on :attr:`sample_condition`.
+        Every process must call it (the sampler runs on the whole mesh)."""
+        if self._sample_fn is None:
+            self._sample_fn = make_sample_fn(self.sampler, mesh, model, eos_id=self.spec.eos_id, pad_id=self.spec.pad_id)
         cond = self.sample_condition
-        tokens = _sample_tokens(self.sampler, model, key, cond, self.spec.eos_id, self.spec.pad_id)
-        tokens = jax.device_get(tokens)
-        target = ~jax.device_get(cond.mask)
+        tokens = gather(self._sample_fn(model, key, cond).tokens)
+        target = ~np.asarray(jax.device_get(cond.mask))
         return [self.tokenizer.decode(row[keep], skip_special_tokens=True) for row, keep in zip(tokens, target)]
 
-    def write_samples(self, model: ELF, step: int, out: Path, cfg: TrainConfig) -> Path:
-        """Write a few EMA samples to ``<out>/samples/step_<step>.txt`` (atomically); conditional
-        runs condition on the first rows of the dataset."""
-        texts = self.sample_text(model, jax.random.key(cfg.seed + step))
+    def write_samples(self, model: ELF, step: int, out: Path, cfg: TrainConfig, mesh: Mesh | None = None) -> Path:
+        """Write a few EMA samples to ``<out>/samples/step_<step>.txt`` (atomically, process 0);
+        conditional runs condition on the first rows of the dataset. Every process must call it."""
+        texts = self.sample_text(model, jax.random.key(cfg.seed + step), mesh)
         lines = [f"# step {step}, {cfg.sample_steps} {cfg.sample_method} steps, omega {cfg.sample_omega}"]
         lines += [f"[{i}] {text}" for i, text in enumerate(texts)]
         path = Path(out) / "samples" / f"step_{step:07d}.txt"
-        write_text_atomic(path, "\n\n".join(lines) + "\n")
+        if jax.process_index() == 0:
+            write_text_atomic(path, "\n\n".join(lines) + "\n")
         return path
-
-
-@eqx.filter_jit
-def _sample_tokens(sampler: Sampler, model: ELF, key: jax.Array, cond: Condition, eos_id: int, pad_id: int):
-    return sampler(model, key, condition=cond, eos_id=eos_id, pad_id=pad_id).tokens
 
 
 def build_run(cfg: TrainConfig) -> TrainingRun:
@@ -105,5 +109,4 @@ def _sample_condition(data: PreparedData, spec: DataSpec, latent_encoder: Latent
     if not data.conditional:
         return Condition.none(n, spec.max_length, dim)
     first = data.rows.select(range(min(n, len(data.rows))))
-    batch = TokenBatch.from_numpy(collate(first["input_ids"], first["cond_length"], spec))
-    return Condition(eqx.filter_jit(latent_encoder.encode_conditions)(batch), batch.cond_mask)
+    return encode_conditions(latent_encoder, first["input_ids"], first["cond_length"], spec)

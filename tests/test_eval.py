@@ -1,114 +1,135 @@
-"""Metrics and ``python -m elf_eqx.eval``: entropy by hand, Gen. PPL against torch's GPT-2 on the
-same scoring rule, BLEU/ROUGE, and the CLI's outputs and errors."""
+"""``python -m elf_eqx.eval`` end to end: unconditional samples with a tiny local judge,
+conditional samples with references, the output JSON, the no-overwrite rule and one-line errors."""
 
 from __future__ import annotations
 
 import json
-import math
+import shutil
 
-import numpy as np
 import pytest
-import torch
-import transformers
+from test_metrics_fixtures import write_tiny_judge
 
-from elf_eqx.eval import main
+from elf_eqx.eval import EvalConfig, main
 from elf_eqx.judge import load_judge, load_judge_tokenizer
-from elf_eqx.judge.bpe_tokenizer import train_bpe_tokenizer
-from elf_eqx.metrics import corpus_bleu, evaluate_unconditional, mean_entropy, rouge_scores, unigram_entropy
+from elf_eqx.metrics import evaluate_unconditional
 
 TEXTS = ["and the lord said unto moses", "in the beginning god created the heaven and the earth", "amen"]
+SETTINGS = {"method": "sde", "steps": 8, "gamma": 1.5, "omega": 3.0, "seed": 0}
 
 
 @pytest.fixture(scope="module")
-def judge_dir(tmp_path_factory, shared_dir):
-    """A tiny random GPT-2 with a BPE tokenizer trained on a few KJV chapters."""
-    folder = tmp_path_factory.mktemp("judge")
-    lines = (shared_dir / "data" / "kjv" / "valid.jsonl").read_text().splitlines()[:5]
-    train_bpe_tokenizer([json.loads(line)["text"].lower() for line in lines], 400, folder)
-    tok = load_judge_tokenizer(folder)
-    config = transformers.GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=64,
-                                     eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
-    torch.manual_seed(0)
-    model = transformers.GPT2LMHeadModel(config).eval()
-    model.save_pretrained(folder)
-    return folder
+def judge_dir(tmp_path_factory):
+    return write_tiny_judge(tmp_path_factory.mktemp("judge"))
 
 
-def test_entropy_by_hand():
-    assert unigram_entropy([]) == 0.0
-    assert unigram_entropy([5, 5, 5]) == 0.0
-    assert unigram_entropy([1, 2, 1, 2]) == pytest.approx(math.log(2))
-    assert unigram_entropy([1, 2, 3, 3]) == pytest.approx(-(2 * 0.25 * math.log(0.25) + 0.5 * math.log(0.5)))
-    mean, empty = mean_entropy([[1, 2], [], [7]])
-    assert mean == pytest.approx(math.log(2) / 2) and empty == 1
-
-
-def test_gen_ppl_matches_torch(judge_dir):
-    judge, tok = load_judge(judge_dir), load_judge_tokenizer(judge_dir)
-    model = transformers.GPT2LMHeadModel.from_pretrained(judge_dir).eval()
-    total, count = 0.0, 0
-    for text in TEXTS:  # each text then one EOS; tokens 1.. are scored, the EOS included
-        ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        with torch.no_grad():
-            logits = model(torch.tensor([ids])).logits[0, :-1]
-        nll = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="sum")
-        total, count = total + float(nll), count + len(ids) - 1
-    got = evaluate_unconditional(TEXTS, judge, tok, batch_size=2)
-    assert got["gen_ppl"] == pytest.approx(math.exp(total / count), rel=1e-4)
-    assert got["num_samples"] == 3 and got["num_empty"] == 0
-    without = evaluate_unconditional(TEXTS, judge, tok, append_eos=False)
-    assert without["gen_ppl"] != pytest.approx(got["gen_ppl"])
-
-
-def test_bleu_and_rouge():
-    assert corpus_bleu(["The cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(100.0)
-    assert corpus_bleu(["a b c d"], ["w x y z"]) == pytest.approx(0.0, abs=1e-6)
-    scores = rouge_scores(["the cats were sitting"], ["the cat sat"])
-    assert scores["rouge1"] == pytest.approx(100 * 2 * (2 / 4) * (2 / 3) / (2 / 4 + 2 / 3))  # stemming: cats → cat
-    with pytest.raises(ValueError, match="2 hypotheses but 1 references"):
-        rouge_scores(["a", "b"], ["a"])
-
-
-def write_samples(path, records):
+def write_jsonl(path, records):
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
 
 
-def test_eval_cli_unconditional_and_conditional(judge_dir, tmp_path, capsys):
-    samples = write_samples(tmp_path / "s.jsonl", [{"text": t, "token_ids": [], "settings": {"steps": 8}} for t in TEXTS])
-    main(["--samples", str(samples), "--judge", str(judge_dir)])
+def samples_file(path, texts=TEXTS, **fields):
+    return write_jsonl(path, [{"index": i, "text": t, "token_ids": [1, 2], "settings": SETTINGS, **fields}
+                              for i, t in enumerate(texts)])
+
+
+def test_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for field in EvalConfig.__dataclass_fields__:
+        assert "--" + field.replace("_", "-") in text
+    assert "MDLM/Duo" in text and "auto (bleu + rouge" in text
+
+
+def test_unconditional_cli_matches_the_api(judge_dir, tmp_path, capsys):
+    samples = samples_file(tmp_path / "s.jsonl")
+    main(["--samples", str(samples), "--judge", str(judge_dir), "--batch-size", "2"])
     result = json.loads((tmp_path / "s.jsonl.eval.json").read_text())
-    assert result["num_samples"] == 3 and result["gen_ppl"] > 1 and result["settings"] == {"steps": 8}
-    assert "gen_ppl" in capsys.readouterr().out
+    api = evaluate_unconditional(TEXTS, load_judge(judge_dir), load_judge_tokenizer(judge_dir))
+    assert result["gen_ppl"] == pytest.approx(api["gen_ppl"], rel=1e-6)
+    assert result["entropy"] == pytest.approx(api["entropy"])
+    assert result["metrics"] == ["gen_ppl", "entropy"] and result["num_samples"] == 3
+    assert result["settings"] == SETTINGS and result["judge"] == str(judge_dir) and result["append_eos"] is True
+    assert result["samples"] == [{"path": str(samples), "num_records": 3, "settings": [SETTINGS]}]
+    printed = capsys.readouterr().out
+    assert "gen_ppl" in printed and "wrote" in printed
+
     with pytest.raises(SystemExit, match="exists; pass --overwrite"):
         main(["--samples", str(samples), "--judge", str(judge_dir)])
+    main(["--samples", str(samples), "--judge", str(judge_dir), "--overwrite", "--no-append-eos",
+          "--max-samples", "2", "--metrics", "gen_ppl", "--judge-dtype", "bfloat16"])
+    again = json.loads((tmp_path / "s.jsonl.eval.json").read_text())
+    assert again["num_samples"] == 2 and again["append_eos"] is False and "entropy" not in again
+    assert again["judge_dtype"] == "bfloat16"
 
-    refs = write_samples(tmp_path / "pairs.jsonl", [{"input": "x", "output": t} for t in TEXTS])
+
+def test_two_files_and_entropy_only(judge_dir, tmp_path):
+    first = samples_file(tmp_path / "a.jsonl", TEXTS[:2])
+    second = write_jsonl(tmp_path / "b.jsonl", [{"text": TEXTS[2]}, {"text": ""}])
+    out = tmp_path / "out" / "e.json"
+    main(["--samples", str(first), str(second), "--judge", str(judge_dir), "--metrics", "entropy",
+          "--output", str(out)])
+    result = json.loads(out.read_text())
+    assert result["num_samples"] == 4 and result["num_empty"] == 1 and "gen_ppl" not in result
+    assert result["settings"] is None and result["samples"][1]["settings"] == [None]
+
+
+def test_conditional_cli_with_references(tmp_path):
+    samples = samples_file(tmp_path / "cond.jsonl", [t.upper() for t in TEXTS],
+                           input="previous verse")
+    refs = write_jsonl(tmp_path / "pairs.jsonl", [{"input": "previous verse", "output": t} for t in TEXTS + ["extra"]])
     out = tmp_path / "cond.json"
     main(["--samples", str(samples), "--references", str(refs), "--output", str(out)])
     cond = json.loads(out.read_text())
-    assert cond["bleu"] == pytest.approx(100.0) and cond["rougeL"] == pytest.approx(100.0) and "gen_ppl" not in cond
-    own = write_samples(tmp_path / "own.jsonl", [{"text": "a b", "reference": "a b"}])
-    main(["--samples", str(own), "--metrics", "all", "--judge", str(judge_dir)])
-    both = json.loads((tmp_path / "own.jsonl.eval.json").read_text())
-    assert "bleu" in both and "gen_ppl" in both
+    assert cond["metrics"] == ["bleu", "rouge"] and "gen_ppl" not in cond
+    for name in ("bleu", "rouge1", "rougeL"):
+        assert cond[name] == pytest.approx(100.0)
+    assert cond["rouge2"] == pytest.approx(200 / 3)  # "amen" has no bigram: rouge-score gives it 0
+    assert "case:lc|eff:yes" in cond["bleu_signature"] and cond["references"] == str(refs)
+
+    own = write_jsonl(tmp_path / "own.jsonl", [{"text": "a b c", "reference": "a b d"}, {"text": "x", "reference": "x"}])
+    main(["--samples", str(own), "--metrics", "rouge"])
+    scored = json.loads((tmp_path / "own.jsonl.eval.json").read_text())
+    assert scored["metrics"] == ["rouge"] and "bleu" not in scored and 50 < scored["rouge1"] < 100
 
 
-def test_eval_cli_errors_name_the_file(judge_dir, tmp_path):
+def test_errors_are_one_line_naming_the_culprit(judge_dir, tmp_path):
+    def fails(args, match):
+        with pytest.raises(SystemExit, match=match) as err:
+            main(args)
+        assert "\n" not in str(err.value.code)
+
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\nnot json\n')
-    with pytest.raises(SystemExit, match="bad.jsonl:2"):
-        main(["--samples", str(bad)])
-    with pytest.raises(SystemExit, match="not found"):
-        main(["--samples", str(tmp_path / "missing.jsonl")])
-    short = write_samples(tmp_path / "short.jsonl", [{"input": "x", "output": "y"}])
-    samples = write_samples(tmp_path / "two.jsonl", [{"text": "a"}, {"text": "b"}])
-    with pytest.raises(SystemExit, match="1 records but there are 2 samples"):
-        main(["--samples", str(samples), "--references", str(short)])
-    with pytest.raises(SystemExit, match="need references"):
-        main(["--samples", str(samples), "--metrics", "overlap", "--output", str(tmp_path / "o.json")])
+    fails(["--samples", str(bad)], "bad.jsonl:2: not valid JSON")
+    fails(["--samples", str(tmp_path / "missing.jsonl")], "--samples file not found: .*missing.jsonl")
+    fails(["--samples", str(write_jsonl(tmp_path / "notext.jsonl", [{"text": "a"}, {"txt": "b"}]))],
+          "notext.jsonl:2: a sample needs a string 'text'")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    fails(["--samples", str(tmp_path / "empty.jsonl")], "empty.jsonl: no samples")
+
+    two = write_jsonl(tmp_path / "two.jsonl", [{"text": "a"}, {"text": "b"}])
+    short = write_jsonl(tmp_path / "short.jsonl", [{"input": "x", "output": "y"}])
+    fails(["--samples", str(two), "--references", str(short)], "has 1 records but there are 2 samples")
+    long = write_jsonl(tmp_path / "long.jsonl", [{"input": "x", "output": "y"}] * 3)
+    fails(["--samples", str(two), "--references", str(long)], "has 3 records but there are 2 samples")
+    shifted = write_jsonl(tmp_path / "shifted.jsonl", [{"text": "a", "input": "p"}, {"text": "b", "input": "q"}])
+    fails(["--samples", str(shifted), "--references", str(long)], "shifted.jsonl:1: its input differs")
+    partial = write_jsonl(tmp_path / "partial.jsonl", [{"text": "a", "reference": "a"}, {"text": "b"}])
+    fails(["--samples", str(partial)], "partial.jsonl:2: no 'reference' field")
+    main(["--samples", str(partial), "--metrics", "entropy", "--judge", str(judge_dir)])  # references not needed
+    fails(["--samples", str(two), "--metrics", "bleu"], "BLEU/ROUGE need references")
+    fails(["--samples", str(two), "--metrics", "auto", "bleu"], "auto cannot be combined")
+    fails(["--samples", str(two), "--max-samples", "0"], "--max-samples must be at least 1")
+
     (tmp_path / "notgpt").mkdir()
     (tmp_path / "notgpt" / "config.json").write_text('{"model_type": "bert"}')
-    with pytest.raises(SystemExit, match="must be a GPT-2"):
-        main(["--samples", str(samples), "--judge", str(tmp_path / "notgpt"), "--output", str(tmp_path / "p.json")])
-    assert not np.any([p.name.endswith(".tmp") for p in tmp_path.iterdir()])
+    fails(["--samples", str(two), "--judge", str(tmp_path / "notgpt")], "notgpt: the judge must be a GPT-2")
+    fails(["--samples", str(two), "--judge", str(tmp_path / "nowhere")], "no such file or folder")
+    (tmp_path / "notok").mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(judge_dir / name, tmp_path / "notok" / name)
+    fails(["--samples", str(two), "--judge", str(tmp_path / "notok")], "missing tokenizer.json")
+    fails(["--samples", str(two), "--output", str(two), "--overwrite"], "is one of the samples files")
+    assert [p.name for p in tmp_path.glob("*.eval.json")] == ["partial.jsonl.eval.json"]
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -51,7 +51,8 @@ def read_flax_msgpack(path: str | Path) -> dict[str, Any]:
     try:
         tree = msgpack.unpackb(path.read_bytes(), ext_hook=_ext_hook, raw=False, strict_map_key=False)
     except (msgpack.exceptions.ExtraData, msgpack.exceptions.UnpackException, ValueError) as err:
-        raise ValueError(f"{path} is not a Flax msgpack checkpoint: {err}") from err
+        hint = " (the file ends early: truncated or incomplete download?)" if "incomplete" in str(err) else ""
+        raise ValueError(f"{path} is not a Flax msgpack checkpoint: {err}{hint}") from err
     if not isinstance(tree, dict):
         raise ValueError(f"{path} holds a {type(tree).__name__}, not a Flax checkpoint dict")
     return _unchunk(tree)

@@ -33,12 +33,14 @@ class ReleaseWeights:
 
 def orbax_item_folder(path: Path) -> Path | None:
     """The folder holding the orbax PyTree of ``path``: ``path`` itself, or its only subfolder
-    that is one (an orbax CheckpointManager step keeps its item in e.g. ``default/``); else None."""
+    that is one (an orbax CheckpointManager step keeps its item in e.g. ``default/``; a
+    ``checkpoint_<step>`` subfolder is a checkpoint of its own); else None."""
     if not path.is_dir():
         return None
     if any((path / marker).exists() for marker in _ORBAX_MARKERS):
         return path
-    items = [sub for sub in path.iterdir() if sub.is_dir() and any((sub / m).exists() for m in _ORBAX_MARKERS)]
+    items = [sub for sub in path.iterdir() if sub.is_dir() and not sub.name.startswith("checkpoint_")
+             and any((sub / marker).exists() for marker in _ORBAX_MARKERS)]
     return items[0] if len(items) == 1 else None
 
 

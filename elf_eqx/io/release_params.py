@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from elf_eqx.config import ELFConfig
-from elf_eqx.io.flax_msgpack import flatten_params, read_flax_msgpack
+from elf_eqx.io.release_checkpoint import WEIGHT_ENTRIES, read_release_weights
 from elf_eqx.model import ELF
 
 # reference name -> where it lives in ELF (top-level, not per block)
@@ -160,12 +160,14 @@ def reference_params_from_model(model: ELF) -> dict[str, np.ndarray]:
 
 
 def load_release_checkpoint(path: str | Path, *, which: str = "ema_params1", config: ELFConfig | None = None) -> ELF:
-    """An :class:`ELF` from a released Flax checkpoint file (``checkpoint_<step>``).
+    """An :class:`ELF` from a released checkpoint: a Flax msgpack file (``checkpoint_<step>``) or
+    an orbax checkpoint folder of the same dict.
 
     ``which`` picks ``ema_params1`` (what the reference samples with) or ``params``;
-    the optimizer state is ignored.
+    the optimizer state is ignored. A ``config`` that does not fit lists every difference.
     """
-    tree = read_flax_msgpack(path)
-    if which not in tree:
-        raise KeyError(f"{path} has no {which!r} entry; it holds {sorted(tree)}")
-    return model_from_reference_params(flatten_params(tree[which]), config)
+    kinds = {entry: kind for kind, entry in WEIGHT_ENTRIES.items()}
+    if which not in kinds:
+        raise KeyError(f"{path}: no {which!r} weights to load; a release checkpoint holds {sorted(kinds)}")
+    flat = read_release_weights(path, (kinds[which],)).params[kinds[which]]
+    return model_from_reference_params(flat, config)

@@ -1,0 +1,69 @@
+"""``load_model_source`` on our own training output directories: every way of naming one, the
+settings stored with the run, and the raw weights."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import equinox as eqx
+import numpy as np
+import pytest
+
+from elf_eqx.checkpoint import CheckpointManager, load_model_from_checkpoint
+from elf_eqx.io.release_params import load_release_checkpoint
+from elf_eqx.model_source import load_model_source, load_model_source_weights
+from elf_eqx.optim import make_optimizer
+from elf_eqx.run_config import TrainConfig
+from elf_eqx.train_step import TrainState
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, reference_dir):
+    """A training output directory as train.py leaves it: a TrainState checkpoint (step 7) of a
+    conditional model (the reference fixture's weights: quicker than initialising one) with the
+    run config stored beside it."""
+    out = tmp_path_factory.mktemp("run") / "out"
+    run = TrainConfig(model="ELF-T", encoder="offline-minilm", max_length=16, max_input_length=8, pad_mode="eos",
+                      latent_std=0.28, sample_steps=4, sample_method="ode", sample_omega=1.0, sample_cfg_weight=2.0)
+    model = load_release_checkpoint(reference_dir / "checkpoint_1234", which="params")
+    state = TrainState.create(model, make_optimizer(model, 1e-3, name="adamw"))
+    state = eqx.tree_at(lambda s: s.ema, state, load_release_checkpoint(reference_dir / "checkpoint_1234"))
+    spec = {"vocab_size": 50, "pad_id": 0, "eos_id": 1, "max_length": 16, "max_input_length": 8, "pad_mode": "eos",
+            "packing": False}
+    run_config = {"elf": dataclasses.asdict(model.config), "encoder": run.encoder, "tokenizer": run.encoder,
+                  "data_spec": spec, "run": run.to_dict()}
+    with CheckpointManager(out, run_config=run_config) as manager:
+        manager.save(7, state, {"data": {}})
+    return out
+
+
+def test_a_training_run_in_every_spelling(run_dir):
+    expected = load_model_from_checkpoint(run_dir)
+    for source in (run_dir, run_dir / "checkpoints", run_dir / "checkpoints" / "7"):
+        bundle = load_model_source(str(source))
+        np.testing.assert_array_equal(bundle.model.unembed.weight, expected.unembed.weight)
+        assert bundle.step == 7 and bundle.kind == "run" and "custom" in bundle.origin
+    assert (bundle.encoder, bundle.tokenizer, bundle.latent_std, bundle.latent_mean) == (
+        "offline-minilm", "offline-minilm", 0.28, 0.0)
+    assert (bundle.max_length, bundle.max_input_length, bundle.pad_mode) == (16, 8, "eos")
+    assert bundle.sampling == {"method": "ode", "num_steps": 4, "gamma": 1.5, "omega": 1.0, "cfg_weight": 2.0,
+                               "time_grid": "logit_normal"}
+    assert load_model_source(str(run_dir), encoder="x.pkl", tokenizer="t").encoder == "x.pkl"
+
+
+def test_raw_weights_steps_and_presets(run_dir):
+    both = load_model_source_weights(str(run_dir), ("ema", "raw"))
+    raw = load_model_from_checkpoint(run_dir, "model")
+    np.testing.assert_array_equal(both["raw"].model.unembed.weight, raw.unembed.weight)
+    assert not np.allclose(both["ema"].model.final_linear.weight, raw.final_linear.weight)
+    assert "raw weights" in both["raw"].origin
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint for step 3"):
+        load_model_source(str(run_dir), step=3)
+    with pytest.raises(ValueError, match="conflicts with the step folder"):
+        load_model_source(str(run_dir / "checkpoints" / "7"), step=8)
+    with pytest.raises(ValueError, match="the model is custom .* not ELF-B"):
+        load_model_source(str(run_dir), architecture="ELF-B")
+    with pytest.raises(ValueError, match="unknown ELF preset 'ELF-Q'"):
+        load_model_source(str(run_dir), architecture="ELF-Q")
+    with pytest.raises((ValueError, TypeError)):  # beartype or the ValueError
+        load_model_source_weights(str(run_dir), ("best",))

@@ -1,0 +1,101 @@
+"""Explicit sharding on 8 CPU devices (a subprocess, since this test process has one device):
+train steps and sampling on several meshes match one device, a checkpoint saved on one mesh
+restores on another; two ``jax.distributed`` processes train like one; bad meshes are named."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from jax.sharding import AbstractMesh
+
+from elf_eqx.mesh import MeshConfig, check_global_batch
+
+TESTS = Path(__file__).resolve().parent
+
+
+def cpu_env(devices: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
+               "--xla_backend_optimization_level=0", PYTHONPATH=f"{TESTS}{os.pathsep}{env.get('PYTHONPATH', '')}")
+    return env
+
+
+@pytest.fixture(scope="module")
+def mesh_results() -> dict:
+    done = subprocess.run([sys.executable, str(TESTS / "sharding_check.py")], env=cpu_env(8), cwd=TESTS,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("shape", ["(8, 1, 1)", "(2, 4, 1)", "(1, 8, 1)", "(2, 2, 2)"])
+def test_train_step_on_a_mesh_matches_one_device(mesh_results, shape):
+    got = mesh_results["train"][shape]
+    assert got["loss"] < 1e-5 and got["state"] < 1e-5
+    if shape != "(8, 1, 1)":
+        assert got["sharded_leaves"] > 0  # parameters and optimizer state really are split
+
+
+@pytest.mark.parametrize("shape", ["(8, 1, 1)", "(2, 4, 1)", "(1, 8, 1)", "(2, 2, 2)"])
+def test_sampling_on_a_mesh_matches_one_device(mesh_results, shape):
+    got = mesh_results["sample"][shape]
+    assert got["tokens_equal"] and got["latents"] < 1e-5
+
+
+def test_checkpoint_saved_on_one_mesh_restores_on_another(mesh_results):
+    got = mesh_results["restore"]
+    assert got["restored_on"] == {"data": 8, "fsdp": 1, "tensor": 1}
+    assert got["state_vs_saved"] == 0.0 and got["loss"] < 1e-5
+
+
+def test_bad_meshes_and_batches_are_named():
+    with pytest.raises(ValueError, match=r"needs 16 devices, but only 8 are available"):
+        MeshConfig(2, 4, 2).shape(8)
+    with pytest.raises(ValueError, match="8 devices do not split into fsdp 3"):
+        MeshConfig(-1, 3, 1).shape(8)
+    with pytest.raises(ValueError, match="--global-batch 12 is not divisible by the 8 devices of the data×fsdp"):
+        check_global_batch(12, AbstractMesh((2, 4, 1), ("data", "fsdp", "tensor")))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_like_one(tmp_path, shared_dir):
+    corpus = tmp_path / "chapters.jsonl"
+    corpus.write_text("\n".join((shared_dir / "data" / "kjv" / "valid.jsonl").read_text().splitlines()[:12]) + "\n")
+    args = ["--preset", "quickstart", "--model", "ELF-T", "--global-batch", "8", "--max-length", "16",
+            "--warmup-steps", "2", "--log-every", "1", "--save-every", "3", "--sample-every", "3", "--max-steps", "3",
+            "--sample-steps", "2", "--num-samples", "4", "--data", str(corpus), "--cache-dir", str(tmp_path / "cache"),
+            "--mesh-fsdp", "2"]
+    train = [sys.executable, "-m", "elf_eqx.train", *args]
+    one = subprocess.run([*train, "--output-dir", str(tmp_path / "one")], env=cpu_env(4), capture_output=True,
+                         text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    address = f"127.0.0.1:{free_port()}"
+    procs = [subprocess.Popen([*train, "--output-dir", str(tmp_path / "two"), "--coordinator-address", address,
+                               "--num-processes", "2", "--process-id", str(i)], env=cpu_env(2),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+
+    def losses(folder: Path) -> list[float]:
+        return [json.loads(line)["loss"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-5)
+    assert len(losses(tmp_path / "two")) == 3  # one writer: process 0
+    assert (tmp_path / "two" / "checkpoints" / "3").is_dir()
+    assert (tmp_path / "two" / "samples" / "step_0000003.txt").is_file()
