@@ -210,7 +210,7 @@ class CheckpointManager:
         return fill_template(target, arrays)
 
 
-def open_read_only(path: Path) -> tuple[CheckpointManager, int | None]:
+def _open_read_only(path: Path) -> tuple[CheckpointManager, int | None]:
     """A read-only manager for an output directory, its ``checkpoints`` folder, or one step folder
     (then also that step)."""
     if (path / "checkpoints").is_dir():
@@ -222,15 +222,6 @@ def open_read_only(path: Path) -> tuple[CheckpointManager, int | None]:
     raise FileNotFoundError(f"{path} is neither an output directory nor a checkpoint step folder")
 
 
-def stored_run_config(path: str | os.PathLike, step: int | None = None) -> tuple[dict[str, Any], int]:
-    """The run config stored with a checkpoint (``elf``, ``encoder``, ``tokenizer``, ``data_spec``,
-    ``run``, ...) and its step. ``path`` as for :func:`load_model_from_checkpoint`."""
-    manager, folder_step = open_read_only(Path(path))
-    with manager:
-        step = manager._resolve_step(step if step is not None else folder_step)
-        return dict(manager.metadata(step).get("run_config") or {}), step
-
-
 def load_model_from_checkpoint(
     path: str | os.PathLike, which: Literal["ema", "model"] = "ema", *, step: int | None = None
 ) -> ELF:
@@ -239,7 +230,7 @@ def load_model_from_checkpoint(
     ``path`` is a run's output directory or its ``checkpoints`` folder (latest step, or ``step``)
     or one step folder. The architecture comes from the checkpoint's stored ELF config.
     """
-    manager, folder_step = open_read_only(Path(path))
+    manager, folder_step = _open_read_only(Path(path))
     with manager:
         if folder_step is not None and step is not None and step != folder_step:
             raise ValueError(f"step={step} conflicts with the step folder {path}")

@@ -65,8 +65,9 @@ def train(cfg: TrainConfig) -> Path:
     schedule = make_lr_schedule(cfg.learning_rate, total_steps, min(warmup, total_steps), cfg.lr_schedule)
 
     key = jax.random.key(cfg.seed)
-    model = ELF(run.elf_config, key=jax.random.fold_in(key, 0))
-    optimizer = make_optimizer(model, schedule, name=cfg.optimizer, b1=cfg.b1, b2=cfg.b2,
+    model_key = jax.random.fold_in(key, 0)
+    abstract_model = eqx.filter_eval_shape(ELF, run.elf_config, key=model_key)
+    optimizer = make_optimizer(abstract_model, schedule, name=cfg.optimizer, b1=cfg.b1, b2=cfg.b2,
                                weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm)
     mesh = make_mesh(cfg.mesh)
     check_global_batch(cfg.global_batch, mesh)
@@ -74,12 +75,16 @@ def train(cfg: TrainConfig) -> Path:
         raise ValueError(f"micro-batches of {cfg.global_batch // cfg.grad_accum} (--global-batch / --grad-accum) "
                          f"do not split over the {batch_split(mesh)} devices of the data×fsdp axes")
     split = batch_sharding(mesh)
-    state_sharding = tree_shardings(eqx.filter_eval_shape(TrainState.create, model, optimizer), mesh)
-    state = jax.device_put(TrainState.create(model, optimizer), state_sharding)
+
+    def init_state(k: jax.Array) -> TrainState:
+        return TrainState.create(ELF(run.elf_config, key=k), optimizer)
+
+    # Built in place on the mesh: no device (or host) ever holds the whole unsharded state.
+    state_sharding = tree_shardings(eqx.filter_eval_shape(init_state, model_key), mesh)
+    state = jax.jit(init_state, out_shardings=state_sharding)(model_key)
     encoder_sharding = (tree_shardings(run.latent_encoder, mesh, tensor_rules=False) if cfg.shard_encoder
                         else replicated_shardings(run.latent_encoder, mesh))
     latent_encoder = jax.device_put(run.latent_encoder, encoder_sharding)
-    del model
 
     manager = CheckpointManager(out, max_to_keep=cfg.keep_checkpoints, run_config=run.signature_config(cfg))
     start = manager.latest_step()

@@ -186,10 +186,19 @@ def retokenize(
     for text in texts:
         ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
         rows.append((ids + [eos] if append_eos else ids)[:max_length])
-    longest = max((len(r) for r in rows), default=1)
-    length = min(max_length, -(-max(longest, 1) // pad_to_multiple_of) * pad_to_multiple_of)
-    ids = np.full((len(rows), length), eos, np.int32)
-    mask = np.zeros((len(rows), length), bool)
+    return pad_rows(rows, num_rows=len(rows), fill_id=eos, max_length=max_length, multiple=pad_to_multiple_of)
+
+
+def pad_rows(
+    rows: Sequence[Sequence[int]], *, num_rows: int, fill_id: int, max_length: int, multiple: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded ids ``(num_rows, L)`` int32 (pads hold ``fill_id``; rows beyond ``rows`` are all
+    padding) and their validity mask ``(num_rows, L)``. ``L`` is the longest row rounded up to
+    ``multiple`` (so few shapes are compiled), at most ``max_length``."""
+    longest = max([len(row) for row in rows] + [1])
+    length = min(max_length, -(-longest // multiple) * multiple)
+    ids = np.full((num_rows, length), fill_id, np.int32)
+    mask = np.zeros((num_rows, length), bool)
     for i, row in enumerate(rows):
         ids[i, : len(row)] = row
         mask[i, : len(row)] = True
