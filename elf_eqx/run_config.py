@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from elf_eqx.cli_config import SAMPLE_PRESET_PREFIX, parse_cli, preset_file, yaml_fields
+from elf_eqx.cli_config import SAMPLE_PRESET_PREFIX, parse_cli, yaml_fields
 from elf_eqx.config import PRESETS, ELFConfig, preset
+from elf_eqx.mesh import MeshConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,18 +203,12 @@ class TrainConfig:
         )
 
     @property
-    def mesh(self) -> "MeshConfig":
-        from elf_eqx.mesh import MeshConfig
-
+    def mesh(self) -> MeshConfig:
+        """The device mesh of the ``mesh_*`` flags."""
         return MeshConfig(self.mesh_data, self.mesh_fsdp, self.mesh_tensor)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def preset_path(name: str) -> Path:
-    """The YAML file of a named run preset (shipped as package data ``elf_eqx.configs``)."""
-    return preset_file(name, exclude_prefix=SAMPLE_PRESET_PREFIX)
 
 
 def load_yaml_fields(path: str | Path) -> dict:
