@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import tyro
 
 from elf_eqx.encoders import T5Config, T5Encoder, encoder_attention_mask
-from elf_eqx.judge import GPT2, GPT2Config, judge_nll
+from elf_eqx.evaluate.judge import GPT2, GPT2Config, judge_nll
 
 T5_SMALL = T5Config(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8)
 GPT2_SMALL = GPT2Config()

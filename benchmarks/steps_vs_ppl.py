@@ -22,12 +22,12 @@ from typing import Literal
 import tyro
 
 from elf_eqx.data import load_source
-from elf_eqx.judge import load_judge, load_judge_tokenizer
-from elf_eqx.mesh import MeshConfig
-from elf_eqx.metrics import evaluate_unconditional
-from elf_eqx.run_log import write_text_atomic
-from elf_eqx.sample_io import write_samples_jsonl
-from elf_eqx.text_sampling import TextSampler
+from elf_eqx.evaluate.judge import load_judge, load_judge_tokenizer
+from elf_eqx.parallel.mesh import MeshConfig
+from elf_eqx.evaluate import evaluate_unconditional
+from elf_eqx.training.metrics_log import write_text_atomic
+from elf_eqx.sampling.records import write_samples_jsonl
+from elf_eqx.sampling.text import TextSampler
 
 RESULT_FILES = ("steps_vs_ppl.md", "steps_vs_ppl.csv", "steps_vs_ppl.png")
 
@@ -72,7 +72,7 @@ class SweepConfig:
     judge_dtype: Literal["float32", "bfloat16"] = "float32"
     """Compute dtype of the judge."""
     append_eos: bool = True
-    """Score the EOS after each text (the Gen. PPL convention; see elf_eqx.metrics)."""
+    """Score the EOS after each text (the Gen. PPL convention; see elf_eqx.evaluate)."""
     output_dir: str = "runs/steps_vs_ppl"
     """Where the table, CSV, plot and samples go."""
     overwrite: bool = False

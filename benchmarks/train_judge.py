@@ -5,7 +5,7 @@
 
 Trains a byte-level BPE tokenizer and a GPT-2-architecture causal LM on ``--train`` and writes a
 Hugging Face GPT-2 folder (``config.json``, ``model.safetensors``, ``tokenizer.json``) that
-``elf_eqx.judge.load_judge``, ``python -m elf_eqx.eval --judge`` and ``transformers`` read, with
+``elf_eqx.evaluate.judge.load_judge``, ``python -m elf_eqx.eval --judge`` and ``transformers`` read, with
 ``judge_training.json`` recording the corpus, options and validation perplexities. The folder is
 written under a unique temporary name beside ``--output`` and renamed when complete.
 """
@@ -24,13 +24,13 @@ import tyro
 from tqdm.auto import tqdm
 
 from elf_eqx.data import load_source
-from elf_eqx.judge import generative_perplexity_of_texts, load_judge, load_judge_tokenizer
-from elf_eqx.judge.bpe_tokenizer import train_bpe_tokenizer
-from elf_eqx.judge.export import save_judge
-from elf_eqx.judge.gpt2 import GPT2, GPT2Config
-from elf_eqx.judge.lm_training import block_perplexity, pack_blocks, train_lm
-from elf_eqx.judge.staged_folder import check_destination, staged_folder
-from elf_eqx.judge.text_normalisation import normalise_texts
+from elf_eqx.evaluate.judge import generative_perplexity_of_texts, load_judge, load_judge_tokenizer
+from judge.bpe_tokenizer import train_bpe_tokenizer
+from judge.export import save_judge
+from elf_eqx.evaluate.judge import GPT2, GPT2Config
+from judge.lm_training import block_perplexity, pack_blocks, train_lm
+from judge.staged_folder import check_destination, staged_folder
+from judge.text_normalisation import normalise_texts
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,9 +22,9 @@ import tyro
 from elf_eqx.config import preset
 from elf_eqx.model import ELF, count_params
 from elf_eqx.objective import FlowObjective, LatentBatch
-from elf_eqx.optim import make_optimizer
+from elf_eqx.training.optim import make_optimizer
 from elf_eqx.sampler import Sampler
-from elf_eqx.train_step import TrainState, make_train_step
+from elf_eqx.training.step import TrainState, make_train_step
 
 
 @dataclasses.dataclass(frozen=True)

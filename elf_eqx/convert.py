@@ -18,9 +18,9 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
-from elf_eqx.checkpoint import CheckpointManager
-from elf_eqx.model_source import ModelBundle, load_model_source_weights, run_record
-from elf_eqx.release import RELEASE_TOKENIZER, release_data_spec, task_of
+from elf_eqx.training.checkpoint import CheckpointManager
+from elf_eqx.release.model_source import ModelBundle, load_model_source_weights, run_record
+from elf_eqx.release.tasks import RELEASE_TOKENIZER, release_data_spec, task_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +78,7 @@ def _release_data_spec(bundle: ModelBundle, task: str, tokenizer_override: str |
 def release_run_config(bundle: ModelBundle, data_spec: dict[str, Any]) -> dict[str, Any]:
     """The run config a converted release is stored with: the model signature (``elf``,
     ``encoder``, ``tokenizer``, ``data_spec``) and a ``run`` dict with the latent normalisation,
-    flow constants and ``sample_*`` defaults, all named as :class:`elf_eqx.run_config.TrainConfig`
+    flow constants and ``sample_*`` defaults, all named as :class:`elf_eqx.training.config.TrainConfig`
     fields (every release samples on the logit-normal grid, the default)."""
     s = bundle.sampling
     return {

@@ -6,7 +6,7 @@
 
 Unconditional samples: Gen. PPL under a GPT-2-family judge and mean unigram entropy. Samples
 with references (their own ``reference`` field or ``--references``): BLEU and ROUGE-1/2/L.
-Conventions: :mod:`elf_eqx.metrics`. Prints a table and writes every figure, the counts, the
+Conventions: :mod:`elf_eqx.evaluate`. Prints a table and writes every figure, the counts, the
 judge, the samples' settings and the files to ``--output`` (JSON). Known failures end with one
 line naming the file (and line) at fault.
 """
@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 import tyro
 
-from elf_eqx.metrics.samples_file import SampleRecord, align_references, own_references, read_references, read_samples
-from elf_eqx.run_log import write_text_atomic
+from elf_eqx.evaluate.samples_file import SampleRecord, align_references, own_references, read_references, read_samples
+from elf_eqx.training.metrics_log import write_text_atomic
 
 Metric = Literal["auto", "gen_ppl", "entropy", "bleu", "rouge"]
 JUDGE_METRICS = ("gen_ppl", "entropy")
@@ -97,8 +97,8 @@ def judge_figures(cfg: EvalConfig, texts: list[str], wanted: tuple[str, ...]) ->
     """Gen. PPL and/or entropy of ``texts``; entropy alone loads only the judge's tokenizer."""
     import jax.numpy as jnp
 
-    from elf_eqx.judge import load_judge, load_judge_tokenizer
-    from elf_eqx.metrics import evaluate_entropy, evaluate_unconditional
+    from elf_eqx.evaluate.judge import load_judge, load_judge_tokenizer
+    from elf_eqx.evaluate import evaluate_entropy, evaluate_unconditional
 
     judge = load_judge(cfg.judge) if "gen_ppl" in wanted else None  # first: it names a non-GPT-2 folder
     tokenizer = load_judge_tokenizer(cfg.judge)
@@ -116,7 +116,7 @@ def judge_figures(cfg: EvalConfig, texts: list[str], wanted: tuple[str, ...]) ->
 
 def reference_figures(texts: list[str], gold: list[str], wanted: tuple[str, ...]) -> dict[str, Any]:
     """BLEU and/or ROUGE-1/2/L of ``texts`` against ``gold``."""
-    from elf_eqx.metrics import rouge_scores, scored_bleu
+    from elf_eqx.evaluate import rouge_scores, scored_bleu
 
     figures: dict[str, Any] = {}
     if "bleu" in wanted:

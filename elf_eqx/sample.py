@@ -6,7 +6,7 @@
     python -m elf_eqx.sample runs/wmt --prompt "Ein kleiner Test." --prompt "Noch einer."
 
 Prints the samples and writes them, with every setting, to a JSONL file (see
-:mod:`elf_eqx.sample_io`). The same seed and settings give the same samples.
+:mod:`elf_eqx.sampling.records`). The same seed and settings give the same samples.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any
 
 import jax
 
-from elf_eqx.mesh import MeshConfig
-from elf_eqx.model_source import ModelBundle
-from elf_eqx.sample_config import SampleConfig, parse_sample_config
-from elf_eqx.sample_io import ConditionInput, check_writable, read_condition_inputs, write_samples_jsonl
-from elf_eqx.text_sampling import TextSampler
+from elf_eqx.parallel.mesh import MeshConfig
+from elf_eqx.release.model_source import ModelBundle
+from elf_eqx.sampling.config import SampleConfig, parse_sample_config
+from elf_eqx.sampling.records import ConditionInput, check_writable, read_condition_inputs, write_samples_jsonl
+from elf_eqx.sampling.text import TextSampler
 
 DEFAULT_UNCONDITIONAL_SAMPLES = 8
 

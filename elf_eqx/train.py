@@ -17,19 +17,19 @@ import equinox as eqx
 import jax
 from tqdm.auto import tqdm
 
-from elf_eqx.checkpoint import CheckpointManager
+from elf_eqx.training.checkpoint import CheckpointManager
 from elf_eqx.model import ELF, count_params
 from elf_eqx.objective import FlowObjective
-from elf_eqx.optim import make_optimizer
-from elf_eqx.lr_schedule import make_lr_schedule
-from elf_eqx.distributed import initialize_distributed
-from elf_eqx.mesh import batch_sharding, batch_split, check_global_batch, make_mesh
-from elf_eqx.partition import replicated_shardings, tree_shardings
-from elf_eqx.run_config import TrainConfig, parse_train_config
-from elf_eqx.run_log import MetricsLog
-from elf_eqx.stop_signal import StopRequest
-from elf_eqx.train_setup import TrainingRun, build_run
-from elf_eqx.train_step import TrainState, make_train_step
+from elf_eqx.training.optim import make_optimizer
+from elf_eqx.training.schedule import make_lr_schedule
+from elf_eqx.parallel.distributed import initialize_distributed
+from elf_eqx.parallel.mesh import batch_sharding, batch_split, check_global_batch, make_mesh
+from elf_eqx.parallel.partition import replicated_shardings, tree_shardings
+from elf_eqx.training.config import TrainConfig, parse_train_config
+from elf_eqx.training.metrics_log import MetricsLog
+from elf_eqx.training.stop_signal import StopRequest
+from elf_eqx.training.setup import TrainingRun, build_run
+from elf_eqx.training.step import TrainState, make_train_step
 
 
 class NonFiniteLoss(RuntimeError):

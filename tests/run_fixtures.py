@@ -8,14 +8,14 @@ from pathlib import Path
 
 import jax
 
-from elf_eqx.checkpoint import CheckpointManager
+from elf_eqx.training.checkpoint import CheckpointManager
 from elf_eqx.config import preset
 from elf_eqx.data import DataSpec
 from elf_eqx.encoders.load import load_tokenizer
 from elf_eqx.model import ELF
-from elf_eqx.optim import make_optimizer
-from elf_eqx.run_config import TrainConfig
-from elf_eqx.train_step import TrainState
+from elf_eqx.training.optim import make_optimizer
+from elf_eqx.training.config import TrainConfig
+from elf_eqx.training.step import TrainState
 
 MINILM_DIM, MINILM_VOCAB = 384, 30522
 

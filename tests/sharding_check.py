@@ -13,14 +13,14 @@ import jax
 import numpy as np
 from helpers import random_batch, tiny_model
 
-from elf_eqx.checkpoint import CheckpointManager
-from elf_eqx.mesh import MeshConfig, batch_sharding, make_mesh
+from elf_eqx.training.checkpoint import CheckpointManager
+from elf_eqx.parallel.mesh import MeshConfig, batch_sharding, make_mesh
 from elf_eqx.objective import FlowObjective
-from elf_eqx.optim import make_optimizer
-from elf_eqx.partition import tree_shardings
-from elf_eqx.sample_step import make_sample_fn
+from elf_eqx.training.optim import make_optimizer
+from elf_eqx.parallel.partition import tree_shardings
+from elf_eqx.sampling.compiled import make_sample_fn
 from elf_eqx.sampler import Condition, Sampler
-from elf_eqx.train_step import TrainState, make_train_step
+from elf_eqx.training.step import TrainState, make_train_step
 
 MESHES = [(8, 1, 1), (2, 4, 1), (1, 8, 1), (2, 2, 2)]
 KEY = jax.random.key(5)

@@ -16,8 +16,8 @@ import torch
 import transformers
 from run_fixtures import write_run
 
-from elf_eqx.judge import load_judge, load_judge_tokenizer
-from elf_eqx.judge.gpt2 import GPT2Config
+from elf_eqx.evaluate.judge import load_judge, load_judge_tokenizer
+from elf_eqx.evaluate.judge import GPT2Config
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -68,8 +68,8 @@ def test_train_judge_writes_a_judge_torch_can_read(judge_dir, corpus):
 def test_judge_training_lowers_the_loss():
     import jax
 
-    from elf_eqx.judge.gpt2 import GPT2
-    from elf_eqx.judge.lm_training import block_perplexity, pack_blocks, train_lm
+    from elf_eqx.evaluate.judge import GPT2
+    from judge.lm_training import block_perplexity, pack_blocks, train_lm
 
     cfg = GPT2Config(vocab_size=20, n_positions=16, n_embd=16, n_layer=1, n_head=2, eos_token_id=0)
     docs = [[1 + (i + j) % 7 for j in range(12)] for i in range(30)]

@@ -8,7 +8,7 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from elf_eqx.judge.bpe_tokenizer import EOS_TOKEN, train_bpe_tokenizer
+from judge.bpe_tokenizer import EOS_TOKEN, train_bpe_tokenizer
 
 VOCAB = 400
 

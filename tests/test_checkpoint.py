@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from elf_eqx.checkpoint import CheckpointManager, CheckpointMismatchError, load_model_from_checkpoint
+from elf_eqx.training.checkpoint import CheckpointManager, CheckpointMismatchError, load_model_from_checkpoint
 from elf_eqx.config import preset
 from elf_eqx.model import ELF
 from elf_eqx.objective import FlowObjective, LatentBatch
-from elf_eqx.optim import make_optimizer
-from elf_eqx.train_step import TrainState, make_train_step
+from elf_eqx.training.optim import make_optimizer
+from elf_eqx.training.step import TrainState, make_train_step
 
 CFG = preset("ELF-T", encoder_dim=16, vocab_size=40)
 STEP_KEY = jax.random.key(7)
@@ -179,11 +179,11 @@ KILLED_SAVER = textwrap.dedent(
     """
     import os, signal, sys, threading, time
     import jax
-    from elf_eqx.checkpoint import CheckpointManager
+    from elf_eqx.training.checkpoint import CheckpointManager
     from elf_eqx.config import preset
     from elf_eqx.model import ELF
-    from elf_eqx.optim import make_optimizer
-    from elf_eqx.train_step import TrainState
+    from elf_eqx.training.optim import make_optimizer
+    from elf_eqx.training.step import TrainState
 
     model = ELF(preset("ELF-T", encoder_dim=16, vocab_size=40), key=jax.random.key(0))
     state = TrainState.create(model, make_optimizer(model, 1e-3, name="muon"))

@@ -9,11 +9,11 @@ import shutil
 import numpy as np
 import pytest
 
-from elf_eqx.checkpoint import load_model_from_checkpoint
+from elf_eqx.training.checkpoint import load_model_from_checkpoint
 from elf_eqx.convert import main as convert_main
 from elf_eqx.encoders.load import load_text_encoder
-from elf_eqx.model_source import load_model_source, run_record
-from elf_eqx.run_config import TrainConfig
+from elf_eqx.release.model_source import load_model_source, run_record
+from elf_eqx.training.config import TrainConfig
 from tests.test_release import ode_tokens
 
 SETTINGS = ("tokenizer", "latent_mean", "latent_std", "max_length", "max_input_length", "pad_mode",

@@ -10,8 +10,8 @@ import pytest
 from test_metrics_fixtures import write_tiny_judge
 
 from elf_eqx.eval import EvalConfig, main
-from elf_eqx.judge import load_judge, load_judge_tokenizer
-from elf_eqx.metrics import evaluate_unconditional
+from elf_eqx.evaluate.judge import load_judge, load_judge_tokenizer
+from elf_eqx.evaluate import evaluate_unconditional
 
 TEXTS = ["and the lord said unto moses", "in the beginning god created the heaven and the earth", "amen"]
 SETTINGS = {"method": "sde", "steps": 8, "gamma": 1.5, "omega": 3.0, "seed": 0}

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import transformers
 from safetensors.numpy import load_file, save_file
 
-from elf_eqx.judge import generative_perplexity, judge_nll, load_judge, retokenize, scoring_mask
+from elf_eqx.evaluate.judge import generative_perplexity, judge_nll, load_judge, retokenize, scoring_mask
 
 EOS, VOCAB, LENGTH = 7, 50, 24
 

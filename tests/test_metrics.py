@@ -13,8 +13,8 @@ import torch
 import transformers
 from test_metrics_fixtures import JUDGE_CONTEXT, write_tiny_judge
 
-from elf_eqx.judge import GPT2, GPT2Config, generative_perplexity, load_judge, load_judge_tokenizer, retokenize
-from elf_eqx.metrics import (
+from elf_eqx.evaluate.judge import GPT2, GPT2Config, generative_perplexity, load_judge, load_judge_tokenizer, retokenize
+from elf_eqx.evaluate import (
     corpus_bleu,
     corpus_gen_ppl,
     evaluate_conditional,

@@ -22,8 +22,8 @@ def write_tiny_judge(folder: Path, seed: int = 0) -> Path:
     import torch
     import transformers
 
-    from elf_eqx.judge import load_judge_tokenizer
-    from elf_eqx.judge.bpe_tokenizer import train_bpe_tokenizer
+    from elf_eqx.evaluate.judge import load_judge_tokenizer
+    from judge.bpe_tokenizer import train_bpe_tokenizer
 
     train_bpe_tokenizer(CORPUS, 400, folder)
     tokenizer = load_judge_tokenizer(folder)

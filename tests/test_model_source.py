@@ -9,12 +9,12 @@ import equinox as eqx
 import numpy as np
 import pytest
 
-from elf_eqx.checkpoint import CheckpointManager, load_model_from_checkpoint
-from elf_eqx.io.release_params import load_release_checkpoint
-from elf_eqx.model_source import load_model_source, load_model_source_weights
-from elf_eqx.optim import make_optimizer
-from elf_eqx.run_config import TrainConfig
-from elf_eqx.train_step import TrainState
+from elf_eqx.training.checkpoint import CheckpointManager, load_model_from_checkpoint
+from elf_eqx.release.names import load_release_checkpoint
+from elf_eqx.release.model_source import load_model_source, load_model_source_weights
+from elf_eqx.training.optim import make_optimizer
+from elf_eqx.training.config import TrainConfig
+from elf_eqx.training.step import TrainState
 
 
 @pytest.fixture(scope="module")

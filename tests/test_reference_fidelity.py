@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from elf_eqx.io.flax_msgpack import flatten_params, read_flax_msgpack
-from elf_eqx.io.release_params import (
+from elf_eqx.release.names import (
     config_from_reference,
     load_release_checkpoint,
     model_from_reference_params,

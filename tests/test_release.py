@@ -16,9 +16,9 @@ import pytest
 from elf_eqx.config import preset
 from elf_eqx.encoders.load import load_text_encoder
 from elf_eqx.io.flax_msgpack import read_flax_msgpack
-from elf_eqx.io.release_checkpoint import read_release_weights
-from elf_eqx.model_source import load_model_source
-from elf_eqx.release import preset_name
+from elf_eqx.release.checkpoint import read_release_weights
+from elf_eqx.release.model_source import load_model_source
+from elf_eqx.release.tasks import preset_name
 from elf_eqx.sampler import Sampler
 
 

@@ -4,10 +4,10 @@ import os
 import numpy as np
 import pytest
 
-from elf_eqx.lr_schedule import make_lr_schedule
-from elf_eqx.run_config import TrainConfig, load_yaml_fields, parse_train_config
-from elf_eqx.run_log import MetricsLog, write_text_atomic
-from elf_eqx.stop_signal import StopRequest
+from elf_eqx.training.schedule import make_lr_schedule
+from elf_eqx.training.config import TrainConfig, load_yaml_fields, parse_train_config
+from elf_eqx.training.metrics_log import MetricsLog, write_text_atomic
+from elf_eqx.training.stop_signal import StopRequest
 
 
 @pytest.mark.parametrize("name, model, batch", [
@@ -86,7 +86,7 @@ def test_stop_request_catches_sigterm():
 
 
 def test_data_mesh_places_batches_and_rejects_uneven_batches():
-    from elf_eqx.mesh import batch_sharding, check_global_batch, make_data_mesh, shard_batch
+    from elf_eqx.parallel.mesh import batch_sharding, check_global_batch, make_data_mesh, shard_batch
 
     mesh = make_data_mesh()
     check_global_batch(4, mesh)

@@ -10,7 +10,7 @@ import pytest
 from run_fixtures import write_run
 
 from elf_eqx.sample import main
-from elf_eqx.sample_config import parse_sample_config
+from elf_eqx.sampling.config import parse_sample_config
 
 @pytest.fixture(scope="module")
 def uncond_run(tmp_path_factory) -> Path:

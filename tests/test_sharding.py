@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from jax.sharding import AbstractMesh
 
-from elf_eqx.mesh import MeshConfig, check_global_batch
+from elf_eqx.parallel.mesh import MeshConfig, check_global_batch
 
 TESTS = Path(__file__).resolve().parent
 

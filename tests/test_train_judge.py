@@ -18,12 +18,12 @@ import torch
 import transformers
 
 from elf_eqx.encoders import load_tokenizer
-from elf_eqx.judge import generative_perplexity_of_texts, load_judge, load_judge_tokenizer
-from elf_eqx.judge.export import hf_config, hf_tensors, save_judge
-from elf_eqx.judge.gpt2 import GPT2, GPT2Config
-from elf_eqx.judge.lm_training import batch_rows, block_perplexity, pack_blocks, train_lm
-from elf_eqx.judge.staged_folder import staged_folder
-from elf_eqx.judge.text_normalisation import normalise_texts
+from elf_eqx.evaluate.judge import generative_perplexity_of_texts, load_judge, load_judge_tokenizer
+from judge.export import hf_config, hf_tensors, save_judge
+from elf_eqx.evaluate.judge import GPT2, GPT2Config
+from judge.lm_training import batch_rows, block_perplexity, pack_blocks, train_lm
+from judge.staged_folder import staged_folder
+from judge.text_normalisation import normalise_texts
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_judge.py"
 TINY = GPT2Config(vocab_size=40, n_positions=16, n_embd=16, n_layer=2, n_head=2, eos_token_id=3)

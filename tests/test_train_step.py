@@ -5,8 +5,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from optax.contrib import MuonDimensionNumbers
 
 from elf_eqx.objective import FlowObjective
-from elf_eqx.optim import make_optimizer, muon_dimension_numbers
-from elf_eqx.train_step import TrainState, ema_update, make_train_step
+from elf_eqx.training.optim import make_optimizer, muon_dimension_numbers
+from elf_eqx.training.step import TrainState, ema_update, make_train_step
 
 from helpers import random_batch, tiny_model
 
@@ -83,7 +83,7 @@ def test_resumed_randomness_depends_only_on_step():
 
 
 def test_gradient_accumulation_averages_micro_batches():
-    from elf_eqx.train_step import _accumulated_grads, _loss_and_grads
+    from elf_eqx.training.step import _accumulated_grads, _loss_and_grads
 
     model, batch = tiny_model(), random_batch(batch=4)
     obj = FlowObjective()

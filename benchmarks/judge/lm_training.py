@@ -1,4 +1,4 @@
-"""Next-token training of a :class:`~elf_eqx.judge.gpt2.GPT2` on packed token blocks (to make an
+"""Next-token training of a :class:`~elf_eqx.evaluate.judge.GPT2` on packed token blocks (to make an
 offline judge for Gen. PPL): AdamW with linear warm-up then cosine decay, a jitted step,
 epoch-wise shuffling from an explicit key, and optional periodic validation perplexity."""
 
@@ -14,7 +14,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from elf_eqx.judge.gpt2 import GPT2, token_nll
+from elf_eqx.evaluate.judge import GPT2, token_nll
 
 
 def pack_blocks(documents: Sequence[Sequence[int]], eos_id: int, block_size: int) -> Int[np.ndarray, "N L"]:

@@ -13,15 +13,15 @@ import numpy as np
 from jax.sharding import Mesh
 
 from elf_eqx.config import ELFConfig
-from elf_eqx.conditions import encode_conditions
+from elf_eqx.sampling.conditions import encode_conditions
 from elf_eqx.data import DataSpec, Loader, PreparedData, prepare_data
 from elf_eqx.encoders.load import check_compatible, load_text_encoder, load_tokenizer
-from elf_eqx.latent_encoder import LatentEncoder, TokenBatch
-from elf_eqx.mesh import gather
+from elf_eqx.encoders.latent_encoder import LatentEncoder, TokenBatch
+from elf_eqx.parallel.mesh import gather
 from elf_eqx.model import ELF
-from elf_eqx.run_config import TrainConfig
-from elf_eqx.run_log import write_text_atomic
-from elf_eqx.sample_step import make_sample_fn
+from elf_eqx.training.config import TrainConfig
+from elf_eqx.training.metrics_log import write_text_atomic
+from elf_eqx.sampling.compiled import make_sample_fn
 from elf_eqx.sampler import Condition, Sampler
 
 

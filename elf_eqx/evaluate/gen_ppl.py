@@ -2,12 +2,12 @@
 
 The samples are retokenized with the judge's tokenizer (no special tokens) and truncated to the
 judge's context (at most 1,024 ids). Token ``i ≥ 1`` of a row is scored by ``−log p(x_i | x_<i)``
-when it is not EOS or is the row's first EOS (:func:`elf_eqx.judge.gpt2.scoring_mask`); the
+when it is not EOS or is the row's first EOS (:func:`elf_eqx.evaluate.judge.scoring_mask`); the
 figure is corpus-level, ``exp(Σ NLL / Σ scored tokens)`` over all rows.
 
 EOS convention: the MDLM/Duo evaluation retokenizes with padding = EOS, so the EOS right after
 a sample's text (its first pad) is scored: the judge is asked whether the text ends there.
-``append_eos=True`` (the default everywhere in :mod:`elf_eqx.metrics`) reproduces that by
+``append_eos=True`` (the default everywhere in :mod:`elf_eqx.evaluate`) reproduces that by
 appending one EOS to each row before truncation; ``append_eos=False`` scores text tokens only.
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 from jaxtyping import Bool, Int
 from tqdm.auto import tqdm
 
-from elf_eqx.judge.gpt2 import GPT2, judge_nll, pad_rows
+from elf_eqx.evaluate.judge import GPT2, judge_nll, pad_rows
 
 PAD_TO_MULTIPLE_OF = 64  # batch lengths are rounded up to this, so few shapes are compiled
 

@@ -21,11 +21,11 @@ import equinox as eqx
 import jax
 import orbax.checkpoint as ocp
 
-from elf_eqx.ckpt.signature import as_json, key_from_json, key_to_json, model_signature, signature_diff
-from elf_eqx.ckpt.tree import abstract_leaf, fill_template, flatten_nested, misfits, named_leaves, to_nested, unexpected
+from elf_eqx.training.signature import as_json, key_from_json, key_to_json, model_signature, signature_diff
+from elf_eqx.training.state_tree import abstract_leaf, fill_template, flatten_nested, misfits, named_leaves, to_nested, unexpected
 from elf_eqx.config import ELFConfig
 from elf_eqx.model import ELF
-from elf_eqx.train_step import TrainState
+from elf_eqx.training.step import TrainState
 
 STATE, META = "state", "meta"
 FORMAT = 1

@@ -8,11 +8,11 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from elf_eqx.judge.gpt2 import GPT2, JUDGE_MAX_LENGTH
-from elf_eqx.metrics.bleu import corpus_bleu
-from elf_eqx.metrics.entropy import mean_entropy
-from elf_eqx.metrics.gen_ppl import corpus_gen_ppl, judge_token_rows, scored_rows
-from elf_eqx.metrics.rouge import rouge_scores
+from elf_eqx.evaluate.judge import GPT2, JUDGE_MAX_LENGTH
+from elf_eqx.evaluate.bleu import corpus_bleu
+from elf_eqx.evaluate.entropy import mean_entropy
+from elf_eqx.evaluate.gen_ppl import corpus_gen_ppl, judge_token_rows, scored_rows
+from elf_eqx.evaluate.rouge import rouge_scores
 
 MIN_JUDGE_VOCAB = 256  # a byte-level BPE has at least the 256 byte tokens
 
@@ -54,7 +54,7 @@ def evaluate_unconditional(
 ) -> dict[str, Any]:
     """Gen. PPL and mean unigram entropy of ``N`` decoded samples.
 
-    Gen. PPL (:mod:`elf_eqx.metrics.gen_ppl`): each text retokenized for the judge, one EOS
+    Gen. PPL (:mod:`elf_eqx.evaluate.gen_ppl`): each text retokenized for the judge, one EOS
     appended when ``append_eos`` (default: the MDLM/Duo padding-with-EOS convention), truncated to
     ``min(max_length, judge n_positions)``, scored in batches of ``batch_size``; NaN when nothing
     is scored. Entropy: :func:`evaluate_entropy`.

@@ -1,5 +1,5 @@
-"""Save a :class:`~elf_eqx.judge.gpt2.GPT2` as a Hugging Face ``GPT2LMHeadModel`` checkpoint folder
-(``config.json`` + ``model.safetensors``), the format :func:`~elf_eqx.judge.gpt2.load_judge` reads."""
+"""Save a :class:`~elf_eqx.evaluate.judge.GPT2` as a Hugging Face ``GPT2LMHeadModel`` checkpoint folder
+(``config.json`` + ``model.safetensors``), the format :func:`~elf_eqx.evaluate.judge.load_judge` reads."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from elf_eqx.judge.gpt2 import GPT2
+from elf_eqx.evaluate.judge import GPT2
 
 _BLOCK_NAMES = {"ln_1": "ln_1", "c_attn": "attn.c_attn", "attn_proj": "attn.c_proj",
                 "ln_2": "ln_2", "c_fc": "mlp.c_fc", "mlp_proj": "mlp.c_proj"}

@@ -18,7 +18,7 @@ import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jax.tree_util import DictKey, GetAttrKey, SequenceKey
 
-from elf_eqx.mesh import FSDP_AXIS, TENSOR_AXIS
+from elf_eqx.parallel.mesh import FSDP_AXIS, TENSOR_AXIS
 
 # (pattern on the dotted leaf path, dimension split over "tensor", counted from the end).
 # qkv/w12 split their output columns, proj/w3 their input rows, unembed its vocabulary axis.

@@ -19,7 +19,7 @@ from elf_eqx.model import ELF
 from elf_eqx.objective import FlowObjective, LatentBatch
 
 if TYPE_CHECKING:
-    from elf_eqx.latent_encoder import LatentEncoder, TokenBatch
+    from elf_eqx.encoders.latent_encoder import LatentEncoder, TokenBatch
 
 
 class TrainState(eqx.Module):
@@ -88,8 +88,8 @@ def train_step(
 ) -> tuple[TrainState, dict[str, Float[Array, ""]]]:
     """One optimizer step on ``batch``; returns the new state and ``{loss, l2, ce, decode_frac, grad_norm}``.
 
-    ``batch`` is a :class:`LatentBatch`, or a :class:`~elf_eqx.latent_encoder.TokenBatch` when
-    ``encoder`` (the frozen :class:`~elf_eqx.latent_encoder.LatentEncoder`) is given. With
+    ``batch`` is a :class:`LatentBatch`, or a :class:`~elf_eqx.encoders.latent_encoder.TokenBatch` when
+    ``encoder`` (the frozen :class:`~elf_eqx.encoders.latent_encoder.LatentEncoder`) is given. With
     ``grad_accum`` > 1 the batch is processed in that many micro-batches and their gradients
     averaged before the one update (and the one EMA update). The key is folded with the step
     count, so a resumed run draws the same randomness.
@@ -116,7 +116,7 @@ def make_train_step(
 ) -> Callable[..., tuple[TrainState, dict[str, Float[Array, ""]]]]:
     """``step(state, batch, key, encoder=None) -> (state, metrics)``, jit-compiled.
 
-    ``encoder`` is the frozen :class:`~elf_eqx.latent_encoder.LatentEncoder` for token batches
+    ``encoder`` is the frozen :class:`~elf_eqx.encoders.latent_encoder.LatentEncoder` for token batches
     (an argument, not a constant baked into the program). ``state_sharding``, ``batch_sharding``
     and ``encoder_sharding`` are pytrees of ``jax.sharding.Sharding`` (or one sharding for all
     leaves); ``None`` leaves placement to JAX. The state's buffers are donated: do not reuse the

@@ -13,15 +13,15 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from elf_eqx.conditions import condition_ids, encode_conditions
+from elf_eqx.sampling.conditions import condition_ids, encode_conditions
 from elf_eqx.data import DataSpec
 from elf_eqx.encoders.load import check_compatible, load_text_encoder, load_tokenizer
-from elf_eqx.latent_encoder import LatentEncoder
-from elf_eqx.mesh import MeshConfig, gather, make_mesh
+from elf_eqx.encoders.latent_encoder import LatentEncoder
+from elf_eqx.parallel.mesh import MeshConfig, gather, make_mesh
 from elf_eqx.model import ELF, with_runtime_options
-from elf_eqx.model_source import ModelBundle, load_model_source
-from elf_eqx.sample_io import ConditionInput, sample_record, target_ids
-from elf_eqx.sample_step import make_sample_fn
+from elf_eqx.release.model_source import ModelBundle, load_model_source
+from elf_eqx.sampling.records import ConditionInput, sample_record, target_ids
+from elf_eqx.sampling.compiled import make_sample_fn
 from elf_eqx.sampler import Condition, Sampler
 
 SAMPLER_FIELDS = ("method", "num_steps", "gamma", "omega", "cfg_weight", "time_grid", "self_condition")
@@ -56,7 +56,7 @@ class TextSampler:
         length: int | None = None,
         mesh: MeshConfig = MeshConfig(),
     ) -> "TextSampler":
-        """Load ``source`` (see :func:`elf_eqx.model_source.load_model_source`), its tokenizer and,
+        """Load ``source`` (see :func:`elf_eqx.release.model_source.load_model_source`), its tokenizer and,
         for conditional models, its frozen encoder; check they fit the model. ``length`` overrides
         the sequence length of unconditional samples."""
         bundle = load_model_source(source, weights=weights, step=step, encoder=encoder, tokenizer=tokenizer, task=task)
@@ -115,7 +115,7 @@ class TextSampler:
         extra_settings: dict[str, Any] | None = None,
         progress: bool = True,
     ) -> list[dict[str, Any]]:
-        """Sample records (see :mod:`elf_eqx.sample_io`): ``num_samples`` unconditional samples, or
+        """Sample records (see :mod:`elf_eqx.sampling.records`): ``num_samples`` unconditional samples, or
         one per condition in ``inputs``, in batches of ``batch_size``. Batch ``b`` uses the key
         ``fold_in(key(seed), b)``, so the same seed and settings give the same samples."""
         if self.conditional and not inputs:

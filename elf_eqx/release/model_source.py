@@ -9,20 +9,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from elf_eqx.checkpoint import STATE, CheckpointManager, load_model_from_checkpoint
+from elf_eqx.training.checkpoint import STATE, CheckpointManager, load_model_from_checkpoint
 from elf_eqx.config import PRESETS
 from elf_eqx.encoders.sources import is_hub_id
-from elf_eqx.io.release_checkpoint import WEIGHT_ENTRIES, orbax_item_folder, read_release_weights
-from elf_eqx.io.release_files import (
+from elf_eqx.release.checkpoint import WEIGHT_ENTRIES, orbax_item_folder, read_release_weights
+from elf_eqx.release.files import (
     CHECKPOINT_NAME,
     download_release,
     encoder_pickle,
     pick_checkpoint,
     split_hub_release,
 )
-from elf_eqx.io.release_params import model_from_reference_params
+from elf_eqx.release.names import model_from_reference_params
 from elf_eqx.model import ELF
-from elf_eqx.release import (
+from elf_eqx.release.tasks import (
     RELEASE_ENCODER_FALLBACK,
     RELEASE_LATENTS,
     RELEASE_TOKENIZER,

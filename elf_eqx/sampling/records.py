@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from elf_eqx.jsonl import json_lines
-from elf_eqx.run_log import write_text_atomic
+from elf_eqx.io.jsonl import json_lines
+from elf_eqx.training.metrics_log import write_text_atomic
 
 
 @dataclasses.dataclass(frozen=True)

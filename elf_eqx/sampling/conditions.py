@@ -9,7 +9,7 @@ import equinox as eqx
 import numpy as np
 
 from elf_eqx.data import DataSpec, collate
-from elf_eqx.latent_encoder import LatentEncoder, TokenBatch
+from elf_eqx.encoders.latent_encoder import LatentEncoder, TokenBatch
 from elf_eqx.sampler import Condition
 
 

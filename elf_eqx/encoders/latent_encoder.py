@@ -12,7 +12,7 @@ from jax.sharding import NamedSharding
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from elf_eqx.encoders.latents import encoder_attention_mask, normalize_latents
-from elf_eqx.mesh import shard_batch
+from elf_eqx.parallel.mesh import shard_batch
 from elf_eqx.objective import LatentBatch
 
 

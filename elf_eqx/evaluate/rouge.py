@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from elf_eqx.metrics.pairs import check_pairs
+from elf_eqx.evaluate.pairs import check_pairs
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from elf_eqx.config import ELFConfig
-from elf_eqx.io.release_checkpoint import WEIGHT_ENTRIES, read_release_weights
+from elf_eqx.release.checkpoint import WEIGHT_ENTRIES, read_release_weights
 from elf_eqx.model import ELF
 
 # reference name -> where it lives in ELF (top-level, not per block)

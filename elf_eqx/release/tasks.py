@@ -2,7 +2,7 @@
 (ELF_SPEC.md §1–§4), and which architecture a released parameter set is.
 
 Released repos: ``embedded-language-flows/ELF-{B,M,L}-owt``, ``…/ELF-B-de-en``, ``…/ELF-B-xsum``.
-Reading their files is :mod:`elf_eqx.io.release_checkpoint` and :mod:`elf_eqx.io.release_files`.
+Reading their files is :mod:`elf_eqx.release.checkpoint` and :mod:`elf_eqx.release.files`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 
 from elf_eqx.config import PRESETS, ELFConfig, preset
 from elf_eqx.data.spec import DataSpec
-from elf_eqx.io.release_params import config_from_reference
+from elf_eqx.release.names import config_from_reference
 
 RELEASE_TOKENIZER = "google-t5/t5-small"
 RELEASE_ENCODER_FALLBACK = "google-t5/t5-small"
@@ -89,7 +89,7 @@ def preset_name(config: ELFConfig) -> str:
 def release_config(flat: Mapping[str, np.ndarray], architecture: str | None = None) -> ELFConfig:
     """The :class:`ELFConfig` of reference parameters ``flat``: inferred from their shapes, or the
     preset named ``architecture`` with the checkpoint's encoder width and vocabulary (which
-    :func:`elf_eqx.io.release_params.model_from_reference_params` then checks, listing every
+    :func:`elf_eqx.release.names.model_from_reference_params` then checks, listing every
     name and shape that differs)."""
     if architecture is None:
         return config_from_reference(flat)

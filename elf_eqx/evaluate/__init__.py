@@ -1,11 +1,11 @@
 """Sample-quality metrics (ELF_SPEC.md §5): Gen. PPL and unigram entropy (unconditional), BLEU
 and ROUGE (conditional), and the samples/references files ``python -m elf_eqx.eval`` reads."""
 
-from elf_eqx.metrics.bleu import corpus_bleu, scored_bleu
-from elf_eqx.metrics.entropy import mean_entropy, unigram_entropy
-from elf_eqx.metrics.evaluate import check_judge_tokenizer, evaluate_conditional, evaluate_entropy, evaluate_unconditional
-from elf_eqx.metrics.gen_ppl import GenPPL, corpus_gen_ppl, judge_token_rows, scored_rows
-from elf_eqx.metrics.rouge import rouge_scores
+from elf_eqx.evaluate.bleu import corpus_bleu, scored_bleu
+from elf_eqx.evaluate.entropy import mean_entropy, unigram_entropy
+from elf_eqx.evaluate.scores import check_judge_tokenizer, evaluate_conditional, evaluate_entropy, evaluate_unconditional
+from elf_eqx.evaluate.gen_ppl import GenPPL, corpus_gen_ppl, judge_token_rows, scored_rows
+from elf_eqx.evaluate.rouge import rouge_scores
 
 __all__ = [
     "GenPPL",

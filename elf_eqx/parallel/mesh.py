@@ -2,7 +2,7 @@
 
 Axes ``("data", "fsdp", "tensor")``: batches are split over ``data × fsdp``; parameters and
 optimizer state are sharded over ``fsdp`` (and ``tensor``) by the rules of
-:mod:`elf_eqx.partition`. A size of -1 on the data axis takes every remaining device.
+:mod:`elf_eqx.parallel.partition`. A size of -1 on the data axis takes every remaining device.
 Multi-process runs feed each process's rows with ``jax.make_array_from_process_local_data``.
 """
 

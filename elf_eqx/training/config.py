@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from elf_eqx.cli_config import SAMPLE_PRESET_PREFIX, parse_cli, yaml_fields
+from elf_eqx.configs.cli import SAMPLE_PRESET_PREFIX, parse_cli, yaml_fields
 from elf_eqx.config import PRESETS, ELFConfig, preset
-from elf_eqx.mesh import MeshConfig
+from elf_eqx.parallel.mesh import MeshConfig
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from elf_eqx.jsonl import json_lines
+from elf_eqx.io.jsonl import json_lines
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The sampler compiled for a device mesh: weights sharded by :mod:`elf_eqx.partition`, the
+"""The sampler compiled for a device mesh: weights sharded by :mod:`elf_eqx.parallel.partition`, the
 batch of conditions and the outputs split over ``data × fsdp``, the key replicated.
 
 JAX's threefry draws are partitionable (``jax_threefry_partitionable``, on by default), so a
@@ -14,9 +14,9 @@ import jax
 from jax.sharding import Mesh
 from jaxtyping import PRNGKeyArray
 
-from elf_eqx.mesh import batch_sharding, place_global, replicated
+from elf_eqx.parallel.mesh import batch_sharding, place_global, replicated
 from elf_eqx.model import ELF
-from elf_eqx.partition import tree_shardings
+from elf_eqx.parallel.partition import tree_shardings
 from elf_eqx.sampler import Condition, Sampler, SampleOutput
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from elf_eqx.metrics.pairs import check_pairs
+from elf_eqx.evaluate.pairs import check_pairs
 
 
 def bleu_metric():

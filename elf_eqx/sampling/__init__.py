@@ -1,0 +1,1 @@
+"""Sampling text: settings, the compiled sampler, conditions, loaded-model sessions, sample records."""
