@@ -13,7 +13,7 @@ from typing import Literal
 
 import tyro
 
-from elf_eqx.configs.cli import SAMPLE_PRESET_PREFIX, parse_cli
+from elf_eqx.cli.args import SAMPLE_PRESET_PREFIX, parse_cli
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +104,7 @@ class SampleConfig:
 
 
 def parse_sample_config(argv: Sequence[str] | None = None) -> SampleConfig:
-    """``--preset``/``--config`` YAML first, then every other flag (see :mod:`elf_eqx.configs.cli`)."""
+    """``--preset``/``--config`` YAML first, then every other flag (see :mod:`elf_eqx.cli.args`)."""
     import sys
 
     return parse_cli(SampleConfig, sys.argv[1:] if argv is None else argv, prefix=SAMPLE_PRESET_PREFIX)

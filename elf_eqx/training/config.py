@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from elf_eqx.configs.cli import SAMPLE_PRESET_PREFIX, parse_cli, yaml_fields
+from elf_eqx.cli.args import SAMPLE_PRESET_PREFIX, parse_cli, yaml_fields
 from elf_eqx.config import PRESETS, ELFConfig, preset
 from elf_eqx.parallel.mesh import MeshConfig
 

@@ -1,5 +1,5 @@
 """Everything a training run builds before its first step: tokenizer, frozen encoder, data,
-and the sample writer. Kept apart from the loop in :mod:`elf_eqx.train` so each reads alone."""
+and the sample writer. Kept apart from the loop in :mod:`elf_eqx.training.loop` so each reads alone."""
 
 from __future__ import annotations
 
