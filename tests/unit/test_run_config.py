@@ -86,9 +86,9 @@ def test_stop_request_catches_sigterm():
 
 
 def test_data_mesh_places_batches_and_rejects_uneven_batches():
-    from elf_eqx.parallel.mesh import batch_sharding, check_global_batch, make_data_mesh, shard_batch
+    from elf_eqx.parallel.mesh import MeshConfig, batch_sharding, check_global_batch, make_mesh, shard_batch
 
-    mesh = make_data_mesh()
+    mesh = make_mesh(MeshConfig(data=1))  # one device, whatever the host exposes
     check_global_batch(4, mesh)
     arrays = shard_batch({"ids": np.arange(8).reshape(4, 2)}, batch_sharding(mesh))
     assert arrays["ids"].shape == (4, 2) and arrays["ids"].sharding == batch_sharding(mesh)

@@ -65,5 +65,7 @@ def test_raw_weights_steps_and_presets(run_dir):
         load_model_source(str(run_dir), architecture="ELF-B")
     with pytest.raises(ValueError, match="unknown ELF preset 'ELF-Q'"):
         load_model_source(str(run_dir), architecture="ELF-Q")
-    with pytest.raises((ValueError, TypeError)):  # beartype or the ValueError
+    with pytest.raises(TypeError, match="parameter 'weights'"):  # the tests' type checker (Literal items)
         load_model_source_weights(str(run_dir), ("best",))
+    with pytest.raises(ValueError, match=r"weights must be among 'ema', 'raw', got \[\]"):
+        load_model_source_weights(str(run_dir), ())

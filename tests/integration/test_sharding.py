@@ -16,7 +16,7 @@ from jax.sharding import AbstractMesh
 
 from elf_eqx.parallel.mesh import MeshConfig, check_global_batch
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]  # tests/: sharding_check.py and the shared helpers
 
 
 def cpu_env(devices: int) -> dict[str, str]:

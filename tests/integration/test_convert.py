@@ -14,7 +14,7 @@ from elf_eqx.convert import main as convert_main
 from elf_eqx.encoders.load import load_text_encoder
 from elf_eqx.release.model_source import load_model_source, run_record
 from elf_eqx.training.config import TrainConfig
-from tests.test_release import ode_tokens
+from test_release import ode_tokens
 
 SETTINGS = ("tokenizer", "latent_mean", "latent_std", "max_length", "max_input_length", "pad_mode",
             "noise_scale", "t_eps", "p_mean", "p_std", "sampling", "step")

@@ -25,7 +25,7 @@ from judge.lm_training import batch_rows, block_perplexity, pack_blocks, train_l
 from judge.staged_folder import staged_folder
 from judge.text_normalisation import normalise_texts
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_judge.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "train_judge.py"
 TINY = GPT2Config(vocab_size=40, n_positions=16, n_embd=16, n_layer=2, n_head=2, eos_token_id=3)
 
 

@@ -19,7 +19,7 @@ from run_fixtures import write_run
 from elf_eqx.evaluate.judge import load_judge, load_judge_tokenizer
 from elf_eqx.evaluate.judge import GPT2Config
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def load_script(name: str):
