@@ -37,6 +37,8 @@ def _walks(hint: object) -> bool:
 
 def _ok(value: object, hint: object) -> bool:
     """``value`` matches ``hint``, every item of every container included."""
+    if hint is typing.Any or hint is object:
+        return True
     if isinstance(hint, type) and not typing.get_args(hint):
         return isinstance(value, hint)
     if not is_bearable(value, hint):

@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 from jax.sharding import AbstractMesh, AxisType, Mesh, NamedSharding, PartitionSpec
+from jaxtyping import Array, Shaped
 
 DATA_AXIS, FSDP_AXIS, TENSOR_AXIS = "data", "fsdp", "tensor"
 MESH_AXES = (DATA_AXIS, FSDP_AXIS, TENSOR_AXIS)
@@ -57,11 +58,6 @@ def make_mesh(config: MeshConfig = MeshConfig(), devices: list[jax.Device] | Non
     return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=chosen)
 
 
-def make_data_mesh(devices: list[jax.Device] | None = None) -> Mesh:
-    """Every device on the data axis (pure data parallelism)."""
-    return make_mesh(MeshConfig(), devices)
-
-
 def replicated(mesh: Mesh) -> NamedSharding:
     """Every device holds the whole array."""
     return NamedSharding(mesh, PartitionSpec())
@@ -95,8 +91,8 @@ def shard_batch(local: Any, sharding: NamedSharding) -> Any:
     return jax.tree_util.tree_map(lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)), local)
 
 
-def gather(array: jax.Array) -> np.ndarray:
-    """The whole of a (possibly multi-process, sharded) array as NumPy on this host."""
+def gather(array: Shaped[Array, "*shape"]) -> Shaped[np.ndarray, "*shape"]:
+    """The whole of a (possibly multi-process, sharded) array, shape ``(*shape)``, as NumPy on this host."""
     if getattr(array, "is_fully_addressable", True):
         return np.asarray(jax.device_get(array))
     from jax.experimental import multihost_utils

@@ -1,13 +1,22 @@
 """Which mesh axes each array of a model, optimizer state or encoder is sharded over.
 
-One table, :data:`TENSOR_RULES`, names the matrices that are split Megatron-style over the
-``tensor`` axis; every other dimension choice is the generic FSDP rule: the largest remaining
-axis whose size the ``fsdp`` axis divides. The leading ``depth`` axis of stacked blocks is never
-sharded (``lax.scan`` walks it). Optimizer-state leaves hold parameter-shaped subtrees whose
-paths end with the parameter's path, so the same rules give them the same specs; scalars and
-arrays no rule can split are replicated.
-"""
+One table, :data:`TENSOR_RULES`, names the matrices split over the ``tensor`` axis; every other
+dimension choice is the generic FSDP rule: the largest remaining axis whose size the ``fsdp``
+axis divides. The leading ``depth`` axis of stacked blocks is never sharded (``lax.scan`` walks
+it). Optimizer-state leaves hold parameter-shaped subtrees whose paths end with the parameter's
+path, so the same rules give them the same specs; scalars and arrays no rule can split are
+replicated.
 
+The tensor split is *not* head-aligned. A sharding splits a dimension into contiguous chunks,
+and the fused kernels hold ``[q | k | v]`` (``qkv``) and ``[a | b]`` (SwiGLU's ``w12``) side by
+side, so with ``tensor = 2`` one shard holds all of ``q`` and half of ``k``, and the SwiGLU
+halves ``a`` and ``b`` sit on different shards. The numbers are right (GSPMD moves whatever the
+reshape into heads and the ``silu(a)·b`` product need), but every block pays those exchanges,
+which a head-aligned (Megatron) layout avoids. Reordering the stored columns head by head would
+change the parameter layout of every checkpoint already written (same shapes, other meaning),
+so we keep the reference layout: ``tensor`` buys memory for the widest matrices; ``fsdp`` is the
+axis to scale on.
+"""
 from __future__ import annotations
 
 import math
@@ -15,13 +24,14 @@ import re
 from typing import Any
 
 import jax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AbstractMesh, Mesh, NamedSharding, PartitionSpec
 from jax.tree_util import DictKey, GetAttrKey, SequenceKey
 
 from elf_eqx.parallel.mesh import FSDP_AXIS, TENSOR_AXIS
 
 # (pattern on the dotted leaf path, dimension split over "tensor", counted from the end).
-# qkv/w12 split their output columns, proj/w3 their input rows, unembed its vocabulary axis.
+# qkv/w12 split their output columns (contiguously: not head-aligned, see the module
+# docstring), proj/w3 their input rows, unembed its vocabulary axis.
 TENSOR_RULES: tuple[tuple[str, int], ...] = (
     (r"blocks\.attn\.qkv\.weight$", -1),
     (r"blocks\.attn\.qkv\.bias$", -1),
@@ -53,8 +63,9 @@ def dotted_path(path: tuple[Any, ...]) -> str:
     return ".".join(parts)
 
 
-def leaf_spec(name: str, shape: tuple[int, ...], mesh: Mesh, *, tensor_rules: bool = True) -> PartitionSpec:
-    """The :class:`PartitionSpec` of one array named ``name`` (dotted path) of ``shape``."""
+def leaf_spec(name: str, shape: tuple[int, ...], mesh: Mesh | AbstractMesh, *, tensor_rules: bool = True) -> PartitionSpec:
+    """The :class:`PartitionSpec` of one array named ``name`` (dotted path) of ``shape`` (only the
+    mesh's axis sizes are read, so an :class:`AbstractMesh` serves too)."""
     axes: list[Any] = [None] * len(shape)
     if len(shape) == 0 or math.prod(shape) < MIN_SHARDED_SIZE:
         return PartitionSpec()
