@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from jaxtyping import Int
+from jaxtyping import Bool, Int
 
 from elf_eqx.data.errors import DataError
 from elf_eqx.data.spec import DataSpec
 
 
 def collate(
-    rows: Sequence[Sequence[int] | np.ndarray],
+    rows: Sequence[Sequence[int] | Int[np.ndarray, " _n"]],
     cond_lengths: Sequence[int] | Int[np.ndarray, " B"],
     spec: DataSpec,
-) -> dict[str, np.ndarray]:
+) -> dict[str, Int[np.ndarray, "B L"] | Bool[np.ndarray, "B L"]]:
     """Pad ``B`` rows (condition ids then target ids, each ≤ L = ``spec.max_length`` long;
     row ``b`` has ``cond_lengths[b]`` condition ids) into a batch of ``(B, L)`` arrays:
 
