@@ -1,7 +1,12 @@
 """Test-wide settings.
 
 Every ``elf_eqx`` module is imported under jaxtyping's import hook with beartype (see
-``--jaxtyping-packages`` in pyproject.toml), so each annotated shape is checked at run time.
+``--jaxtyping-packages`` in pyproject.toml and ``strict_beartype.py``), so each annotated shape,
+and every item of an annotated container, is checked at run time.
+
+Layout: ``unit/`` tests one module in process; ``integration/`` runs CLIs, subprocesses,
+several devices or whole training runs. Shared helpers (``helpers``, ``run_fixtures``,
+``test_metrics_fixtures``, ``sharding_check.py``) stay here, on pytest's ``pythonpath``.
 """
 
 from __future__ import annotations
