@@ -20,6 +20,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The test models are tiny, so XLA's compile time dominates; its cheapest optimisation level
 # halves the suite's wall time without changing what is computed.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+# In-process tests see one CPU device whatever the host exposes; a test that needs several
+# starts a subprocess with its own device count (integration/test_sharding.py, test_tensor_split.py).
+_flags = [f for f in os.environ["XLA_FLAGS"].split() if not f.startswith("--xla_force_host_platform_device_count")]
+os.environ["XLA_FLAGS"] = " ".join(_flags) or "--xla_backend_optimization_level=0"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
