@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from elf_eqx.io.jsonl import json_lines
-from elf_eqx.training.metrics_log import write_text_atomic
+from elf_eqx.io.atomic import refuse_existing, write_text_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,9 +66,7 @@ def sample_record(
 
 def check_writable(path: str | Path, overwrite: bool) -> Path:
     """``path`` if writing it would destroy nothing (or ``overwrite`` is set); else an error."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass --overwrite to replace it, or another --output")
+    path = refuse_existing(path, overwrite, other="--output")
     if path.is_dir():
         raise IsADirectoryError(f"--output {path} is a folder; give a .jsonl file name")
     return path
