@@ -1,4 +1,4 @@
-"""Generative perplexity of decoded samples under a GPT-2-family judge (ELF_SPEC.md §5).
+"""Generative perplexity of decoded samples under a GPT-2-family judge (docs/method.md#evaluation).
 
 The samples are retokenized with the judge's tokenizer (no special tokens) and truncated to the
 judge's context (at most 1,024 ids). Token ``i ≥ 1`` of a row is scored by ``−log p(x_i | x_<i)``

@@ -1,4 +1,4 @@
-"""The GPT-2 judge for generative perplexity (ELF_SPEC.md §5).
+"""The GPT-2 judge for generative perplexity (docs/method.md#evaluation).
 
 A GPT-2-family causal LM (learned positions, pre-LN blocks, tanh GELU, LM head tied to the token
 embedding) loaded from a Hugging Face ``GPT2LMHeadModel`` checkpoint, and the scoring rule of the
