@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -25,7 +24,7 @@ from elf_eqx.data import load_source
 from elf_eqx.evaluate.judge import load_judge, load_judge_tokenizer
 from elf_eqx.parallel.mesh import MeshConfig
 from elf_eqx.evaluate import evaluate_unconditional
-from elf_eqx.training.metrics_log import write_text_atomic
+from elf_eqx.io.atomic import refuse_existing, staged_file, write_json_atomic, write_text_atomic
 from elf_eqx.sampling.records import write_samples_jsonl
 from elf_eqx.sampling.text import TextSampler
 
@@ -166,18 +165,18 @@ def plot(rows: list[dict], reference: dict | None, path: Path, title: str) -> No
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with staged_file(path) as partial:
+            fig.savefig(partial, dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def sweep(cfg: SweepConfig) -> tuple[list[dict], dict | None]:
     """Run the sweep, write the result files, return the rows and the reference figures."""
     out = Path(cfg.output_dir)
-    clash = [name for name in RESULT_FILES if (out / name).exists()]
-    if clash and not cfg.overwrite:
-        raise FileExistsError(f"{out} already holds {clash}; pass --overwrite or another --output-dir")
+    for name in RESULT_FILES:
+        refuse_existing(out / name, cfg.overwrite, other="--output-dir")
     session = TextSampler.open(cfg.source, weights=cfg.weights, compute_dtype=cfg.compute_dtype, length=cfg.length,
                                mesh=MeshConfig(cfg.mesh_data, 1, 1))
     if session.conditional:
@@ -207,8 +206,8 @@ def sweep(cfg: SweepConfig) -> tuple[list[dict], dict | None]:
         print(f"{row['sampler']:>18} {row['steps']:>4} steps: Gen. PPL {row['gen_ppl']:8.2f}  entropy {row['entropy']:.3f}")
     write_text_atomic(out / "steps_vs_ppl.md", markdown_table(rows, reference))
     write_text_atomic(out / "steps_vs_ppl.csv", csv_text(rows, reference))
-    write_text_atomic(out / "sweep.json", json.dumps({"config": dataclasses.asdict(cfg), "origin": session.bundle.origin,
-                                                      "rows": rows, "reference": reference}, indent=1))
+    write_json_atomic(out / "sweep.json", {"config": dataclasses.asdict(cfg), "origin": session.bundle.origin,
+                                           "rows": rows, "reference": reference})
     plot(rows, reference, out / "steps_vs_ppl.png", f"{session.bundle.origin} — judge {cfg.judge}")
     return rows, reference
 

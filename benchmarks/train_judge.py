@@ -24,12 +24,13 @@ import tyro
 from tqdm.auto import tqdm
 
 from elf_eqx.data import load_source
-from elf_eqx.evaluate.judge import generative_perplexity_of_texts, load_judge, load_judge_tokenizer
+from elf_eqx.io.atomic import refuse_existing, staged_folder
+from elf_eqx.evaluate import evaluate_unconditional
+from elf_eqx.evaluate.judge import load_judge, load_judge_tokenizer
 from judge.bpe_tokenizer import train_bpe_tokenizer
 from judge.export import save_judge
 from elf_eqx.evaluate.judge import GPT2, GPT2Config
 from judge.lm_training import block_perplexity, pack_blocks, train_lm
-from judge.staged_folder import check_destination, staged_folder
 from judge.text_normalisation import normalise_texts
 
 
@@ -89,7 +90,7 @@ def read_texts(source: str, split: str, lowercase: bool, roundtrip: Any | None) 
 
 def train_judge(cfg: JudgeConfig) -> dict:
     """Train and save the judge described by ``cfg``; returns the record written beside it."""
-    check_destination(cfg.output, cfg.overwrite)
+    refuse_existing(cfg.output, cfg.overwrite)
     if cfg.block_size > cfg.n_positions:
         raise ValueError(f"--block-size {cfg.block_size} exceeds --n-positions {cfg.n_positions}")
     roundtrip = None
@@ -141,8 +142,10 @@ def _train_into(cfg: JudgeConfig, folder: Path, train_texts: list[str], valid_te
     if valid_blocks is not None:
         record["valid_block_ppl"] = block_perplexity(model, valid_blocks)
         saved = load_judge(folder)  # the figure below is computed from the files as written
-        record["valid_gen_ppl"] = generative_perplexity_of_texts(
-            saved, tokenizer, valid_texts, batch_size=8, max_length=cfg.n_positions, append_eos=True)
+        figures = evaluate_unconditional(valid_texts, saved, tokenizer, batch_size=8, max_length=cfg.n_positions)
+        # NaN (nothing scored: every validation text is empty) is recorded as null, beside its count
+        record["valid_gen_ppl"] = figures["gen_ppl"] if figures["num_scored_tokens"] else None
+        record["valid_scored_tokens"] = figures["num_scored_tokens"]
         record["valid_documents"] = len(valid_texts)
         record["valid_curve"] = curve
     (folder / "judge_training.json").write_text(json.dumps(record, indent=1))
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         record = train_judge(cfg)
     except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as err:
         raise SystemExit(f"error: {err}") from None
-    figures = {k: round(v, 3) for k, v in record.items() if k.endswith("_ppl")}
+    figures = {k: round(v, 3) for k, v in record.items() if k.endswith("_ppl") and v is not None}
     print(f"wrote {cfg.output}: {figures}, trained in {record['train_seconds']} s")
 
 

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
+from elf_eqx.io.atomic import refuse_existing, staged_file, staged_folder
 from elf_eqx.training.checkpoint import CheckpointManager
 from elf_eqx.release.model_source import ModelBundle, load_model_source_weights, run_record
 from elf_eqx.release.tasks import RELEASE_TOKENIZER, release_data_spec, task_of
@@ -105,18 +106,17 @@ def _remove(path: Path) -> None:
 
 
 def _copy_encoder(encoder: str, out: Path) -> Path:
-    """Copy a local encoder file or folder into ``out`` (via a temporary name, then a rename)."""
+    """Copy a local encoder file or folder into ``out`` (staged under a hidden name, then renamed)."""
     source = Path(encoder)
     if not source.exists():
         raise ValueError(f"--copy-encoder: the encoder {encoder!r} is not a local file or folder")
-    target = out / source.name
-    if target.exists():
-        raise FileExistsError(f"{target} exists; converting never overwrites")
-    partial = out / f".{source.name}.partial"
-    _remove(partial)
-    out.mkdir(parents=True, exist_ok=True)
-    (shutil.copytree if source.is_dir() else shutil.copyfile)(source, partial)
-    partial.rename(target)
+    target = refuse_existing(out / source.name, flag=None)
+    if source.is_dir():
+        with staged_folder(target, flag=None) as partial:
+            shutil.copytree(source, partial, dirs_exist_ok=True)
+    else:
+        with staged_file(target) as partial:
+            shutil.copyfile(source, partial)
     return target
 
 

@@ -14,7 +14,6 @@ line naming the file (and line) at fault.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +21,7 @@ from typing import Any, Literal
 import tyro
 
 from elf_eqx.evaluate.samples_file import SampleRecord, align_references, own_references, read_references, read_samples
-from elf_eqx.training.metrics_log import write_text_atomic
+from elf_eqx.io.atomic import refuse_existing, write_json_atomic
 
 Metric = Literal["auto", "gen_ppl", "entropy", "bleu", "rouge"]
 JUDGE_METRICS = ("gen_ppl", "entropy")
@@ -79,9 +78,7 @@ def output_path(cfg: EvalConfig) -> Path:
         raise ValueError(f"--output {out} is one of the samples files")
     if out.is_dir():
         raise ValueError(f"--output {out} is a directory")
-    if out.exists() and not cfg.overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it, or another --output")
-    return out
+    return refuse_existing(out, cfg.overwrite, other="--output")
 
 
 def settings_summary(records: list[SampleRecord]) -> list[dict[str, Any] | None]:
@@ -173,7 +170,7 @@ def evaluate(cfg: EvalConfig) -> tuple[Path, dict[str, Any]]:
     if any(m in JUDGE_METRICS for m in wanted):
         result.update(judge_figures(cfg, texts, wanted))
     result = json_safe(result)
-    write_text_atomic(out, json.dumps(result, indent=1) + "\n")
+    write_json_atomic(out, result)
     return out, result
 
 

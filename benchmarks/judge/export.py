@@ -8,23 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-from elf_eqx.evaluate.judge import GPT2
-
-_BLOCK_NAMES = {"ln_1": "ln_1", "c_attn": "attn.c_attn", "attn_proj": "attn.c_proj",
-                "ln_2": "ln_2", "c_fc": "mlp.c_fc", "mlp_proj": "mlp.c_proj"}
+from elf_eqx.encoders.weights import module_tensors
+from elf_eqx.evaluate.judge import GPT2, gpt2_weight_names
 
 
 def hf_tensors(model: GPT2) -> dict[str, np.ndarray]:
-    """The model's weights under ``GPT2LMHeadModel`` names (Conv1D weights are ``(in, out)``, as
-    ours; the LM head is tied to ``wte`` and not stored)."""
-    tensors = {"transformer.wte.weight": model.wte, "transformer.wpe.weight": model.wpe,
-               "transformer.ln_f.weight": model.ln_f.weight, "transformer.ln_f.bias": model.ln_f.bias}
-    for ours, theirs in _BLOCK_NAMES.items():
-        layer = getattr(model.blocks, ours)
-        for i in range(model.config.n_layer):
-            tensors[f"transformer.h.{i}.{theirs}.weight"] = layer.weight[i]
-            tensors[f"transformer.h.{i}.{theirs}.bias"] = layer.bias[i]
-    return {name: np.ascontiguousarray(np.asarray(value, np.float32)) for name, value in tensors.items()}
+    """The model's weights under ``GPT2LMHeadModel`` names (the loader's table,
+    :func:`~elf_eqx.evaluate.judge.gpt2_weight_names`; the LM head is tied to ``wte`` and not stored)."""
+    tensors = module_tensors(model, *gpt2_weight_names(model.config))
+    return {f"transformer.{name}": np.ascontiguousarray(value, np.float32) for name, value in tensors.items()}
 
 
 def hf_config(model: GPT2) -> dict:

@@ -53,7 +53,7 @@ def block_perplexity(model: GPT2, blocks: Int[np.ndarray, "N L"], batch_size: in
     return math.exp(nll_sum / max(count, 1))
 
 
-def make_optimizer(learning_rate: float, steps: int, warmup: int, weight_decay: float) -> optax.GradientTransformation:
+def judge_optimizer(learning_rate: float, steps: int, warmup: int, weight_decay: float) -> optax.GradientTransformation:
     """Global-norm clip 1.0, then AdamW (β 0.9/0.95) with a linear warm-up over ``warmup`` steps to
     ``learning_rate`` and a cosine decay to ``learning_rate / 10`` at ``steps``."""
     schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, min(warmup, steps - 1), steps, learning_rate * 0.1)
@@ -97,7 +97,7 @@ def train_lm(
     eval_every: int = 0,
     on_eval: Callable[[int, float], None] | None = None,
 ) -> GPT2:
-    """Train ``model`` for ``steps`` AdamW steps (see :func:`make_optimizer`) on batches
+    """Train ``model`` for ``steps`` AdamW steps (see :func:`judge_optimizer`) on batches
     ``(batch_size, L)`` of ``blocks (N, L)`` drawn by :func:`batch_rows`; deterministic given
     ``key`` and the model. ``on_step(step, loss)`` runs after each step; with ``valid_blocks`` and
     ``eval_every > 0``, ``on_eval(step, valid block perplexity)`` runs every ``eval_every`` steps."""
@@ -105,7 +105,7 @@ def train_lm(
         raise ValueError(f"--steps must be at least 2, got {steps}")
     if len(blocks) < batch_size:
         raise ValueError(f"{len(blocks)} training blocks are fewer than one batch of {batch_size}")
-    optimizer = make_optimizer(learning_rate, steps, warmup, weight_decay)
+    optimizer = judge_optimizer(learning_rate, steps, warmup, weight_decay)
     opt_state = optimizer.init(eqx.filter(model, eqx.is_array))
     step = make_lm_step(optimizer)
     for i in range(steps):

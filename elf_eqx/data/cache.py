@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
 import datasets
+
+from elf_eqx.io.atomic import staged_folder
 
 _STATE_FILE = "state.json"  # written last by save_to_disk; a folder with it is complete
 
@@ -56,14 +57,9 @@ def load_or_build(
     if (path / _STATE_FILE).is_file():
         return datasets.load_from_disk(str(path)), True
     dataset = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    dataset.save_to_disk(str(tmp))
-    try:
-        os.replace(tmp, path)
-    except OSError:  # another process finished the same entry first; theirs is identical
-        shutil.rmtree(tmp, ignore_errors=True)
+    # keep_existing: another process that finished the same entry first wrote the same thing
+    with staged_folder(path, keep_existing=True) as staging:
+        dataset.save_to_disk(str(staging))
     _drop_map_cache_files(dataset)
     return datasets.load_from_disk(str(path)), False
 

@@ -83,6 +83,19 @@ def fill_module(
     return eqx.tree_at(lambda m: [get(m) for get in getters], template, values)
 
 
+def module_tensors(
+    module: ModuleT, leaves: Mapping[str, Callable[[ModuleT], Any]], slots: Mapping[str, Slot]
+) -> dict[str, np.ndarray]:
+    """The inverse of :func:`fill_module`: every checkpoint name in ``slots`` with its array taken
+    from ``module`` (one layer of a stacked leaf, transposed back where the slot says so)."""
+    out = {}
+    for name, slot in slots.items():
+        value = np.asarray(leaves[slot.leaf](module))
+        value = value if slot.layer is None else value[slot.layer]
+        out[name] = value.T if slot.transpose else value
+    return out
+
+
 def shape_template(build: Callable[[jax.Array], ModuleT]) -> ModuleT:
     """The module ``build(key)`` would return, with ``jax.ShapeDtypeStruct`` leaves (nothing allocated)."""
     return eqx.filter_eval_shape(build, jax.random.key(0))

@@ -1,4 +1,4 @@
-"""Sample-quality metrics (ELF_SPEC.md §5): Gen. PPL and unigram entropy (unconditional), BLEU
+"""Sample-quality metrics (docs/method.md#evaluation): Gen. PPL and unigram entropy (unconditional), BLEU
 and ROUGE (conditional), and the samples/references files ``python -m elf_eqx.eval`` reads."""
 
 from elf_eqx.evaluate.bleu import corpus_bleu, scored_bleu

@@ -1,4 +1,4 @@
-"""Corpus BLEU of conditional generation (ELF_SPEC.md §5): sacrebleu, lowercase, effective order."""
+"""Corpus BLEU of conditional generation (docs/method.md#evaluation): sacrebleu, lowercase, effective order."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Unigram entropy of generated text (ELF_SPEC.md §5): diversity, to read beside Gen. PPL.
+"""Unigram entropy of generated text (docs/method.md#evaluation): diversity, to read beside Gen. PPL.
 
 In nats (natural log), as the reference evaluation computes it; a sample that repeats one token
 has entropy 0, one of ``n`` distinct tokens at most ``log n``.

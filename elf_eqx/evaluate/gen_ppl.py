@@ -1,4 +1,4 @@
-"""Generative perplexity of decoded samples under a GPT-2-family judge (ELF_SPEC.md §5).
+"""Generative perplexity of decoded samples under a GPT-2-family judge (docs/method.md#evaluation).
 
 The samples are retokenized with the judge's tokenizer (no special tokens) and truncated to the
 judge's context (at most 1,024 ids). Token ``i ≥ 1`` of a row is scored by ``−log p(x_i | x_<i)``
@@ -23,7 +23,7 @@ import numpy as np
 from jaxtyping import Bool, Int
 from tqdm.auto import tqdm
 
-from elf_eqx.evaluate.judge import GPT2, judge_nll, pad_rows
+from elf_eqx.evaluate.judge import GPT2, judge_nll
 
 PAD_TO_MULTIPLE_OF = 64  # batch lengths are rounded up to this, so few shapes are compiled
 
@@ -54,10 +54,17 @@ def scored_rows(
 def padded_batch(
     rows: Sequence[Sequence[int]], *, batch_size: int, eos_id: int, max_length: int
 ) -> tuple[Int[np.ndarray, "B L"], Bool[np.ndarray, "B L"]]:
-    """Right-padded ids ``(batch_size, L)`` (pads hold EOS) and their validity mask ``(batch_size, L)``
-    for at most ``batch_size`` rows; missing rows are all padding. ``L`` is the longest row rounded
-    up to :data:`PAD_TO_MULTIPLE_OF`, at most ``max_length``."""
-    return pad_rows(rows, num_rows=batch_size, fill_id=eos_id, max_length=max_length, multiple=PAD_TO_MULTIPLE_OF)
+    """Right-padded ids ``(batch_size, L)`` int32 (pads hold EOS) and their validity mask
+    ``(batch_size, L)`` for at most ``batch_size`` rows; missing rows are all padding. ``L`` is the
+    longest row rounded up to :data:`PAD_TO_MULTIPLE_OF` (so few shapes compile), at most ``max_length``."""
+    longest = max([len(row) for row in rows] + [1])
+    length = min(max_length, -(-longest // PAD_TO_MULTIPLE_OF) * PAD_TO_MULTIPLE_OF)
+    ids = np.full((batch_size, length), eos_id, np.int32)
+    mask = np.zeros((batch_size, length), bool)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = True
+    return ids, mask
 
 
 def corpus_gen_ppl(

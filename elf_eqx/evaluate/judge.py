@@ -1,4 +1,4 @@
-"""The GPT-2 judge for generative perplexity (ELF_SPEC.md §5).
+"""The GPT-2 judge for generative perplexity (docs/method.md#evaluation).
 
 A GPT-2-family causal LM (learned positions, pre-LN blocks, tanh GELU, LM head tied to the token
 embedding) loaded from a Hugging Face ``GPT2LMHeadModel`` checkpoint, and the scoring rule of the
@@ -10,7 +10,7 @@ not padding and is either not EOS or the row's first EOS; the corpus figure is
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -171,101 +171,39 @@ def judge_nll(
     return nll, scoring_mask(input_ids, attention_mask, eos_id)
 
 
-def retokenize(
-    tokenizer: Any, texts: Sequence[str], *, max_length: int = JUDGE_MAX_LENGTH, pad_to_multiple_of: int = 64,
-    append_eos: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Texts to right-padded judge token ids ``(N, L)`` int32 and a validity mask ``(N, L)`` bool.
-
-    Each text is tokenized with the judge's tokenizer (no special tokens), optionally followed by
-    its EOS, and truncated to ``max_length``; ``L`` is the longest row rounded up to
-    ``pad_to_multiple_of`` (≤ ``max_length``) to limit recompilation. Pads hold the EOS id.
-    """
-    eos = tokenizer.eos_token_id
-    rows = []
-    for text in texts:
-        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
-        rows.append((ids + [eos] if append_eos else ids)[:max_length])
-    return pad_rows(rows, num_rows=len(rows), fill_id=eos, max_length=max_length, multiple=pad_to_multiple_of)
+# The one table between our GPT2 leaves and Hugging Face GPT2Model names (loader and export).
+GPT2_BLOCK_NAMES = {"ln_1": "ln_1", "c_attn": "attn.c_attn", "attn_proj": "attn.c_proj",
+                    "ln_2": "ln_2", "c_fc": "mlp.c_fc", "mlp_proj": "mlp.c_proj"}
+"""Our :class:`GPT2Block` layer → its Hugging Face name inside ``h.<i>.``."""
 
 
-def pad_rows(
-    rows: Sequence[Sequence[int]], *, num_rows: int, fill_id: int, max_length: int, multiple: int = 64
-) -> tuple[np.ndarray, np.ndarray]:
-    """Right-padded ids ``(num_rows, L)`` int32 (pads hold ``fill_id``; rows beyond ``rows`` are all
-    padding) and their validity mask ``(num_rows, L)``. ``L`` is the longest row rounded up to
-    ``multiple`` (so few shapes are compiled), at most ``max_length``."""
-    longest = max([len(row) for row in rows] + [1])
-    length = min(max_length, -(-longest // multiple) * multiple)
-    ids = np.full((num_rows, length), fill_id, np.int32)
-    mask = np.zeros((num_rows, length), bool)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
-        mask[i, : len(row)] = True
-    return ids, mask
-
-
-def generative_perplexity(
-    judge: GPT2,
-    input_ids: np.ndarray,
-    attention_mask: np.ndarray,
-    *,
-    eos_id: int | None = None,
-    batch_size: int = 8,
-    compute_dtype: Any = jnp.float32,
-) -> float:
-    """Corpus-level ``exp(Σ NLL / Σ counted tokens)`` over judge token ids ``(N, L)`` and their
-    validity mask ``(N, L)``, in batches of ``batch_size`` (the last one padded with empty rows so
-    every batch has one shape). ``eos_id`` defaults to the judge config's."""
-    eos_id = judge.config.eos_token_id if eos_id is None else eos_id
-    total_nll, total_count = 0.0, 0
-    for start in range(0, len(input_ids), batch_size):
-        ids = np.asarray(input_ids[start : start + batch_size], np.int32)
-        mask = np.asarray(attention_mask[start : start + batch_size], bool)
-        short = batch_size - len(ids)
-        if short:
-            ids = np.concatenate([ids, np.full((short, ids.shape[1]), eos_id, np.int32)])
-            mask = np.concatenate([mask, np.zeros((short, mask.shape[1]), bool)])
-        nll, counted = judge_nll(judge, jnp.asarray(ids), jnp.asarray(mask), eos_id, compute_dtype)
-        nll, counted = np.asarray(nll, np.float64), np.asarray(counted)
-        total_nll += float(nll[counted].sum())
-        total_count += int(counted.sum())
-    if total_count == 0:
-        raise ValueError("generative perplexity: no scored tokens (every sample is empty)")
-    return float(np.exp(total_nll / total_count))
-
-
-def generative_perplexity_of_texts(
-    judge: GPT2, tokenizer: Any, texts: Sequence[str], *, batch_size: int = 8,
-    max_length: int = JUDGE_MAX_LENGTH, compute_dtype: Any = jnp.float32, append_eos: bool = False,
-) -> float:
-    """:func:`retokenize` decoded samples with the judge's tokenizer, then :func:`generative_perplexity`."""
-    ids, mask = retokenize(tokenizer, texts, max_length=max_length, append_eos=append_eos)
-    return generative_perplexity(judge, ids, mask, eos_id=tokenizer.eos_token_id,
-                                 batch_size=batch_size, compute_dtype=compute_dtype)
+def gpt2_weight_names(config: GPT2Config) -> tuple[dict[str, Callable[[GPT2], Any]], dict[str, Slot]]:
+    """``(leaves, slots)`` of :func:`elf_eqx.encoders.weights.fill_module` for a GPT-2 of ``config``:
+    every Hugging Face ``GPT2Model`` tensor name (no ``transformer.`` prefix) and the leaf (and
+    layer) it fills. Conv1D weights are already ``(in, out)``, so nothing is transposed."""
+    leaves: dict[str, Callable[[GPT2], Any]] = {
+        "wte": lambda m: m.wte, "wpe": lambda m: m.wpe,
+        "ln_f.w": lambda m: m.ln_f.weight, "ln_f.b": lambda m: m.ln_f.bias,
+    }
+    slots = {"wte.weight": Slot("wte"), "wpe.weight": Slot("wpe"),
+             "ln_f.weight": Slot("ln_f.w"), "ln_f.bias": Slot("ln_f.b")}
+    for leaf in GPT2_BLOCK_NAMES:
+        leaves[f"{leaf}.w"] = lambda m, leaf=leaf: getattr(m.blocks, leaf).weight
+        leaves[f"{leaf}.b"] = lambda m, leaf=leaf: getattr(m.blocks, leaf).bias
+    for i in range(config.n_layer):
+        for leaf, hf in GPT2_BLOCK_NAMES.items():
+            slots[f"h.{i}.{hf}.weight"] = Slot(f"{leaf}.w", i)
+            slots[f"h.{i}.{hf}.bias"] = Slot(f"{leaf}.b", i)
+    return leaves, slots
 
 
 def gpt2_from_hf_tensors(
     config: GPT2Config, tensors: Mapping[str, np.ndarray], *, what: str = "GPT-2 checkpoint", dtype: Any = jnp.float32
 ) -> GPT2:
     """The judge from Hugging Face ``GPT2LMHeadModel``/``GPT2Model`` tensors (``transformer.``
-    prefix optional). Conv1D weights are already ``(in, out)``; ``lm_head`` is tied to ``wte``."""
+    prefix optional; names in :func:`gpt2_weight_names`); ``lm_head`` is tied to ``wte``."""
     tensors = strip_prefix(tensors, ("transformer.",))
-    leaves: dict[str, Any] = {
-        "wte": lambda m: m.wte, "wpe": lambda m: m.wpe,
-        "ln_f.w": lambda m: m.ln_f.weight, "ln_f.b": lambda m: m.ln_f.bias,
-    }
-    slots = {"wte.weight": Slot("wte"), "wpe.weight": Slot("wpe"),
-             "ln_f.weight": Slot("ln_f.w"), "ln_f.bias": Slot("ln_f.b")}
-    per_block = {"ln_1": "ln_1", "c_attn": "attn.c_attn", "attn_proj": "attn.c_proj",
-                 "ln_2": "ln_2", "c_fc": "mlp.c_fc", "mlp_proj": "mlp.c_proj"}
-    for leaf in per_block:
-        leaves[f"{leaf}.w"] = lambda m, leaf=leaf: getattr(m.blocks, leaf).weight
-        leaves[f"{leaf}.b"] = lambda m, leaf=leaf: getattr(m.blocks, leaf).bias
-    for i in range(config.n_layer):
-        for leaf, hf in per_block.items():
-            slots[f"h.{i}.{hf}.weight"] = Slot(f"{leaf}.w", i)
-            slots[f"h.{i}.{hf}.bias"] = Slot(f"{leaf}.b", i)
+    leaves, slots = gpt2_weight_names(config)
     template = shape_template(lambda k: GPT2(config, key=k))
 
     def ignore(name: str) -> bool:  # tied head and old causal-mask buffers

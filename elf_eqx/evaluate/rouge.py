@@ -1,4 +1,4 @@
-"""ROUGE-1/2/L of conditional generation (ELF_SPEC.md §5): rouge-score F-measure, Porter
+"""ROUGE-1/2/L of conditional generation (docs/method.md#evaluation): rouge-score F-measure, Porter
 stemming, ×100, averaged over samples. rouge-score lowercases and keeps only ``[a-z0-9]`` tokens;
 its stemmer is nltk's ``PorterStemmer``, which needs no downloaded data."""
 

@@ -1,4 +1,4 @@
-"""The evaluation of a set of samples as ELF_SPEC.md §5 defines it: Gen. PPL and entropy
+"""The evaluation of a set of samples as docs/method.md#evaluation defines it: Gen. PPL and entropy
 (unconditional), BLEU and ROUGE (conditional). ``python -m elf_eqx.eval`` is a thin layer on these."""
 
 from __future__ import annotations

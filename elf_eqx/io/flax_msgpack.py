@@ -59,7 +59,7 @@ def read_flax_msgpack(path: str | Path) -> dict[str, Any]:
 
 
 def flatten_params(tree: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
-    """``{"a": {"b": x}}`` → ``{"a/b": x}`` (the ``/``-joined names ELF_SPEC.md uses)."""
+    """``{"a": {"b": x}}`` → ``{"a/b": x}`` (the ``/``-joined names the reference release uses)."""
     flat: dict[str, np.ndarray] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"

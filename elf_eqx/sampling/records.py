@@ -1,8 +1,13 @@
 """Files of the sampling CLI: condition inputs in, sample records out (JSONL).
 
 A samples file has one JSON object per sample: ``index``, ``text`` (decoded), ``token_ids``
-(the model tokenizer's ids up to the first EOS/pad), ``input`` and ``reference`` for conditional
-samples, and ``settings`` (everything that produced it). ``python -m elf_eqx.eval`` reads it.
+(the output ids of :func:`output_ids`), ``input`` and ``reference`` for conditional samples, and
+``settings`` (everything that produced it). ``python -m elf_eqx.eval`` reads it.
+
+Sample rows become text as the reference's evaluation does it (docs/method.md#sampling): each
+row's own condition prefix is stripped, at most ``max_length − max_input_length`` ids are kept,
+everything from the first EOS on is dropped, and the rest is detokenized with special tokens
+skipped, so a stray pad inside the text is dropped and the words after it are kept.
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from jaxtyping import Bool, Int
+
+from elf_eqx.data import DataSpec
 
 from elf_eqx.io.jsonl import json_lines
-from elf_eqx.training.metrics_log import write_text_atomic
+from elf_eqx.io.atomic import refuse_existing, write_text_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,14 +49,38 @@ def read_condition_inputs(path: str | Path) -> list[ConditionInput]:
     return inputs
 
 
-def target_ids(row: np.ndarray, target: np.ndarray, stop_ids: Sequence[int]) -> list[int]:
-    """The ids of one sample ``row (L,)`` at its target positions ``target (L,)``, up to (not
-    including) the first id in ``stop_ids`` (EOS, pad)."""
-    ids = [int(t) for t in np.asarray(row)[np.asarray(target, bool)]]
-    for i, token in enumerate(ids):
-        if token in stop_ids:
-            return ids[:i]
-    return ids
+def output_ids(
+    tokens: Int[np.ndarray, "B L"], cond_mask: Bool[np.ndarray, "B L"], *, eos_id: int, max_output_length: int
+) -> list[list[int]]:
+    """The output ids of ``B`` sample rows ``tokens (B, L)``: row ``b`` without its own condition
+    prefix (the ``cond_mask[b]`` positions, which lead the row), its next ``max_output_length`` ids
+    (``max_length − max_input_length``), cut before the first ``eos_id``. Other special ids (a
+    stray pad) stay in; :func:`decode_outputs` drops them from the text."""
+    tokens, cond_mask = np.asarray(tokens), np.asarray(cond_mask, bool)
+    if tokens.shape != cond_mask.shape:
+        raise ValueError(f"sample tokens {tokens.shape} and condition mask {cond_mask.shape} differ in shape")
+    if max_output_length < 0:
+        raise ValueError(f"max_output_length must be at least 0, got {max_output_length}")
+    rows = []
+    for row, cond in zip(tokens, cond_mask):
+        start = int(cond.sum())
+        if not cond[:start].all():
+            raise ValueError("a sample row's condition positions do not lead the row")
+        ids = [int(t) for t in row[start : start + max_output_length]]
+        rows.append(ids[: ids.index(eos_id)] if eos_id in ids else ids)
+    return rows
+
+
+def decode_outputs(
+    tokenizer: Any, tokens: Int[np.ndarray, "B L"], cond_mask: Bool[np.ndarray, "B L"], spec: DataSpec
+) -> tuple[list[str], list[list[int]]]:
+    """``(texts, ids)`` of ``B`` sample rows ``tokens (B, L)`` with condition mask ``cond_mask (B, L)``
+    laid out by ``spec``: :func:`output_ids` (EOS ``spec.eos_id``, at most ``max_length −
+    max_input_length`` ids), each decoded with special tokens skipped. Every place that turns
+    sample rows into text uses this."""
+    ids = output_ids(tokens, cond_mask, eos_id=spec.eos_id,
+                     max_output_length=spec.max_length - (spec.max_input_length or 0))
+    return [tokenizer.decode(row, skip_special_tokens=True) for row in ids], ids
 
 
 def sample_record(
@@ -66,9 +98,7 @@ def sample_record(
 
 def check_writable(path: str | Path, overwrite: bool) -> Path:
     """``path`` if writing it would destroy nothing (or ``overwrite`` is set); else an error."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass --overwrite to replace it, or another --output")
+    path = refuse_existing(path, overwrite, other="--output")
     if path.is_dir():
         raise IsADirectoryError(f"--output {path} is a folder; give a .jsonl file name")
     return path

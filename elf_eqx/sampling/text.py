@@ -20,7 +20,7 @@ from elf_eqx.encoders.latent_encoder import LatentEncoder
 from elf_eqx.parallel.mesh import MeshConfig, gather, make_mesh
 from elf_eqx.model import ELF, with_runtime_options
 from elf_eqx.release.model_source import ModelBundle, load_model_source
-from elf_eqx.sampling.records import ConditionInput, sample_record, target_ids
+from elf_eqx.sampling.records import ConditionInput, decode_outputs, sample_record
 from elf_eqx.sampling.compiled import make_sample_fn
 from elf_eqx.sampler import Condition, Sampler
 
@@ -133,16 +133,13 @@ class TextSampler:
             "tokenizer": self.bundle.tokenizer, **({"encoder": self.bundle.encoder} if self.conditional else {}),
             "mesh": dict(self.mesh.shape), **(extra_settings or {}),
         }
-        stop_ids = (self.spec.eos_id, self.spec.pad_id)
         records: list[dict[str, Any]] = []
         batches = range(-(-total // batch_size))
         for b in tqdm(batches, desc="sampling", disable=not progress or jax.process_index() != 0, dynamic_ncols=True):
             chunk = list(inputs[b * batch_size : (b + 1) * batch_size]) if inputs else None
             condition = self._condition(chunk, batch_size)
             out = sample_fn(self.model, jax.random.fold_in(jax.random.key(seed), b), condition)
-            tokens, targets = gather(out.tokens), ~gather(condition.mask)
+            texts, rows = decode_outputs(self.tokenizer, gather(out.tokens), gather(condition.mask), self.spec)
             for i in range(min(batch_size, total - b * batch_size)):
-                ids = target_ids(tokens[i], targets[i], stop_ids)
-                text = self.tokenizer.decode(ids, skip_special_tokens=True)
-                records.append(sample_record(len(records), text, ids, record_settings, chunk[i] if chunk else None))
+                records.append(sample_record(len(records), texts[i], rows[i], record_settings, chunk[i] if chunk else None))
         return records

@@ -20,8 +20,9 @@ from elf_eqx.encoders.latent_encoder import LatentEncoder, TokenBatch
 from elf_eqx.parallel.mesh import gather
 from elf_eqx.model import ELF
 from elf_eqx.training.config import TrainConfig
-from elf_eqx.training.metrics_log import write_text_atomic
+from elf_eqx.io.atomic import write_text_atomic
 from elf_eqx.sampling.compiled import make_sample_fn
+from elf_eqx.sampling.records import decode_outputs
 from elf_eqx.sampler import Condition, Sampler
 
 
@@ -66,8 +67,7 @@ class TrainingRun:
             self._sample_fn = make_sample_fn(self.sampler, mesh, model, eos_id=self.spec.eos_id, pad_id=self.spec.pad_id)
         cond = self.sample_condition
         tokens = gather(self._sample_fn(model, key, cond).tokens)
-        target = ~np.asarray(jax.device_get(cond.mask))
-        return [self.tokenizer.decode(row[keep], skip_special_tokens=True) for row, keep in zip(tokens, target)]
+        return decode_outputs(self.tokenizer, tokens, np.asarray(jax.device_get(cond.mask)), self.spec)[0]
 
     def write_samples(self, model: ELF, step: int, out: Path, cfg: TrainConfig, mesh: Mesh | None = None) -> Path:
         """Write a few EMA samples to ``<out>/samples/step_<step>.txt`` (atomically, process 0);

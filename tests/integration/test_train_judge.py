@@ -18,11 +18,12 @@ import torch
 import transformers
 
 from elf_eqx.encoders import load_tokenizer
-from elf_eqx.evaluate.judge import generative_perplexity_of_texts, load_judge, load_judge_tokenizer
+from elf_eqx.evaluate import evaluate_unconditional
+from elf_eqx.evaluate.judge import load_judge, load_judge_tokenizer
+from elf_eqx.io.atomic import staged_folder
 from judge.export import hf_config, hf_tensors, save_judge
 from elf_eqx.evaluate.judge import GPT2, GPT2Config
 from judge.lm_training import batch_rows, block_perplexity, pack_blocks, train_lm
-from judge.staged_folder import staged_folder
 from judge.text_normalisation import normalise_texts
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "train_judge.py"
@@ -151,8 +152,9 @@ def test_cli_writes_a_loadable_judge_and_refuses_to_overwrite(tmp_path, shared_d
     assert judge.config.vocab_size == len(tok) == 320 and judge.config.eos_token_id == tok.eos_token_id
     assert 1 < record["valid_block_ppl"] < 320 and 1 < record["valid_gen_ppl"] < 320
     texts = [json.loads(line)["text"].lower() for line in corpus.read_text().splitlines()]
-    assert generative_perplexity_of_texts(judge, tok, texts, max_length=32, append_eos=True) == pytest.approx(
-        record["valid_gen_ppl"], rel=1e-5)
+    again = evaluate_unconditional(texts, judge, tok, max_length=32)
+    assert again["gen_ppl"] == pytest.approx(record["valid_gen_ppl"], rel=1e-5)
+    assert again["num_scored_tokens"] == record["valid_scored_tokens"] > 0
     assert sorted(p.name for p in out.parent.iterdir()) == ["kjv"]
     with pytest.raises(SystemExit, match="exists; pass --overwrite"):
         _script().main(args)

@@ -1,5 +1,5 @@
 """GPT-2 judge: parity with transformers' GPT2LMHeadModel, the generative-perplexity scoring
-rule, corpus perplexity, retokenization and loading without the ``transformer.`` prefix."""
+rule, corpus perplexity, the judge rows' EOS and padding, and loading without the ``transformer.`` prefix."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import torch.nn.functional as F
 import transformers
 from safetensors.numpy import load_file, save_file
 
-from elf_eqx.evaluate.judge import generative_perplexity, judge_nll, load_judge, retokenize, scoring_mask
+from elf_eqx.evaluate import corpus_gen_ppl, scored_rows
+from elf_eqx.evaluate.gen_ppl import padded_batch
+from elf_eqx.evaluate.judge import judge_nll, load_judge, scoring_mask
 
 EOS, VOCAB, LENGTH = 7, 50, 24
 
@@ -79,10 +81,13 @@ def test_corpus_perplexity_matches_torch(hf_judge):
     ids, mask = _batch()
     ref_nll, ref_counted = _torch_reference(model, ids, mask)
     expected = math.exp(ref_nll[ref_counted].sum() / ref_counted.sum())
-    got = generative_perplexity(judge, ids, mask, batch_size=3)  # last batch padded with empty rows
-    assert got == pytest.approx(expected, rel=1e-5)
-    bf16 = generative_perplexity(judge, ids, mask, batch_size=4, compute_dtype=jnp.bfloat16)
-    assert bf16 == pytest.approx(expected, rel=2e-2)
+    rows = [r[m].tolist() for r, m in zip(ids, mask)]
+    got = corpus_gen_ppl(judge, rows, eos_id=EOS, batch_size=3)  # last batch padded with empty rows
+    assert got.gen_ppl == pytest.approx(expected, rel=1e-5) and got.num_scored_tokens == ref_counted.sum()
+    bf16 = corpus_gen_ppl(judge, rows, eos_id=EOS, batch_size=4, compute_dtype=jnp.bfloat16)
+    assert bf16.gen_ppl == pytest.approx(expected, rel=2e-2)
+    nothing = corpus_gen_ppl(judge, [[], [EOS]], eos_id=EOS)  # no token after a first one: NaN, counted 0
+    assert math.isnan(nothing.gen_ppl) and nothing.num_scored_tokens == 0
 
 
 def test_loads_without_transformer_prefix(hf_judge, tmp_path):
@@ -102,21 +107,13 @@ def test_judge_rejects_other_model_types(tmp_path):
         load_judge(tmp_path)
 
 
-class _WordTokenizer:
-    """Stands in for the judge's tokenizer: one id per whitespace word."""
-
-    eos_token_id = EOS
-
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": [8 + len(word) for word in text.split()]}
-
-
-def test_retokenize_truncates_and_pads():
-    ids, mask = retokenize(_WordTokenizer(), ["a bb ccc", "", "x " * 70], max_length=64, pad_to_multiple_of=16)
-    assert ids.shape == (3, 64) and ids.dtype == np.int32
-    assert ids[0, :3].tolist() == [9, 10, 11] and mask.sum(1).tolist() == [3, 0, 64]
+def test_judge_rows_truncate_and_pad():
+    rows = scored_rows([[9, 10, 11], [], [8] * 70], eos_id=EOS, max_length=64, append_eos=False)
+    ids, mask = padded_batch(rows, batch_size=4, eos_id=EOS, max_length=64)
+    assert ids.shape == (4, 64) and ids.dtype == np.int32
+    assert ids[0, :3].tolist() == [9, 10, 11] and mask.sum(1).tolist() == [3, 0, 64, 0]
     assert (ids[~mask] == EOS).all()
-    ids, mask = retokenize(_WordTokenizer(), ["a bb"], append_eos=True)
+    ids, mask = padded_batch(scored_rows([[9, 10]], eos_id=EOS, max_length=64), batch_size=1, eos_id=EOS, max_length=64)
     assert ids.shape == (1, 64) and ids[0, :3].tolist() == [9, 10, EOS] and mask.sum() == 3
     np.testing.assert_array_equal(np.asarray(scoring_mask(jnp.asarray(ids), jnp.asarray(mask), EOS))[0, :4],
                                   [False, True, True, False])

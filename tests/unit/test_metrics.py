@@ -13,10 +13,11 @@ import torch
 import transformers
 from test_metrics_fixtures import JUDGE_CONTEXT, write_tiny_judge
 
-from elf_eqx.evaluate.judge import GPT2, GPT2Config, generative_perplexity, load_judge, load_judge_tokenizer, retokenize
+from elf_eqx.evaluate.judge import GPT2, GPT2Config, load_judge, load_judge_tokenizer
 from elf_eqx.evaluate import (
     corpus_bleu,
     corpus_gen_ppl,
+    scored_rows,
     evaluate_conditional,
     evaluate_entropy,
     evaluate_unconditional,
@@ -84,12 +85,11 @@ def test_gen_ppl_matches_torch(judge_dir, append_eos):
                                             "num_tokens": got["num_tokens"]}
 
 
-def test_gen_ppl_agrees_with_the_judge_module_and_bf16(judge_dir):
+def test_gen_ppl_in_bf16_and_with_nothing_scored(judge_dir):
     judge, tok = load_judge(judge_dir), load_judge_tokenizer(judge_dir)
-    ids, mask = retokenize(tok, TEXTS, max_length=JUDGE_CONTEXT, append_eos=True)
-    reference = generative_perplexity(judge, ids, mask, batch_size=3)
-    rows = [r[m].tolist() for r, m in zip(ids, mask)]
-    assert corpus_gen_ppl(judge, rows, eos_id=tok.eos_token_id, batch_size=3).gen_ppl == pytest.approx(reference, rel=1e-6)
+    reference, _ = torch_gen_ppl(judge_dir, TEXTS, True)
+    rows = scored_rows([tok(t, add_special_tokens=False)["input_ids"] for t in TEXTS], eos_id=tok.eos_token_id,
+                       max_length=JUDGE_CONTEXT)
     bf16 = corpus_gen_ppl(judge, rows, eos_id=tok.eos_token_id, batch_size=4, compute_dtype=jnp.bfloat16)
     assert bf16.gen_ppl == pytest.approx(reference, rel=2e-2)
     assert math.isnan(corpus_gen_ppl(judge, [[], [tok.eos_token_id]], eos_id=tok.eos_token_id).gen_ppl)
