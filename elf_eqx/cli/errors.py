@@ -130,7 +130,7 @@ _BOX = re.compile(r"^[\s│╭╰─┃┏┗━|+]*|[\s│╮╯─┃┓┛━
 
 
 def _condense(text: str) -> str:
-    """A flag parser's boxed error message as one line: the box title and its first paragraph."""
+    """A flag parser's boxed error message as one line: its first paragraph (else the box title)."""
     lines = [_BOX.sub("", line) for line in text.splitlines()]
     title = next((line for line in lines if line), "bad flag")
     body: list[str] = []
@@ -140,7 +140,7 @@ def _condense(text: str) -> str:
                 break
             continue
         body.append(line)
-    return " ".join(" ".join([title.rstrip(":") + ":", *body]).split())
+    return " ".join(" ".join(body or [title]).split())
 
 
 @contextlib.contextmanager

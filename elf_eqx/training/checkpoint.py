@@ -111,6 +111,8 @@ class CheckpointManager:
 
     def _resolve_step(self, step: int | None) -> int:
         steps = self.all_steps()
+        if step is not None and step not in steps:
+            raise FileNotFoundError(f"no complete checkpoint for step {step} in {self.directory}; steps: {steps}")
         if not steps:
             raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
         if step is None:
