@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,9 @@ from run_fixtures import write_run
 REPO = Path(__file__).resolve().parents[2]
 TINY_TRAIN = ["--preset", "quickstart", "--model", "ELF-T", "--global-batch", "4", "--max-length", "16",
               "--max-steps", "1"]
+
+
+PROGRESS = re.compile(r"\d+%\|")  # data preparation's progress bars, not part of the error
 
 
 class _RunsShell:
@@ -56,7 +60,7 @@ def fails_in_one_line(main, argv: list[str], culprit: str, capfd) -> str:
     with pytest.raises(SystemExit) as exc:
         main(argv)
     err = capfd.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = [line for line in err.splitlines() if line.strip() and not PROGRESS.search(line)]
     assert exc.value.code == 2, err
     assert len(lines) == 1, err
     assert lines[0].startswith("error: ") and culprit in lines[0], lines[0]
@@ -75,7 +79,8 @@ TRAIN_CASES = {
     "unknown model": (lambda f: ["--model", "ELF-Q"], "ELF-Q"),
     "missing data file": (lambda f: [*TINY_TRAIN, "--data", str(f["root"] / "nowhere.jsonl")], "nowhere.jsonl"),
     "empty data file": (lambda f: [*TINY_TRAIN, "--data", str(f["empty.jsonl"])], "empty.jsonl"),
-    "unsafe encoder pickle": (lambda f: [*TINY_TRAIN, "--data", str(f["corpus"]), "--encoder", str(f["evil.pkl"])],
+    "unsafe encoder pickle": (lambda f: [*TINY_TRAIN, "--data", str(f["corpus"]), "--encoder", str(f["evil.pkl"]),
+                                          "--tokenizer", "offline-minilm"],
                               "posix.system"),
     "mesh larger than the host": (lambda f: [*TINY_TRAIN, "--data", str(f["corpus"]), "--mesh-data", "4096"], "4096"),
     "resume step not saved": (lambda f: [*TINY_TRAIN, "--data", str(f["corpus"]), "--resume-step", "5"], "step 5"),
@@ -111,10 +116,10 @@ def test_sample(case, files, run_dir, tmp_path, capfd):
 
 
 EVAL_CASES = {
-    "missing samples file": (lambda f: [str(f["root"] / "none.jsonl")], "none.jsonl"),
-    "empty samples file": (lambda f: [str(f["empty.jsonl"])], "empty.jsonl"),
-    "garbled samples file": (lambda f: [str(f["garbled.jsonl"])], "garbled.jsonl"),
-    "unknown flag": (lambda f: [str(f["empty.jsonl"]), "--bogus"], "--bogus"),
+    "missing samples file": (lambda f: ["--samples", str(f["root"] / "none.jsonl")], "none.jsonl"),
+    "empty samples file": (lambda f: ["--samples", str(f["empty.jsonl"])], "empty.jsonl"),
+    "garbled samples file": (lambda f: ["--samples", str(f["garbled.jsonl"])], "garbled.jsonl"),
+    "unknown flag": (lambda f: ["--samples", str(f["empty.jsonl"]), "--bogus"], "--bogus"),
 }
 
 
