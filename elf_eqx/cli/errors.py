@@ -89,7 +89,9 @@ def one_line(err: BaseException) -> str:
     hint = next((h for name, h in _HINTS if name in names), "")
     if hint and ";" not in text:
         text = f"{text}; {hint}"
-    return text if text.startswith("error") else f"error: {text}"
+    for said in ("error: ", "error in "):  # messages that already say it ("error in FILE: why")
+        text = text.removeprefix(said)
+    return f"error: {text}"
 
 
 def debugging(argv: Sequence[str]) -> bool:
@@ -119,7 +121,7 @@ def cli_main(body: Callable[[list[str]], R]) -> Callable[[Sequence[str] | None],
             if debug:
                 raise
             failure = err
-        message = one_line(failure if not isinstance(failure, SystemExit) else CLIError(str(failure.code)))
+        message = one_line(failure if not isinstance(failure, SystemExit) else ValueError(str(failure.code)))
         print(message, file=sys.stderr, flush=True)
         raise CLIExit(message) from None
 

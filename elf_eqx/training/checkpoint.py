@@ -115,11 +115,7 @@ class CheckpointManager:
             raise FileNotFoundError(f"no complete checkpoint for step {step} in {self.directory}; steps: {steps}")
         if not steps:
             raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
-        if step is None:
-            return steps[-1]
-        if step not in steps:
-            raise FileNotFoundError(f"no complete checkpoint for step {step} in {self.directory}; steps: {steps}")
-        return step
+        return steps[-1] if step is None else step
 
     def damage(self, step: int) -> str | None:
         """Why ``step`` cannot be read, found without reading any array (its files against the sizes
