@@ -73,4 +73,12 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    from elf_eqx.cli.errors import cli_main, flag_errors
+
+    @cli_main
+    def cli(argv: list[str]) -> None:
+        with flag_errors():
+            args = tyro.cli(Args, args=argv)
+        main(args)
+
+    cli()

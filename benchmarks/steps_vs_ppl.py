@@ -20,6 +20,7 @@ from typing import Literal
 
 import tyro
 
+from elf_eqx.cli.errors import cli_main, flag_errors
 from elf_eqx.data import load_source
 from elf_eqx.evaluate.judge import load_judge, load_judge_tokenizer
 from elf_eqx.parallel.mesh import MeshConfig
@@ -212,13 +213,12 @@ def sweep(cfg: SweepConfig) -> tuple[list[dict], dict | None]:
     return rows, reference
 
 
-def main(argv: list[str] | None = None) -> None:
-    """CLI entry; known failures end as one line naming the culprit."""
-    cfg = tyro.cli(SweepConfig, args=argv)
-    try:
-        rows, reference = sweep(cfg)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        raise SystemExit(f"error: {err}") from None
+@cli_main
+def main(argv: list[str]) -> None:
+    """CLI entry; expected failures end as one line (exit 2, see :mod:`elf_eqx.cli.errors`)."""
+    with flag_errors():
+        cfg = tyro.cli(SweepConfig, args=argv)
+    rows, reference = sweep(cfg)
     print(markdown_table(rows, reference))
     print(f"wrote {', '.join(RESULT_FILES)} and samples/ to {cfg.output_dir}")
 

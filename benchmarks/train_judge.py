@@ -23,6 +23,7 @@ import jax
 import tyro
 from tqdm.auto import tqdm
 
+from elf_eqx.cli.errors import CLIError, cli_main, flag_errors
 from elf_eqx.data import load_source
 from elf_eqx.io.atomic import refuse_existing, staged_folder
 from elf_eqx.evaluate import evaluate_unconditional
@@ -152,13 +153,16 @@ def _train_into(cfg: JudgeConfig, folder: Path, train_texts: list[str], valid_te
     return record
 
 
-def main(argv: list[str] | None = None) -> None:
-    """CLI entry; known failures end as one line naming the culprit."""
-    cfg = tyro.cli(JudgeConfig, args=argv)
+@cli_main
+def main(argv: list[str]) -> None:
+    """CLI entry; expected failures (and a diverging judge) end as one line (exit 2, see
+    :mod:`elf_eqx.cli.errors`)."""
+    with flag_errors():
+        cfg = tyro.cli(JudgeConfig, args=argv)
     try:
         record = train_judge(cfg)
-    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as err:
-        raise SystemExit(f"error: {err}") from None
+    except FloatingPointError as err:
+        raise CLIError(str(err)) from None
     figures = {k: round(v, 3) for k, v in record.items() if k.endswith("_ppl") and v is not None}
     print(f"wrote {cfg.output}: {figures}, trained in {record['train_seconds']} s")
 

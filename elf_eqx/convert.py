@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
+from elf_eqx.cli.errors import cli_main, flag_errors
 from elf_eqx.io.atomic import refuse_existing, staged_file, staged_folder
 from elf_eqx.training.checkpoint import CheckpointManager
 from elf_eqx.release.model_source import ModelBundle, load_model_source_weights, run_record
@@ -152,13 +153,13 @@ def convert(cfg: ConvertConfig) -> Path:
     return checkpoints / str(step)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """CLI entry; known failures end as one line naming the culprit."""
-    cfg = tyro.cli(ConvertConfig, args=argv, description=__doc__)
-    try:
-        written = convert(cfg)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        raise SystemExit(f"error: {err}") from None
+@cli_main
+def main(argv: list[str]) -> None:
+    """CLI entry; expected failures end as one line (exit 2, see :mod:`elf_eqx.cli.errors`;
+    ``--debug`` shows the traceback)."""
+    with flag_errors():
+        cfg = tyro.cli(ConvertConfig, args=argv, description=__doc__)
+    written = convert(cfg)
     print(f"wrote {written}")
 
 

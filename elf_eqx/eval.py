@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import tyro
 
+from elf_eqx.cli.errors import cli_main, flag_errors
 from elf_eqx.evaluate.samples_file import SampleRecord, align_references, own_references, read_references, read_samples
 from elf_eqx.io.atomic import refuse_existing, write_json_atomic
 
@@ -186,13 +187,13 @@ def results_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """CLI entry: parse flags, evaluate, print the table; bad input ends as one line, no traceback."""
-    cfg = tyro.cli(EvalConfig, args=argv)
-    try:
-        out, result = evaluate(cfg)
-    except (OSError, ValueError) as err:
-        raise SystemExit(f"error: {' '.join(str(err).split())}") from None
+@cli_main
+def main(argv: list[str]) -> None:
+    """CLI entry: parse flags, evaluate, print the table; expected failures end as one line (exit
+    2, see :mod:`elf_eqx.cli.errors`; ``--debug`` shows the traceback)."""
+    with flag_errors():
+        cfg = tyro.cli(EvalConfig, args=argv)
+    out, result = evaluate(cfg)
     print(results_table(result))
     print(f"wrote {out}")
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 
+from elf_eqx.cli.errors import cli_main, flag_errors
 from elf_eqx.parallel.mesh import MeshConfig
 from elf_eqx.release.model_source import ModelBundle
 from elf_eqx.sampling.config import SampleConfig, parse_sample_config
@@ -82,13 +83,13 @@ def print_samples(records: list[dict[str, Any]]) -> None:
             print(f"{head} {r['text']}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """CLI entry: parse flags, sample, print; known failures end as one line naming the culprit."""
-    cfg = parse_sample_config(argv)
-    try:
-        output, records = sample(cfg)
-    except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, KeyError) as err:
-        raise SystemExit(f"error: {err}") from None
+@cli_main
+def main(argv: list[str]) -> None:
+    """CLI entry: parse flags, sample, print; expected failures end as one line (exit 2, see
+    :mod:`elf_eqx.cli.errors`; ``--debug`` shows the traceback)."""
+    with flag_errors():
+        cfg = parse_sample_config(argv)
+    output, records = sample(cfg)
     if jax.process_index() == 0:
         if not cfg.quiet:
             print_samples(records)

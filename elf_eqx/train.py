@@ -9,19 +9,20 @@ resumes from the last complete checkpoint there. SIGTERM/SIGINT finish the step,
 
 from __future__ import annotations
 
+from elf_eqx.cli.errors import cli_main, flag_errors
 from elf_eqx.parallel.distributed import initialize_distributed
 from elf_eqx.training.config import parse_train_config
-from elf_eqx.training.loop import NonFiniteLoss, train
+from elf_eqx.training.loop import train
 
 
-def main(argv: list[str] | None = None) -> None:
-    """CLI entry: parse flags, train; known failures end as one line naming the culprit."""
-    cfg = parse_train_config(argv)
-    try:
-        initialize_distributed(cfg.coordinator_address, cfg.num_processes, cfg.process_id)
-        train(cfg)
-    except (ValueError, FileNotFoundError, NonFiniteLoss) as err:  # DataError, mismatches, bad files
-        raise SystemExit(f"error: {err}") from None
+@cli_main
+def main(argv: list[str]) -> None:
+    """CLI entry: parse flags, train; expected failures end as one line (exit 2, see
+    :mod:`elf_eqx.cli.errors`; ``--debug`` shows the traceback)."""
+    with flag_errors():
+        cfg = parse_train_config(argv)
+    initialize_distributed(cfg.coordinator_address, cfg.num_processes, cfg.process_id)
+    train(cfg)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from elf_eqx.training.checkpoint import STATE, CheckpointManager, load_model_from_checkpoint
+from elf_eqx.training.checkpoint import STATE
+from elf_eqx.training.run_directory import open_run
 from elf_eqx.config import PRESETS
 from elf_eqx.encoders.sources import is_hub_id
 from elf_eqx.release.checkpoint import WEIGHT_ENTRIES, orbax_item_folder, read_release_weights
@@ -80,28 +81,12 @@ def is_training_checkpoint(path: Path) -> bool:
     return any(p.name.isdigit() and (p / STATE).is_dir() for p in path.iterdir())
 
 
-def _open_run(path: Path) -> tuple[CheckpointManager, int | None, Path]:
-    """A read-only manager for ``path``, the step its name fixes (step folder) and the run directory."""
-    if (path / "checkpoints").is_dir():
-        return CheckpointManager(path, read_only=True), None, path
-    if path.name.isdigit() and (path / STATE).is_dir():
-        return CheckpointManager(path.parent, read_only=True, subdir=""), int(path.name), path.parent.parent
-    return CheckpointManager(path, read_only=True, subdir=""), None, path.parent
-
-
 def run_record(path: Path, step: int | None) -> tuple[dict[str, Any], int, Path]:
     """The JSON record stored with a step of our checkpoints (``metadata``, ``run_config``, ...;
-    the latest step or ``step``), that step, and the run directory."""
-    manager, folder_step, run_dir = _open_run(path)
-    with manager:
-        if folder_step is not None and step is not None and step != folder_step:
-            raise ValueError(f"step={step} conflicts with the step folder {path}")
-        steps = manager.all_steps()
-        chosen = step if step is not None else folder_step if folder_step is not None else (steps or [None])[-1]
-        if chosen is None or chosen not in steps:
-            raise FileNotFoundError(f"{path}: no complete checkpoint{'' if chosen is None else f' for step {chosen}'}"
-                                    f" (steps: {steps})")
-        return manager.metadata(chosen), chosen, run_dir
+    the newest readable step or ``step``), that step, and the run directory."""
+    with open_run(path, step) as run:
+        record, chosen = run.load(run.manager.metadata)
+        return record, chosen, run.run_dir
 
 
 def _local_encoder(encoder: str, run_dir: Path) -> str:
@@ -122,22 +107,25 @@ def _run_sampling(run: dict[str, Any]) -> dict[str, Any]:
 
 def _from_training_run(path: Path, weights: Sequence[str], step: int | None, encoder: str | None,
                        tokenizer: str | None, architecture: str | None) -> dict[str, ModelBundle]:
-    record, step, run_dir = run_record(path, step)
-    run_config = record.get("run_config") or {}
-    for needed in ("elf", "encoder", "data_spec"):
-        if needed not in run_config:
-            raise ValueError(f"{path}: the run config stored with step {step} has no {needed!r} entry; "
-                             "cannot sample from it")
+    def check(record: dict[str, Any]) -> None:
+        for needed in ("elf", "encoder", "data_spec"):
+            if needed not in (record.get("run_config") or {}):
+                raise ValueError(f"{path}: the run config stored with step {record.get('step')} has no "
+                                 f"{needed!r} entry; cannot sample from it")
+        if "raw" in weights and (record.get("metadata") or {}).get("weights") == "ema":
+            raise ValueError(f"{path} holds only EMA weights (converted with --weights ema); use weights='ema'")
+
+    with open_run(path, step) as ckpts:  # weights and record from one readable step
+        models, record, step = ckpts.models(tuple(_PART[kind] for kind in weights), check)
+        run_dir = ckpts.run_dir
+    run_config = record["run_config"]
     metadata = record.get("metadata") or {}
-    stored_weights = metadata.get("weights")
     converted = f", converted from {metadata['converted_from']}" if "converted_from" in metadata else ""
-    if "raw" in weights and stored_weights == "ema":
-        raise ValueError(f"{path} holds only EMA weights (converted with --weights ema); use weights='ema'")
     run, spec = run_config.get("run") or {}, run_config["data_spec"]
     latents = {name: float(run.get(name, default)) for name, default in RELEASE_LATENTS.items()}
     bundles = {}
     for kind in weights:
-        model = load_model_from_checkpoint(path, _PART[kind], step=step)
+        model = models[_PART[kind]]
         if architecture is not None and preset_name(model.config) != architecture:
             raise ValueError(f"{path}: the model is {preset_name(model.config)} ({model.config}), not {architecture}")
         bundles[kind] = ModelBundle(

@@ -8,19 +8,25 @@ Orbax writes a step into ``<step>.orbax-checkpoint-tmp`` and renames it when com
 process killed mid-save leaves the earlier steps untouched and a temporary folder that is never
 listed as a step (and is replaced by the next save of that step). Old steps are removed only by
 keep-last-N, after a new save has completed.
+
+A step that cannot be read (checked cheaply first, see :mod:`elf_eqx.training.checkpoint_integrity`,
+then by restoring it) is reported in one line and skipped in favour of the newest readable one;
+it is never deleted. :func:`elf_eqx.training.run_directory.open_run` is the one way to open a run directory for reading.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import equinox as eqx
 import jax
 import orbax.checkpoint as ocp
 
+from elf_eqx.training.checkpoint_integrity import damage, quiet_read_only_warning, record_sizes, set_aside
 from elf_eqx.training.signature import as_json, key_from_json, key_to_json, model_signature, signature_diff
 from elf_eqx.training.state_tree import abstract_leaf, fill_template, flatten_nested, misfits, named_leaves, to_nested, unexpected
 from elf_eqx.config import ELFConfig
@@ -30,10 +36,25 @@ from elf_eqx.training.step import TrainState
 STATE, META = "state", "meta"
 FORMAT = 1
 _MAX_LISTED = 8
+T = TypeVar("T")
 
 
 class CheckpointMismatchError(ValueError):
     """The checkpoints do not belong to the model, or do not fit the state, being resumed."""
+
+
+class UnreadableCheckpointError(Exception):
+    """The chosen checkpoint, or every checkpoint of a directory, cannot be read."""
+
+
+def _reason(err: BaseException) -> str:
+    """An exception as a short one-line reason (TensorStore errors run to many lines)."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:300]}{'…' if len(text) > 300 else ''}"
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 class CheckpointManager:
@@ -60,6 +81,8 @@ class CheckpointManager:
         self.directory = (Path(output_dir) / subdir).absolute()
         if read_only and not self.directory.is_dir():
             raise FileNotFoundError(f"no checkpoint directory at {self.directory}")
+        if read_only:
+            quiet_read_only_warning()
         options = ocp.CheckpointManagerOptions(
             max_to_keep=None if read_only else max_to_keep,
             save_interval_steps=0 if read_only else 1,
@@ -71,6 +94,8 @@ class CheckpointManager:
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
         self._run_config = None if run_config is None else as_json(dict(run_config), "run config")
         self._signature: dict[str, Any] | None = None
+        self._async = async_save
+        self._unrecorded: list[int] = []  # async saves whose file sizes are not yet recorded
         if run_config is not None:
             self._check_signature(model_signature(run_config, None))
 
@@ -86,13 +111,61 @@ class CheckpointManager:
 
     def _resolve_step(self, step: int | None) -> int:
         steps = self.all_steps()
+        if step is not None and step not in steps:
+            raise FileNotFoundError(f"no complete checkpoint for step {step} in {self.directory}; steps: {steps}")
         if not steps:
             raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
-        if step is None:
-            return steps[-1]
-        if step not in steps:
-            raise FileNotFoundError(f"no complete checkpoint for step {step} in {self.directory}; steps: {steps}")
-        return step
+        return steps[-1] if step is None else step
+
+    def damage(self, step: int) -> str | None:
+        """Why ``step`` cannot be read, found without reading any array (its files against the sizes
+        recorded at save time, orbax's metadata, the JSON record), or ``None``."""
+        found = damage(self.directory / str(step), (STATE, META), (STATE,))
+        if found is not None:
+            return found
+        try:
+            self.metadata(step)
+            self._manager.item_metadata(step)
+        except Exception as err:  # whatever orbax or TensorStore raise on a damaged folder
+            return _reason(err)
+        return None
+
+    def readable(self, read: Callable[[int], T], step: int | None = None) -> tuple[T, int]:
+        """``(read(s), s)`` for the newest step ``s`` that passes :meth:`damage` and whose ``read``
+        succeeds; each step skipped is reported in one warning line and left in place. An explicit
+        ``step`` is the only one tried: if it cannot be read, :class:`UnreadableCheckpointError`.
+        A :class:`CheckpointMismatchError` (a different model, not damage) is raised at once."""
+        steps = [self._resolve_step(step)] if step is not None else self.all_steps()[::-1]
+        if not steps:
+            raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
+        failures = []
+        for s in steps:
+            why = self.damage(s)
+            if why is None:
+                try:
+                    return read(s), s
+                except CheckpointMismatchError:
+                    raise
+                except Exception as err:  # a restore that fails in spite of the cheap checks
+                    why = _reason(err)
+            if step is not None:
+                raise UnreadableCheckpointError(f"checkpoint step {s} in {self.directory} cannot be read: {why}")
+            failures.append(f"step {s}: {why}")
+            _warn(f"checkpoint step {s} in {self.directory} cannot be read ({why}); "
+                  "left in place, trying the next older one")
+        raise UnreadableCheckpointError(f"no checkpoint in {self.directory} can be read: {'; '.join(failures)}")
+
+    def set_aside_after(self, step: int) -> list[Path]:
+        """Move the steps newer than ``step`` (superseded by a resume from ``step``, or unreadable)
+        out of the listing into ``checkpoints.set_aside/``, so the resumed run can save those
+        step numbers again; nothing is deleted. Returns where they went."""
+        moved = []
+        for s in [s for s in self.all_steps() if s > step]:
+            moved.append(set_aside(self.directory / str(s)))
+            _warn(f"checkpoint step {s} is newer than the resume point {step}; moved to {moved[-1]}")
+        if moved:
+            self._manager.reload()
+        return moved
 
     # -- saving ------------------------------------------------------------------------
 
@@ -129,15 +202,37 @@ class CheckpointManager:
         }
         arrays = to_nested(named_leaves(state))
         args = ocp.args.Composite(**{STATE: ocp.args.PyTreeSave(arrays), META: ocp.args.JsonSave(record)})
+        self._record_sizes()
         self._manager.save(step, args=args, force=True)
         self._signature = signature
+        self._unrecorded.append(step)
+        if not self._async:
+            self._record_sizes()
+
+    def _record_sizes(self) -> None:
+        """Record the file sizes of completed saves (see :mod:`~elf_eqx.training.checkpoint_integrity`)."""
+        if self._unrecorded:
+            self._manager.wait_until_finished()
+        for s in self._unrecorded:
+            if (self.directory / str(s)).is_dir():  # keep-last-N may already have removed it
+                record_sizes(self.directory / str(s))
+        self._unrecorded.clear()
 
     def _check_signature(self, current: dict[str, Any]) -> None:
         latest = self.latest_step()
         if latest is None:
             return
         if self._signature is None:
-            self._signature = self.metadata(latest).get("signature", {})
+            # The newest step whose JSON record reads: a damaged newest step must not block a resume.
+            for s in self.all_steps()[::-1]:
+                try:
+                    self._signature = self.metadata(s).get("signature", {})
+                    latest = s
+                    break
+                except Exception:  # reported when the step is restored
+                    continue
+            else:
+                return
         diffs = signature_diff(self._signature, current)
         if diffs:
             raise CheckpointMismatchError(
@@ -148,9 +243,11 @@ class CheckpointManager:
     def wait_until_finished(self) -> None:
         """Block until an asynchronous save (and its keep-last-N clean-up) has completed."""
         self._manager.wait_until_finished()
+        self._record_sizes()
 
     def close(self) -> None:
         """Finish pending saves and release orbax's resources."""
+        self._record_sizes()
         self._manager.close()
 
     def __enter__(self) -> "CheckpointManager":
@@ -210,31 +307,15 @@ class CheckpointManager:
         return fill_template(target, arrays)
 
 
-def _open_read_only(path: Path) -> tuple[CheckpointManager, int | None]:
-    """A read-only manager for an output directory, its ``checkpoints`` folder, or one step folder
-    (then also that step)."""
-    if (path / "checkpoints").is_dir():
-        return CheckpointManager(path, read_only=True), None
-    if path.name.isdigit() and (path / STATE).is_dir():
-        return CheckpointManager(path.parent, read_only=True, subdir=""), int(path.name)
-    if path.is_dir():
-        return CheckpointManager(path, read_only=True, subdir=""), None
-    raise FileNotFoundError(f"{path} is neither an output directory nor a checkpoint step folder")
-
-
 def load_model_from_checkpoint(
     path: str | os.PathLike, which: Literal["ema", "model"] = "ema", *, step: int | None = None
 ) -> ELF:
     """The EMA (or raw) weights of a checkpoint, for sampling, without building an optimizer.
 
-    ``path`` is a run's output directory or its ``checkpoints`` folder (latest step, or ``step``)
-    or one step folder. The architecture comes from the checkpoint's stored ELF config.
+    ``path`` is a run's output directory or its ``checkpoints`` folder (newest readable step, or
+    ``step``) or one step folder. The architecture comes from the checkpoint's stored ELF config.
     """
-    manager, folder_step = _open_read_only(Path(path))
-    with manager:
-        if folder_step is not None and step is not None and step != folder_step:
-            raise ValueError(f"step={step} conflicts with the step folder {path}")
-        step = manager._resolve_step(step if step is not None else folder_step)
-        elf = manager.metadata(step)["signature"]["elf"]
-        template = eqx.filter_eval_shape(ELF, ELFConfig(**elf), key=jax.random.key(0))
-        return manager.restore_part(template, which, step)
+    from elf_eqx.training.run_directory import open_run  # it builds on this module
+
+    with open_run(path, step) as run:
+        return run.models((which,))[0][which]

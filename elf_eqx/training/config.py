@@ -124,6 +124,8 @@ class TrainConfig:
     # -- run -----------------------------------------------------------------------------
     output_dir: str = "runs/elf"
     """Checkpoints, metrics.jsonl and samples/ go here; rerunning resumes."""
+    resume_step: int | None = None
+    """Resume from this checkpoint step (default: the newest readable one); newer steps are moved aside."""
     seed: int = 0
     """Seeds the weights, the data order and every random draw."""
     log_every: int = 10

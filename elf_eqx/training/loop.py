@@ -80,16 +80,21 @@ def train(cfg: TrainConfig) -> Path:
     latent_encoder = jax.device_put(run.latent_encoder, encoder_sharding)
 
     manager = CheckpointManager(out, max_to_keep=cfg.keep_checkpoints, run_config=run.signature_config(cfg))
-    start = manager.latest_step()
-    if start is not None:
-        state, meta = manager.restore(state, step=start)
+    start = None
+    if manager.all_steps() or cfg.resume_step is not None:
+        # The newest readable checkpoint (or --resume-step); damaged ones are reported and kept.
+        template = state
+        (state, meta), start = manager.readable(lambda s: manager.restore(template, step=s), cfg.resume_step)
+        if is_main:
+            manager.set_aside_after(start)  # superseded steps, so this run can save their numbers again
         run.loader.restore(meta["data"])
         if is_main:
             print(f"resumed from {out} at step {start}")
     step_fn = make_train_step(objective, optimizer, ema_decay=cfg.ema_decay, grad_accum=cfg.grad_accum,
                               state_sharding=state_sharding, batch_sharding=split, encoder_sharding=encoder_sharding)
     step_key = jax.random.fold_in(key, 1)
-    log = MetricsLog(out, config=cfg.to_dict(), wandb=cfg.wandb, tensorboard=cfg.tensorboard) if is_main else None
+    log = (MetricsLog(out, config=cfg.to_dict(), wandb=cfg.wandb, tensorboard=cfg.tensorboard, resume_step=start or 0)
+           if is_main else None)
     if is_main and start is None:
         print(f"ELF {cfg.model}: {count_params(state.model):,} parameters, {total_steps} steps, "
               f"{run.steps_per_epoch} steps/epoch, lr {cfg.learning_rate:g}, mesh {dict(mesh.shape)}, "

@@ -1,5 +1,9 @@
 """What a training run writes besides checkpoints: metrics as JSONL (append-only, flushed per
-record), optional wandb/TensorBoard mirrors, and sample text files written atomically."""
+record), optional wandb/TensorBoard mirrors, and sample text files written atomically.
+
+On resume from step N, the records of steps after N (logged before a crash, and about to be
+logged again) are dropped from ``metrics.jsonl``, which is rewritten atomically; so the file
+holds exactly one record per logged step however often the run was interrupted."""
 
 from __future__ import annotations
 
@@ -10,15 +14,42 @@ from typing import Any
 from elf_eqx.io.atomic import write_text_atomic  # noqa: F401  (moved to elf_eqx.io.atomic; old imports keep working)
 
 
-class MetricsLog:
-    """Appends one JSON object per line to ``<dir>/metrics.jsonl``; never truncates what is there.
+def drop_records_after(path: str | Path, step: int) -> int:
+    """Rewrite the JSONL metrics file ``path`` (atomically) without the records of steps after
+    ``step`` and without lines that do not parse (a write cut short by a kill); returns how many
+    lines were dropped. A missing file, or one with nothing to drop, is left untouched."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+            keep = line.endswith("\n") and int(record["step"]) <= step
+        except (ValueError, KeyError, TypeError):
+            keep = False
+        if keep:
+            kept.append(line)
+    if len(kept) < len(lines):
+        write_text_atomic(path, "".join(kept))
+    return len(lines) - len(kept)
 
+
+class MetricsLog:
+    """Appends one JSON object per line to ``<dir>/metrics.jsonl``.
+
+    ``resume_step`` (the step the run restarts from; 0 for a fresh start) first drops the
+    records of later steps, and any half-written last line, via :func:`drop_records_after`.
     With ``wandb``/``tensorboard`` the same scalars go to those too (imported only when asked).
     """
 
-    def __init__(self, directory: str | Path, *, config: dict | None = None, wandb: bool = False, tensorboard: bool = False):
+    def __init__(self, directory: str | Path, *, config: dict | None = None, wandb: bool = False,
+                 tensorboard: bool = False, resume_step: int | None = None):
         self.path = Path(directory) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None:
+            drop_records_after(self.path, resume_step)
         self._file = self.path.open("a", buffering=1)
         self._wandb = None
         self._tb = None

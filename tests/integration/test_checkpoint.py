@@ -1,5 +1,6 @@
 """Checkpoints: bit-exact round trips, resumed training, metadata, keep-last-N, killed saves,
-and the clear errors for a different model or mismatched shapes."""
+damaged steps reported and skipped, metrics dropped past the resume step, and the clear errors
+for a different model or mismatched shapes."""
 
 from __future__ import annotations
 
@@ -271,3 +272,61 @@ def test_load_model_from_checkpoint(tmp_path, step_fn):
     assert_trees_identical(load_model_from_checkpoint(tmp_path / "checkpoints", step=2), ema)
     with pytest.raises(FileNotFoundError):
         load_model_from_checkpoint(tmp_path / "nothing")
+
+
+def _truncate_data_files(step_dir) -> None:
+    for path in (step_dir / "state").rglob("*"):
+        if path.is_file() and path.parent.name == "d":
+            os.truncate(path, path.stat().st_size // 2)
+
+
+def test_damaged_newest_step_is_reported_kept_and_skipped(tmp_path, capfd):
+    from elf_eqx.training.checkpoint import UnreadableCheckpointError
+
+    state, _ = make_state()
+    manager = CheckpointManager(tmp_path)
+    for step in (1, 2):
+        manager.save(step, state, {"data": {"position": step}})
+    manager.close()
+    newest = tmp_path / "checkpoints" / "2"
+    _truncate_data_files(newest)
+
+    reopened = CheckpointManager(tmp_path)  # a damaged newest step does not block opening
+    assert reopened.damage(1) is None and "bytes, expected" in reopened.damage(2)
+    (restored, meta), step = reopened.readable(lambda s: reopened.restore(abstract_state(), s))
+    assert step == 1 and meta["data"] == {"position": 1}
+    assert_trees_identical(restored, state)
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "checkpoint step 2 in" in err[0] and "left in place" in err[0]
+    assert newest.is_dir()
+    with pytest.raises(UnreadableCheckpointError, match="checkpoint step 2 .* cannot be read"):
+        reopened.readable(lambda s: reopened.restore(abstract_state(), s), step=2)
+    with pytest.raises(FileNotFoundError, match="step 5"):
+        reopened.readable(lambda s: reopened.restore(abstract_state(), s), step=5)
+    # Without the size record, the failed restore itself sends us to the older step.
+    (newest / "elf_sizes.json").unlink()
+    assert reopened.readable(lambda s: reopened.restore(abstract_state(), s))[1] == 1
+
+    moved = reopened.set_aside_after(1)
+    assert moved == [tmp_path / "checkpoints.set_aside" / "2"] and (moved[0] / "state").is_dir()
+    assert reopened.all_steps() == [1]
+    reopened.save(2, restored)  # the resumed run can save that step number again
+    assert reopened.damage(2) is None
+
+
+def test_metrics_after_the_resume_step_are_dropped(tmp_path):
+    import json
+
+    from elf_eqx.training.metrics_log import MetricsLog
+
+    log = MetricsLog(tmp_path)
+    for step in range(1, 6):
+        log.write(step, {"loss": float(step)})
+    log.close()
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 6, "lo')  # a write cut short by a kill
+    log = MetricsLog(tmp_path, resume_step=3)
+    log.write(4, {"loss": 40.0})
+    log.close()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["loss"]) for r in records] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0)]

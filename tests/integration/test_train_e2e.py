@@ -35,8 +35,10 @@ def tiny_args(corpus: Path, out: Path, *extra: str) -> list[str]:
 
 
 def losses(out: Path) -> dict[int, float]:
-    """Last logged loss per step (a resumed run appends; nothing is rewritten)."""
+    """Logged loss per step; a step is logged once (a resume drops the records past its checkpoint)."""
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records]
+    assert len(steps) == len(set(steps)), f"duplicate metrics records: {steps}"
     return {r["step"]: r["loss"] for r in records}
 
 
