@@ -14,6 +14,7 @@ import warnings
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from elf_eqx.nn.dropout import dropout
@@ -47,7 +48,7 @@ def _say_once(message: str) -> None:
 
 
 def choose_attention(
-    requested: str, platform: str, dtype: jnp.dtype | str, head_dim: int, dropout_active: bool = False
+    requested: str, platform: str, dtype: DTypeLike, head_dim: int, dropout_active: bool = False
 ) -> str:
     """``"cudnn"`` or ``"xla"``: the attention core to run.
 
@@ -104,11 +105,11 @@ def fused_attention(
     scale: float,
     implementation: str = "cudnn",
 ) -> Float[Array, "B N heads D"]:
-    """``softmax(scale·q·kᵀ)·v`` through ``jax.nn.dot_product_attention``. For cuDNN the head
-    dimension is zero-padded to a multiple of 8: zeros add nothing to ``q·k`` and the padded
-    output columns are dropped."""
+    """``softmax(scale·q·kᵀ)·v`` through ``jax.nn.dot_product_attention``. The head dimension is
+    zero-padded to a multiple of 8 (cuDNN's requirement): zeros add nothing to ``q·k`` and the
+    padded output columns are dropped."""
     head_dim = q.shape[-1]
-    padded = cudnn_head_dim(head_dim) if implementation == "cudnn" else head_dim
+    padded = cudnn_head_dim(head_dim)
     if padded != head_dim:
         pad = ((0, 0), (0, 0), (0, 0), (0, padded - head_dim))
         q, k, v = (jnp.pad(a, pad) for a in (q, k, v))

@@ -19,6 +19,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import DTypeLike
 from optax.contrib import MuonDimensionNumbers, MuonState
 
 from elf_eqx.config import resolve_compute_dtype
@@ -55,7 +56,7 @@ def _is_dims_leaf(x) -> bool:
 
 
 def scale_by_muon_low_precision(
-    ns_dtype: jnp.dtype, dims_fn, *, beta: float = 0.95, ns_steps: int = 5, eps: float = 1e-8
+    ns_dtype: DTypeLike, dims_fn, *, beta: float = 0.95, ns_steps: int = 5, eps: float = 1e-8
 ) -> optax.GradientTransformation:
     """``optax.contrib.scale_by_muon`` (Nesterov, Frobenius preconditioning) with the
     Newton–Schulz iterations in ``ns_dtype``. The momentum is kept and updated in float32; the
@@ -91,7 +92,7 @@ def muon(
     adam_b1: float = 0.9,
     adam_b2: float = MUON_ADAM_B2,
     weight_decay: float = 0.0,
-    ns_dtype: jnp.dtype | str = jnp.float32,
+    ns_dtype: DTypeLike = jnp.float32,
 ) -> optax.GradientTransformation:
     """Muon with ``optax.contrib.muon``'s state tree and defaults; the Newton–Schulz iterations
     run in ``ns_dtype``. In float32 this returns ``optax.contrib.muon`` itself."""
@@ -110,7 +111,7 @@ def muon_partition(
     adam_b1: float,
     adam_b2: float,
     weight_decay: float,
-    ns_dtype: jnp.dtype,
+    ns_dtype: DTypeLike,
 ) -> optax.GradientTransformation:
     """The partition ``optax.contrib.muon`` builds (Muon branch for the leaves ``dims_fn`` gives
     dimension numbers, Nesterov AdamW for the rest), with :func:`scale_by_muon_low_precision`."""
