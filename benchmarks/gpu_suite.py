@@ -338,7 +338,7 @@ def format_table(result: dict) -> str:
                          f"{r.get('skipped') or r.get('error')}")
             continue
         lines.append(f"{r['row']:<11} {r['model']:<6} {r['batch']:>5} {r['remat']:<13} {r['s_per_step']:>8.4f} "
-                     f"{r['tokens_per_s']:>10,.0f} {_fmt(None if r['mfu'] is None else 100 * r['mfu'], '.1f') + '%':>6} "
+                     f"{r['tokens_per_s']:>10,.0f} {'-' if r['mfu'] is None else format(100 * r['mfu'], '.1f') + '%':>6} "
                      f"{_fmt(r['program_gib'], '.2f'):>8} {_fmt(r['peak_gib_so_far'], '.2f'):>8} {r['compile_s']:>9.1f}")
     for r in result["sampling"]:
         if "samples_per_s" in r:
