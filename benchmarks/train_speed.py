@@ -3,6 +3,8 @@
     python benchmarks/train_speed.py --model ELF-B --batch 8 --length 1024          # GPU
     python benchmarks/train_speed.py --model ELF-XS --batch 8 --length 128 --encoder-dim 384   # CPU
 
+The timing helpers here are shared with benchmarks/gpu_suite.py (the whole GPU suite).
+
 Reports seconds per optimizer step, training tokens/s, peak device memory where the backend
 exposes it, and seconds per sampled batch. Compare with ELF_SPEC.md §6 (reference, one H100:
 ELF-B L=1024 batch 8 → 0.123 s/step; 32-step SDE sampling batch 32 → 2.07 s).
@@ -34,8 +36,8 @@ class Args:
     length: int = 1024
     encoder_dim: int = 512
     vocab_size: int = 32100
-    compute_dtype: str = "float32"
-    remat: bool = False
+    compute_dtype: str = "auto"
+    remat: str = "none"
     optimizer: str = "muon"
     steps: int = 10
     sample_batch: int = 32
@@ -43,14 +45,35 @@ class Args:
     skip_sampling: bool = False
 
 
-def _timed(fn, repeats: int) -> float:
-    """Mean wall seconds of ``fn()`` over ``repeats`` calls, after one warm-up call."""
-    jax.block_until_ready(fn())
+def timed(fn, repeats: int, warmup: bool = True) -> float:
+    """Mean wall seconds of ``fn()`` over ``repeats`` back-to-back calls (one warm-up call first
+    unless ``warmup=False``); the device is synchronised only at the end, so dispatch overlaps."""
+    if warmup:
+        jax.block_until_ready(fn())
     start = time.perf_counter()
     for _ in range(repeats):
         out = fn()
     jax.block_until_ready(out)
     return (time.perf_counter() - start) / repeats
+
+
+def first_call_seconds(fn) -> tuple[float, object]:
+    """Wall seconds of the first (compiling) call of ``fn()``, and its result."""
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    return time.perf_counter() - start, out
+
+
+def peak_memory_gib(device=None) -> float | None:
+    """The device's peak bytes in use so far, in GiB (None where the backend keeps no statistics)."""
+    stats = (device or jax.devices()[0]).memory_stats() or {}
+    return stats["peak_bytes_in_use"] / 2**30 if "peak_bytes_in_use" in stats else None
+
+
+def memory_limit_bytes(device=None) -> int | None:
+    """Bytes the allocator may use on the device (None where unknown, e.g. on the CPU)."""
+    stats = (device or jax.devices()[0]).memory_stats() or {}
+    return stats.get("bytes_limit")
 
 
 def main(args: Args) -> dict:
@@ -70,16 +93,15 @@ def main(args: Args) -> dict:
         return metrics["loss"]
 
     result = {"device": str(jax.devices()[0].device_kind), "params": count_params(model), **dataclasses.asdict(args)}
-    result["s_per_step"] = _timed(one_step, args.steps)
+    result["s_per_step"] = timed(one_step, args.steps)
     result["train_tokens_per_s"] = args.batch * args.length / result["s_per_step"]
-    stats = jax.devices()[0].memory_stats() or {}
-    if "peak_bytes_in_use" in stats:
-        result["peak_gib"] = stats["peak_bytes_in_use"] / 2**30
+    if peak_memory_gib() is not None:
+        result["peak_gib"] = peak_memory_gib()
     if not args.skip_sampling:
         sampler = Sampler(num_steps=args.sample_steps, method="sde", gamma=1.5, omega=3.0)
         sample = eqx.filter_jit(lambda m, k: sampler(m, k, batch_size=args.sample_batch, length=args.length).tokens)
         ema = holder["state"].ema
-        result["s_per_sample_batch"] = _timed(lambda: sample(ema, jax.random.key(3)), 2)
+        result["s_per_sample_batch"] = timed(lambda: sample(ema, jax.random.key(3)), 2)
         result["samples_per_s"] = args.sample_batch / result["s_per_sample_batch"]
     print(json.dumps(result, indent=1))
     return result

@@ -5,14 +5,56 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+import jax
+import jax.numpy as jnp
+
+ComputeDtype = Literal["auto", "float32", "bfloat16"]
+RematPolicy = Literal["none", "dots_saveable", "full"]
+AttentionImpl = Literal["auto", "xla", "cudnn"]
+REMAT_POLICIES: tuple[str, ...] = ("none", "dots_saveable", "full")
+
+
+def resolve_compute_dtype(name: str, backend: str | None = None) -> jnp.dtype:
+    """The activation dtype for ``name`` on ``backend`` (default: ``jax.default_backend()``).
+
+    ``auto`` is bfloat16 on accelerators (GPU, TPU) and float32 on the CPU; the config keeps the
+    word ``auto``, so a checkpoint made on one backend runs in the right dtype on another.
+    """
+    if name == "auto":
+        backend = jax.default_backend() if backend is None else backend
+        return jnp.dtype(jnp.float32 if backend == "cpu" else jnp.bfloat16)
+    if name not in ("float32", "bfloat16"):
+        raise ValueError(f"compute_dtype must be auto, float32 or bfloat16, got {name!r}")
+    return jnp.dtype(name)
+
+
+def normalize_remat(value: str | bool | None) -> str:
+    """A remat policy name from a name or the old boolean (``True`` → ``full``, ``False`` → ``none``)."""
+    if value is True or value is False:
+        return "full" if value else "none"
+    if value not in REMAT_POLICIES:
+        raise ValueError(f"remat must be one of {list(REMAT_POLICIES)} (or a bool), got {value!r}")
+    return value
+
 
 @dataclasses.dataclass(frozen=True)
 class ELFConfig:
     """Shape and behaviour of one ELF network (denoiser and decoder share these weights).
 
     ``encoder_dim`` (D) and ``vocab_size`` (V) come from the frozen encoder and its tokenizer;
-    the rest is the preset. ``compute_dtype`` is the activation dtype of the matmuls
-    (parameters stay float32; norms and softmax always run in float32).
+    the rest is the preset. Runtime fields (they change how the weights are run, not what they are):
+
+    - ``compute_dtype``: activation dtype of the matmuls; ``auto`` resolves at trace time to
+      bfloat16 on GPU/TPU and float32 on CPU (:func:`resolve_compute_dtype`). Parameters,
+      optimizer state and EMA stay float32; norms, softmax statistics, both heads' outputs and
+      the loss are float32 whatever this says.
+    - ``remat``: rematerialisation policy per block, named as ``jax.checkpoint_policies``:
+      ``none`` (keep every activation), ``dots_saveable`` (keep matmul outputs, recompute the
+      elementwise rest), ``full`` (keep only each block's input). The old booleans are accepted
+      (True → full, False → none).
+    - ``attention``: ``auto`` uses cuDNN flash attention on NVIDIA GPUs when the dtype is
+      bf16/fp16 (and XLA elsewhere), ``cudnn`` insists on it, ``xla`` is the explicit einsum math.
+      With attention-probability dropout active the explicit path is always used.
     """
 
     depth: int
@@ -29,8 +71,9 @@ class ELFConfig:
     norm_eps: float = 1e-6
     attn_dropout: float = 0.0
     proj_dropout: float = 0.0
-    compute_dtype: Literal["float32", "bfloat16"] = "float32"
-    remat: bool = False
+    compute_dtype: ComputeDtype = "auto"
+    remat: RematPolicy | bool = "none"  # a bool (old configs) is normalised to a policy name
+    attention: AttentionImpl = "auto"
 
     def __post_init__(self) -> None:
         for name in ("depth", "hidden_size", "num_heads", "encoder_dim", "vocab_size", "bottleneck_dim"):
@@ -48,8 +91,22 @@ class ELFConfig:
         for name in ("attn_dropout", "proj_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"ELFConfig.{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.compute_dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"ELFConfig.compute_dtype must be float32 or bfloat16, got {self.compute_dtype!r}")
+        if self.compute_dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(
+                f"ELFConfig.compute_dtype must be auto, float32 or bfloat16, got {self.compute_dtype!r}"
+            )
+        try:
+            # Old configs and checkpoints stored remat as a bool.
+            object.__setattr__(self, "remat", normalize_remat(self.remat))
+        except ValueError as err:
+            raise ValueError(f"ELFConfig.{err}") from None
+        if self.attention not in ("auto", "xla", "cudnn"):
+            raise ValueError(f"ELFConfig.attention must be auto, xla or cudnn, got {self.attention!r}")
+
+    @property
+    def dtype(self) -> jnp.dtype:
+        """The resolved activation dtype on the current backend (see :func:`resolve_compute_dtype`)."""
+        return resolve_compute_dtype(self.compute_dtype)
 
     @property
     def head_dim(self) -> int:
@@ -81,6 +138,12 @@ PRESETS: dict[str, dict[str, int]] = {
     "ELF-T": dict(depth=2, hidden_size=64, num_heads=4),
 }
 
+# Default remat policy of each preset (any preset not listed: "none"). Estimated for one 80 GB
+# GPU at L = 1024 with bf16 activations and fused attention: ELF-B keeps every activation
+# (batch 32 needs roughly 10 GB of them); ELF-M keeps only matmul outputs; ELF-L keeps only each
+# block's input. benchmarks/gpu_suite.py measures the largest batch under each.
+PRESET_REMAT: dict[str, str] = {"ELF-M": "dots_saveable", "ELF-L": "full"}
+
 
 def preset(name: str, **overrides) -> ELFConfig:
     """The :class:`ELFConfig` of a named preset (``ELF-B``, ``ELF-M``, ``ELF-L``, ``ELF-S``,
@@ -91,4 +154,5 @@ def preset(name: str, **overrides) -> ELFConfig:
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"unknown ELFConfig field(s) {unknown}; known fields: {sorted(fields)}")
-    return ELFConfig(**{**PRESETS[name], **overrides})
+    defaults = {**PRESETS[name], "remat": PRESET_REMAT.get(name, "none")}
+    return ELFConfig(**{**defaults, **overrides})

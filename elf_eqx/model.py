@@ -37,7 +37,7 @@ class Block(eqx.Module):
         k1, k2 = jax.random.split(key)
         h = config.hidden_size
         self.norm1 = RMSNorm(h, config.norm_eps)
-        self.attn = SelfAttention(h, config.num_heads, eps=config.norm_eps, key=k1)
+        self.attn = SelfAttention(h, config.num_heads, eps=config.norm_eps, implementation=config.attention, key=k1)
         self.norm2 = RMSNorm(h, config.norm_eps)
         self.mlp = SwiGLU(h, config.mlp_hidden, key=k2)
 
@@ -49,13 +49,28 @@ class Block(eqx.Module):
         attn_rate: Float[Array, ""] | float = 0.0,
         proj_rate: Float[Array, ""] | float = 0.0,
         key: PRNGKeyArray | None = None,
+        attn_dropout_active: bool = False,
     ) -> Float[Array, "B N H"]:
-        """One block; ``key=None`` disables dropout."""
+        """One block; ``key=None`` disables dropout. ``attn_dropout_active`` (static) says that
+        ``attn_rate`` may be non-zero, which rules out the fused attention kernel."""
         k_attn, k_proj1, k_proj2 = jax.random.split(key, 3) if key is not None else (None,) * 3
-        a = self.attn(self.norm1(x), cos, sin, attn_dropout=attn_rate, key=k_attn)
+        a = self.attn(self.norm1(x), cos, sin, attn_dropout=attn_rate, dropout_active=attn_dropout_active, key=k_attn)
         x = x + dropout(a, proj_rate, k_proj1)
         m = self.mlp(self.norm2(x))
         return x + dropout(m, proj_rate, k_proj2)
+
+
+def remat_policy(body, policy: str):
+    """``body`` (one scanned block) under the named rematerialisation policy: ``none`` keeps every
+    activation for the backward pass, ``dots_saveable`` keeps matmul outputs only, ``full`` keeps
+    only the block's input (the names of ``jax.checkpoint_policies``)."""
+    if policy == "none":
+        return body
+    if policy == "dots_saveable":
+        return jax.checkpoint(body, policy=jax.checkpoint_policies.dots_saveable, prevent_cse=False)
+    if policy == "full":
+        return jax.checkpoint(body, prevent_cse=False)
+    raise ValueError(f"unknown remat policy {policy!r} (none, dots_saveable, full)")
 
 
 def _as_batch_vector(value: Float[Array, " B"] | Bool[Array, " B"] | float | bool, batch: int) -> Float[Array, " B"]:
@@ -104,7 +119,8 @@ class ELF(eqx.Module):
 
     @property
     def compute_dtype(self) -> jnp.dtype:
-        return jnp.dtype(self.config.compute_dtype)
+        """The activation dtype on the current backend (``auto`` resolved: bf16 on GPU/TPU, float32 on CPU)."""
+        return self.config.dtype
 
     def hidden(
         self,
@@ -156,16 +172,16 @@ class ELF(eqx.Module):
         in_dropout_range = jnp.asarray(cfg.dropout_layers(), jnp.float32)
         use_dropout = key is not None and (cfg.attn_dropout > 0 or cfg.proj_dropout > 0)
         layer_keys = jax.random.split(key, cfg.depth) if use_dropout else None
+        attn_dropout_active = use_dropout and cfg.attn_dropout > 0
 
         def body(carry, layer):
             block_params, active, layer_key = layer
             block = eqx.combine(block_params, static)
-            out = block(carry, cos, sin, cfg.attn_dropout * active, cfg.proj_dropout * active, layer_key)
+            out = block(carry, cos, sin, cfg.attn_dropout * active, cfg.proj_dropout * active, layer_key,
+                        attn_dropout_active)
             return out, None
 
-        if cfg.remat:
-            body = jax.checkpoint(body)
-        x, _ = jax.lax.scan(body, x, (params, in_dropout_range, layer_keys))
+        x, _ = jax.lax.scan(remat_policy(body, cfg.remat), x, (params, in_dropout_range, layer_keys))
         return x
 
     def denoise_head(self, h: Float[Array, "B L H"]) -> Float[Array, "B L D"]:
@@ -207,8 +223,8 @@ def count_params(model: eqx.Module) -> int:
 
 def with_runtime_options(model: ELF, **fields) -> ELF:
     """``model`` with the same weights and other runtime settings of its :class:`ELFConfig`
-    (``compute_dtype``, ``remat``, dropout rates), e.g. ``with_runtime_options(m, compute_dtype="bfloat16")``."""
-    allowed = {"compute_dtype", "remat", "attn_dropout", "proj_dropout"}
+    (``compute_dtype``, ``remat``, ``attention``, dropout rates), e.g. ``with_runtime_options(m, compute_dtype="bfloat16")``."""
+    allowed = {"compute_dtype", "remat", "attention", "attn_dropout", "proj_dropout"}
     unknown = sorted(set(fields) - allowed)
     if unknown:
         raise ValueError(f"with_runtime_options: {unknown} change the architecture; allowed: {sorted(allowed)}")

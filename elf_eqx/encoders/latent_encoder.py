@@ -11,9 +11,17 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
+from elf_eqx.config import resolve_compute_dtype
 from elf_eqx.encoders.latents import encoder_attention_mask, normalize_latents
 from elf_eqx.parallel.mesh import shard_batch
 from elf_eqx.objective import LatentBatch
+
+
+def cast_floating(tree, dtype: jnp.dtype):
+    """``tree`` with every floating-point array cast to ``dtype`` (integer and bool leaves kept)."""
+    def cast(a):
+        return a.astype(dtype) if eqx.is_array(a) and jnp.issubdtype(a.dtype, jnp.floating) else a
+    return jax.tree_util.tree_map(cast, tree)
 
 
 _FIELD_DTYPES = {"input_ids": np.int32, "valid_mask": bool, "cond_mask": bool, "loss_mask": bool}
@@ -41,13 +49,16 @@ class LatentEncoder(eqx.Module):
     """The frozen text encoder with the latent normalisation and CFG label drop.
 
     ``encoder(input_ids (B, L), mask (B, L, L)) -> (B, L, D)`` is any of ``elf_eqx.encoders``;
-    its output never receives gradients.
+    its output never receives gradients. ``compute_dtype`` is the dtype the encoder runs in
+    (``auto``: bfloat16 on GPU/TPU, float32 on CPU): its weights are cast inside the compiled
+    step, its norms and softmax stay float32 inside, and the latents come out float32.
     """
 
     encoder: eqx.Module
     latent_mean: float = eqx.field(static=True, default=0.0)
     latent_std: float = eqx.field(static=True, default=0.2)
     label_drop_prob: float = eqx.field(static=True, default=0.0)
+    compute_dtype: str = eqx.field(static=True, default="auto")
 
     def __call__(self, batch: TokenBatch, key: PRNGKeyArray) -> LatentBatch:
         """Encode ``batch``; with probability ``label_drop_prob`` a conditional sample loses its
@@ -64,5 +75,7 @@ class LatentEncoder(eqx.Module):
     def _latents(self, batch: TokenBatch, drop: Bool[Array, " B"] | None) -> Float[Array, "B L D"]:
         """Normalised encoder states under the conditional encoder mask (no gradient)."""
         mask = encoder_attention_mask(batch.valid_mask, batch.cond_mask, drop)
-        hidden = jax.lax.stop_gradient(self.encoder(batch.input_ids, mask))
+        dtype = resolve_compute_dtype(self.compute_dtype)
+        encoder = self.encoder if dtype == jnp.float32 else cast_floating(self.encoder, dtype)
+        hidden = jax.lax.stop_gradient(encoder(batch.input_ids, mask))
         return normalize_latents(hidden.astype(jnp.float32), self.latent_mean, self.latent_std)

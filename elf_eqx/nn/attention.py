@@ -1,10 +1,20 @@
-"""Multi-head self-attention with QK-norm and RoPE, as in the ELF blocks."""
+"""Multi-head self-attention with QK-norm and RoPE, as in the ELF blocks.
+
+The attention core runs one of two ways (chosen by :func:`choose_attention`): the explicit
+einsum math (``xla``: float32 scores and softmax, dropout on the probabilities possible), or
+cuDNN's fused flash attention through ``jax.nn.dot_product_attention(implementation="cudnn")``,
+which never materialises the ``(B, heads, N, N)`` scores (docs/method.md#network).
+"""
 
 from __future__ import annotations
+
+import functools
+import warnings
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from elf_eqx.nn.dropout import dropout
@@ -12,11 +22,106 @@ from elf_eqx.nn.linear import Linear
 from elf_eqx.nn.norm import RMSNorm
 from elf_eqx.nn.rope import apply_rope
 
+# cuDNN flash attention takes bf16/fp16 operands and a head dimension that is a multiple of 8,
+# at most 128 on every NVIDIA GPU (256 from Hopper on); we pad smaller odd sizes up to it.
+_CUDNN_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+_CUDNN_MAX_HEAD_DIM = 128
+
+
+def cudnn_head_dim(head_dim: int) -> int:
+    """``head_dim`` rounded up to the multiple of 8 that cuDNN's flash attention takes."""
+    return -(-head_dim // 8) * 8
+
+
+def accelerator_platform() -> str:
+    """``cuda``, ``rocm``, ``tpu``, ``cpu``...: the platform of the default backend's devices."""
+    backend = jax.default_backend()
+    if backend != "gpu":
+        return backend
+    version = str(getattr(jax.devices()[0].client, "platform_version", "")).lower()
+    return "rocm" if "rocm" in version or "hip" in version else "cuda"
+
+
+@functools.lru_cache(maxsize=None)
+def _say_once(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
+
+
+def choose_attention(
+    requested: str, platform: str, dtype: DTypeLike, head_dim: int, dropout_active: bool = False
+) -> str:
+    """``"cudnn"`` or ``"xla"``: the attention core to run.
+
+    ``requested`` is the config's ``attention`` (``auto``, ``xla``, ``cudnn``); ``platform`` as
+    :func:`accelerator_platform` names it; ``dtype`` the activation dtype. ``auto`` picks cuDNN
+    only on an NVIDIA GPU (``cuda``) with bf16/fp16 activations and a head dimension cuDNN can
+    take (after padding to a multiple of 8); ``cudnn`` raises where that does not hold. Dropout
+    on attention probabilities cannot run inside the fused kernel: with ``dropout_active`` the
+    explicit path is used, and the first time this happens a warning says so.
+    """
+    if requested not in ("auto", "xla", "cudnn"):
+        raise ValueError(f"attention must be auto, xla or cudnn, got {requested!r}")
+    if requested == "xla":
+        return "xla"
+    dtype = jnp.dtype(dtype)
+    problems = []
+    if platform != "cuda":
+        problems.append(f"the backend is {platform}, not an NVIDIA GPU")
+    if dtype not in _CUDNN_DTYPES:
+        problems.append(f"activations are {dtype.name}, not bfloat16/float16 (set compute_dtype)")
+    if cudnn_head_dim(head_dim) > _CUDNN_MAX_HEAD_DIM:
+        problems.append(f"head dimension {head_dim} exceeds {_CUDNN_MAX_HEAD_DIM}")
+    if problems:
+        if requested == "cudnn":
+            raise ValueError("attention='cudnn' cannot run: " + "; ".join(problems))
+        return "xla"
+    if dropout_active:
+        _say_once(f"attention={requested!r}: attn_dropout > 0 needs dropout on the attention probabilities, "
+                  "which the fused cuDNN kernel cannot do; training blocks use the explicit XLA attention")
+        return "xla"
+    return "cudnn"
+
+
+def explicit_attention(
+    q: Float[Array, "B N heads D"],
+    k: Float[Array, "B N heads D"],
+    v: Float[Array, "B N heads D"],
+    scale: float,
+    attn_dropout: Float[Array, ""] | float = 0.0,
+    key: PRNGKeyArray | None = None,
+) -> Float[Array, "B N heads D"]:
+    """``softmax(scale·q·kᵀ)·v`` with float32 scores and softmax; dropout on the probabilities
+    when ``key`` is given. Output in the dtype of ``v``."""
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+    probs = jax.nn.softmax(logits, axis=-1)
+    probs = dropout(probs, attn_dropout, key).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+def fused_attention(
+    q: Float[Array, "B N heads D"],
+    k: Float[Array, "B N heads D"],
+    v: Float[Array, "B N heads D"],
+    scale: float,
+    implementation: str = "cudnn",
+) -> Float[Array, "B N heads D"]:
+    """``softmax(scale·q·kᵀ)·v`` through ``jax.nn.dot_product_attention``. The head dimension is
+    zero-padded to a multiple of 8 (cuDNN's requirement): zeros add nothing to ``q·k`` and the
+    padded output columns are dropped."""
+    head_dim = q.shape[-1]
+    padded = cudnn_head_dim(head_dim)
+    if padded != head_dim:
+        pad = ((0, 0), (0, 0), (0, 0), (0, padded - head_dim))
+        q, k, v = (jnp.pad(a, pad) for a in (q, k, v))
+    out = jax.nn.dot_product_attention(q, k, v, scale=scale, implementation=implementation)
+    return out[..., :head_dim]
+
 
 class SelfAttention(eqx.Module):
     """Fused ``qkv`` projection, per-head RMSNorm on q and k, RoPE, float32 softmax, output projection.
 
     No attention mask: ELF attends to every position, padding included (ELF_SPEC.md §2.5).
+    ``implementation`` is the config's ``attention`` field (``auto``, ``xla``, ``cudnn``).
     """
 
     qkv: Linear
@@ -24,8 +129,12 @@ class SelfAttention(eqx.Module):
     q_norm: RMSNorm
     k_norm: RMSNorm
     num_heads: int = eqx.field(static=True)
+    implementation: str = eqx.field(static=True, default="auto")
 
-    def __init__(self, hidden_size: int, num_heads: int, *, eps: float = 1e-6, key: PRNGKeyArray):
+    def __init__(
+        self, hidden_size: int, num_heads: int, *, eps: float = 1e-6, implementation: str = "auto",
+        key: PRNGKeyArray,
+    ):
         k1, k2 = jax.random.split(key)
         head_dim = hidden_size // num_heads
         self.qkv = Linear(hidden_size, 3 * hidden_size, key=k1)
@@ -33,6 +142,7 @@ class SelfAttention(eqx.Module):
         self.q_norm = RMSNorm(head_dim, eps)
         self.k_norm = RMSNorm(head_dim, eps)
         self.num_heads = num_heads
+        self.implementation = implementation
 
     def __call__(
         self,
@@ -41,17 +151,24 @@ class SelfAttention(eqx.Module):
         sin: Float[Array, "N half"],
         *,
         attn_dropout: Float[Array, ""] | float = 0.0,
+        dropout_active: bool = False,
         key: PRNGKeyArray | None = None,
     ) -> Float[Array, "B N H"]:
-        """``(B, N, H) -> (B, N, H)``; ``cos``/``sin`` are the RoPE tables of :func:`rope_angles`."""
+        """``(B, N, H) -> (B, N, H)``; ``cos``/``sin`` are the RoPE tables of :func:`rope_angles`.
+
+        ``dropout_active`` (static) says that ``attn_dropout`` may be non-zero with ``key`` given,
+        which forces the explicit path."""
         b, n, h = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, h // self.num_heads)
+        head_dim = h // self.num_heads
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, head_dim)
         q = apply_rope(self.q_norm(qkv[:, :, 0]), cos, sin)
         k = apply_rope(self.k_norm(qkv[:, :, 1]), cos, sin)
         v = qkv[:, :, 2]
-        scale = (h // self.num_heads) ** -0.5
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
-        probs = jax.nn.softmax(logits, axis=-1)
-        probs = dropout(probs, attn_dropout, key).astype(v.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, n, h)
-        return self.proj(out)
+        scale = head_dim**-0.5
+        impl = choose_attention(self.implementation, accelerator_platform(), x.dtype, head_dim,
+                                dropout_active and key is not None)
+        if impl == "cudnn":
+            out = fused_attention(q, k, v, scale)
+        else:
+            out = explicit_attention(q, k, v, scale, attn_dropout, key)
+        return self.proj(out.reshape(b, n, h))

@@ -56,8 +56,8 @@ class SampleConfig:
     """Time grid: uniform, or sorted logit-normal draws (a fresh grid per batch)."""
     self_condition: bool = True
     """Feed each step's x̂ to the next (as trained); --no-self-condition feeds zeros."""
-    compute_dtype: Literal["float32", "bfloat16"] = "float32"
-    """Activation dtype of the network's matmuls (weights stay float32)."""
+    compute_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Activation dtype of the network's matmuls (weights stay float32); auto: bf16 on GPU/TPU, float32 on CPU."""
 
     # -- how many, how long ----------------------------------------------------------------
     seed: int = 0

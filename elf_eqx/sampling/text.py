@@ -76,7 +76,7 @@ class TextSampler:
             text_encoder = load_text_encoder(bundle.encoder)
             check_compatible(tok, text_encoder, model_vocab_size=model.config.vocab_size,
                              model_encoder_dim=model.config.encoder_dim, max_length=seq_length)
-            latent_encoder = LatentEncoder(text_encoder, bundle.latent_mean, bundle.latent_std)
+            latent_encoder = LatentEncoder(text_encoder, bundle.latent_mean, bundle.latent_std, compute_dtype=compute_dtype)
         return TextSampler(bundle, model, tok, spec, latent_encoder, make_mesh(mesh))
 
     def sampler(self, settings: dict[str, Any]) -> Sampler:
@@ -129,7 +129,7 @@ class TextSampler:
         record_settings = {
             **settings, "noise_scale": sampler.noise_scale, "t_eps": sampler.t_eps, "p_mean": sampler.p_mean,
             "p_std": sampler.p_std, "seed": seed, "batch_size": batch_size, "length": self.spec.max_length,
-            "compute_dtype": self.model.config.compute_dtype, "origin": self.bundle.origin, "step": self.bundle.step,
+            "compute_dtype": self.model.config.dtype.name, "origin": self.bundle.origin, "step": self.bundle.step,
             "tokenizer": self.bundle.tokenizer, **({"encoder": self.bundle.encoder} if self.conditional else {}),
             "mesh": dict(self.mesh.shape), **(extra_settings or {}),
         }

@@ -29,10 +29,14 @@ class TrainConfig:
     # -- model ---------------------------------------------------------------------------
     model: str = "ELF-B"
     """Architecture preset: ELF-B, ELF-M, ELF-L, or the small ELF-S, ELF-XS, ELF-T."""
-    compute_dtype: Literal["float32", "bfloat16"] = "float32"
-    """Activation dtype of the network's matmuls (parameters stay float32)."""
-    remat: bool = False
-    """Recompute block activations in the backward pass (less memory, ~30% more compute)."""
+    compute_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Activation dtype of the network's matmuls and the frozen encoder (parameters stay float32);
+    auto: bfloat16 on GPU/TPU, float32 on CPU."""
+    remat: Literal["none", "dots_saveable", "full"] | bool | None = None
+    """Per-block rematerialisation policy (jax.checkpoint_policies names; true = full, false = none);
+    default: the preset's (none for ELF-B and smaller, dots_saveable for ELF-M, full for ELF-L)."""
+    attention: Literal["auto", "xla", "cudnn"] = "auto"
+    """Attention core: auto = cuDNN flash attention on NVIDIA GPUs with bf16, XLA elsewhere."""
     attn_dropout: float = 0.0
     """Dropout on attention probabilities, in blocks depth//4 ≤ i < 3·depth//4 only."""
     proj_dropout: float = 0.0
@@ -102,8 +106,8 @@ class TrainConfig:
     """Micro-batches per optimizer step (global_batch is split into this many)."""
     b1: float = 0.9
     """Adam β1 (AdamW, and Muon's AdamW part)."""
-    b2: float = 0.95
-    """Adam β2."""
+    b2: float | None = None
+    """Adam β2; default: 0.999 on Muon's Adam side (optax's default, as the reference), 0.95 for AdamW."""
     weight_decay: float = 0.0
     """Decoupled weight decay."""
     clip_norm: float = 1.0
@@ -199,7 +203,8 @@ class TrainConfig:
             encoder_dim=encoder_dim,
             vocab_size=vocab_size,
             compute_dtype=self.compute_dtype,
-            remat=self.remat,
+            attention=self.attention,
+            **({} if self.remat is None else {"remat": self.remat}),
             attn_dropout=self.attn_dropout,
             proj_dropout=self.proj_dropout,
         )

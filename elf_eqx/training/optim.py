@@ -1,9 +1,15 @@
 """Optimizers for ELF: Muon (default, as the reference) or AdamW, behind a global-norm clip.
 
 Muon orthogonalises the updates of the matrix weights; everything else (biases, norm scales,
-learned tokens) takes the AdamW branch inside ``optax.contrib.muon``. Our blocks are stacked
-along a leading ``depth`` axis, so their kernels are ``(depth, in, out)`` and are orthogonalised
-per layer (the depth axis is a batch axis).
+learned tokens) takes the AdamW branch inside ``optax.contrib.muon``, with optax's defaults
+(b1 0.9, b2 0.999) as the reference uses them. Our blocks are stacked along a leading ``depth``
+axis, so their kernels are ``(depth, in, out)`` and are orthogonalised per layer (the depth
+axis is a batch axis).
+
+On accelerators the Newton–Schulz iterations run in bfloat16 (:func:`muon`); the momentum and
+every other optimizer state stay float32, and the state has the same tree as
+``optax.contrib.muon``'s, so checkpoints move between backends. In float32 the optimizer *is*
+``optax.contrib.muon``.
 """
 
 from __future__ import annotations
@@ -11,10 +17,18 @@ from __future__ import annotations
 from typing import Literal
 
 import jax
+import jax.numpy as jnp
 import optax
-from optax.contrib import MuonDimensionNumbers
+from jax.typing import DTypeLike
+from optax.contrib import MuonDimensionNumbers, MuonState
 
+from elf_eqx.config import resolve_compute_dtype
 from elf_eqx.model import ELF
+
+# optax.contrib.muon's defaults for its Adam side, which the reference relies on.
+MUON_ADAM_B2 = 0.999
+ADAMW_B2 = 0.95
+_NS_COEFFS = (3.4445, -4.7750, 2.0315)
 
 
 def _key_name(entry) -> str:
@@ -37,29 +51,121 @@ def muon_dimension_numbers(model: ELF):
     return jax.tree_util.tree_map_with_path(rule, model)
 
 
+def _is_dims_leaf(x) -> bool:
+    return x is None or isinstance(x, MuonDimensionNumbers) or isinstance(x, optax.MaskedNode)
+
+
+def scale_by_muon_low_precision(
+    ns_dtype: DTypeLike, dims_fn, *, beta: float = 0.95, ns_steps: int = 5, eps: float = 1e-8
+) -> optax.GradientTransformation:
+    """``optax.contrib.scale_by_muon`` (Nesterov, Frobenius preconditioning) with the
+    Newton–Schulz iterations in ``ns_dtype``. The momentum is kept and updated in float32; the
+    Nesterov momentum is cast to ``ns_dtype`` for the iterations (which start by normalising it)
+    and the orthogonalised result back to float32."""
+    inner = optax.contrib.scale_by_muon(ns_coeffs=_NS_COEFFS, ns_steps=ns_steps, beta=beta, eps=eps,
+                                        weight_dimension_numbers=dims_fn)
+    orthogonalize = optax.contrib._muon.orthogonalize_via_newton_schulz
+
+    def update_fn(updates, state: MuonState, params=None):
+        del params
+        dims = dims_fn(updates)
+        mu = optax.tree.update_moment(updates, state.mu, beta, 1)
+        count_inc = optax.safe_increment(state.count)
+        mu_hat = jax.tree_util.tree_map(
+            lambda m, g: beta * m + (1 - beta) * g,
+            optax.tree.bias_correction(mu, beta, optax.safe_increment(count_inc)),
+            optax.tree.bias_correction(updates, beta, count_inc),
+        )
+        new = jax.tree_util.tree_map(
+            lambda x, d: orthogonalize(x.astype(ns_dtype), state.ns_coeffs, ns_steps, "frobenius", eps, d).astype(x.dtype),
+            mu_hat, dims, is_leaf=lambda x: isinstance(x, MuonDimensionNumbers),
+        )
+        return new, MuonState(count=count_inc, mu=mu, ns_coeffs=state.ns_coeffs)
+
+    return optax.GradientTransformation(inner.init, update_fn)
+
+
+def muon(
+    learning_rate: float | optax.Schedule,
+    dims_fn,
+    *,
+    adam_b1: float = 0.9,
+    adam_b2: float = MUON_ADAM_B2,
+    weight_decay: float = 0.0,
+    ns_dtype: DTypeLike = jnp.float32,
+) -> optax.GradientTransformation:
+    """Muon with ``optax.contrib.muon``'s state tree and defaults; the Newton–Schulz iterations
+    run in ``ns_dtype``. In float32 this returns ``optax.contrib.muon`` itself."""
+    ns_dtype = jnp.dtype(ns_dtype)
+    if ns_dtype == jnp.float32:
+        return optax.contrib.muon(learning_rate, weight_decay=weight_decay, adam_b1=adam_b1, adam_b2=adam_b2,
+                                  adam_weight_decay=weight_decay, muon_weight_dimension_numbers=dims_fn)
+    return muon_partition(learning_rate, dims_fn, adam_b1=adam_b1, adam_b2=adam_b2, weight_decay=weight_decay,
+                          ns_dtype=ns_dtype)
+
+
+def muon_partition(
+    learning_rate: float | optax.Schedule,
+    dims_fn,
+    *,
+    adam_b1: float,
+    adam_b2: float,
+    weight_decay: float,
+    ns_dtype: DTypeLike,
+) -> optax.GradientTransformation:
+    """The partition ``optax.contrib.muon`` builds (Muon branch for the leaves ``dims_fn`` gives
+    dimension numbers, Nesterov AdamW for the rest), with :func:`scale_by_muon_low_precision`."""
+    def labels(params):
+        return jax.tree_util.tree_map(
+            lambda d, sub: jax.tree_util.tree_map(lambda _: "adam" if d is None else "muon", sub),
+            dims_fn(params), params, is_leaf=_is_dims_leaf)
+
+    def masked_dims(params):
+        mask = jax.tree_util.tree_map(lambda label: label == "muon", labels(params))
+        return jax.tree_util.tree_map(
+            lambda d, sub: jax.tree_util.tree_map(lambda m: d if m else optax.MaskedNode(), sub),
+            dims_fn(params), mask, is_leaf=_is_dims_leaf)
+
+    return optax.partition(
+        {
+            "muon": optax.chain(
+                scale_by_muon_low_precision(ns_dtype, masked_dims),
+                optax.contrib._muon.scale_by_shape(weight_dimension_numbers=masked_dims),
+                optax.add_decayed_weights(weight_decay),
+                optax.scale_by_learning_rate(learning_rate),
+            ),
+            "adam": optax.adamw(learning_rate, b1=adam_b1, b2=adam_b2, eps=1e-8, weight_decay=weight_decay,
+                                nesterov=True),
+        },
+        labels,
+    )
+
+
 def make_optimizer(
     model: ELF,
     learning_rate: float | optax.Schedule,
     *,
     name: Literal["muon", "adamw"] = "muon",
     b1: float = 0.9,
-    b2: float = 0.95,
+    b2: float | None = None,
     weight_decay: float = 0.0,
     clip_norm: float | None = 1.0,
+    ns_dtype: Literal["auto", "float32", "bfloat16"] = "auto",
 ) -> optax.GradientTransformation:
     """``clip_by_global_norm(clip_norm)`` then Muon (AdamW ``b1``/``b2`` for its non-matrix leaves)
-    or plain AdamW, at ``learning_rate`` (a float or an optax schedule)."""
+    or plain AdamW, at ``learning_rate`` (a float or an optax schedule).
+
+    ``b2=None`` takes each optimizer's default: 0.999 on Muon's Adam side (optax's, as the
+    reference), 0.95 for AdamW; ``b2=0.95`` with Muon is elf_eqx's former behaviour.
+    ``ns_dtype`` is the dtype of Muon's Newton–Schulz iterations (``auto``: bf16 on GPU/TPU,
+    float32 on CPU).
+    """
     if name == "muon":
-        core = optax.contrib.muon(
-            learning_rate,
-            weight_decay=weight_decay,
-            adam_b1=b1,
-            adam_b2=b2,
-            adam_weight_decay=weight_decay,
-            muon_weight_dimension_numbers=muon_dimension_numbers,
-        )
+        core = muon(learning_rate, muon_dimension_numbers, adam_b1=b1,
+                    adam_b2=MUON_ADAM_B2 if b2 is None else b2, weight_decay=weight_decay,
+                    ns_dtype=resolve_compute_dtype(ns_dtype))
     elif name == "adamw":
-        core = optax.adamw(learning_rate, b1=b1, b2=b2, weight_decay=weight_decay)
+        core = optax.adamw(learning_rate, b1=b1, b2=ADAMW_B2 if b2 is None else b2, weight_decay=weight_decay)
     else:
         raise ValueError(f"unknown optimizer {name!r} (muon, adamw)")
     return optax.chain(optax.clip_by_global_norm(clip_norm), core) if clip_norm else core

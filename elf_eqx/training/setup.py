@@ -94,7 +94,7 @@ def build_run(cfg: TrainConfig) -> TrainingRun:
     data = prepare_data(cfg.data, tokenizer, spec, split=cfg.data_split, cache_dir=cfg.cache_dir)
     loader = Loader(data.rows, spec, cfg.global_batch, seed=cfg.seed,
                     process_index=jax.process_index(), process_count=jax.process_count())
-    latent_encoder = LatentEncoder(encoder, cfg.latent_mean, cfg.latent_std, cfg.label_drop_prob)
+    latent_encoder = LatentEncoder(encoder, cfg.latent_mean, cfg.latent_std, cfg.label_drop_prob, cfg.compute_dtype)
     elf_config = cfg.elf_config(encoder.dim, len(tokenizer))
     sampler = Sampler(num_steps=cfg.sample_steps, method=cfg.sample_method, gamma=cfg.sample_gamma,
                       omega=cfg.sample_omega, cfg_weight=cfg.sample_cfg_weight, noise_scale=cfg.noise_scale,

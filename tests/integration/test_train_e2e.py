@@ -92,7 +92,7 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path):
 def test_different_model_in_output_directory(corpus, tmp_path):
     out = tmp_path / "run"
     main(tiny_args(corpus, out, "--max-steps", "1", "--save-every", "1"))
-    main(tiny_args(corpus, out, "--max-steps", "2", "--save-every", "1", "--remat"))  # same weights, run differently
+    main(tiny_args(corpus, out, "--max-steps", "2", "--save-every", "1", "--remat", "full"))  # same weights, run differently
     assert checkpoint_steps(out) == [1, 2]
     with pytest.raises(SystemExit, match="different model.*elf"):
         main(tiny_args(corpus, out, "--max-steps", "3", "--model", "ELF-XS"))

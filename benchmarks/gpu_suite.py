@@ -1,0 +1,356 @@
+"""The GPU benchmark suite: one command that measures training and sampling speed of ELF.
+
+    python benchmarks/gpu_suite.py                      # one GPU, under 8 minutes
+    python benchmarks/gpu_suite.py --smoke              # the same suite on the CPU, ELF-T-sized, seconds
+
+Rows (L = 1024, T5-small-sized frozen encoder with random weights inside the step):
+ELF-B at batch 8 and 32, ELF-M and ELF-L at the largest batch that fits (bounded search: the
+compiled step's memory at batches 8 and 16 gives a per-sample slope; the largest multiple of 8
+predicted under 92% of the device's memory, capped at 256, is compiled and checked, stepping
+down by 8 if it does not fit). Each training row reports seconds per step, tokens/s, MFU,
+the compiled program's memory (XLA's ``memory_analysis``: arguments + outputs + temporaries −
+donated aliases), the process's peak bytes so far, and the compile time. Then ELF-B sampling
+(32 SDE steps) at batch 32 and 256 in samples/s, and the input pipeline (token rows through the
+data loader to device arrays) in batches/s at batch 32. It prints a table and writes JSON.
+
+FLOP count (the MFU numerator; matmul FLOPs = 2 × multiply-adds, remat's recompute not
+counted). With N = L + 12 tokens (4 time, 4 SC-CFG, 4 mode prefix tokens), width H, depth d,
+SwiGLU width F, encoder width D, bottleneck 128, vocabulary V, one forward pass of one sample is
+
+    body   = d · N · (2·(4H² + 3HF) + 4·N·H)            blocks: qkv, proj, w12, w3; QKᵀ and PV
+           + L · (2·2D·D + 2·D·128 + 2·128·H)           self-cond projection and bottleneck
+    denoise head = L · 2HD,   decode head = L · (2HD + 2DV)
+
+and a step on B samples, of which B_dec decode (FlowObjective's split, 20%), costs
+
+    (B − B_dec) · 4 · (body + denoise head)    one no-grad pass + one forward-backward (= 3 passes)
+  +  B_dec      · 3 · (body + decode head)     one forward-backward
+  +  B · encoder forward                       T5: layers · L · (8·d_model·inner + 4·d_model·d_ff + 4·L·inner)
+
+MFU = FLOPs / (s/step) / peak, with the peak dense bf16 rate of the device (H100/H200 SXM:
+989 TFLOP/s; ``--peak-tflops`` overrides; no MFU where the peak is unknown, e.g. on the CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tyro
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_speed import first_call_seconds, memory_limit_bytes, peak_memory_gib, timed  # noqa: E402
+
+from elf_eqx.config import ELFConfig, preset  # noqa: E402
+from elf_eqx.encoders.latent_encoder import LatentEncoder, TokenBatch  # noqa: E402
+from elf_eqx.encoders.t5 import T5Config, T5Encoder  # noqa: E402
+from elf_eqx.model import ELF, count_params  # noqa: E402
+from elf_eqx.objective import FlowObjective  # noqa: E402
+from elf_eqx.sampler import Sampler  # noqa: E402
+from elf_eqx.training.optim import make_optimizer  # noqa: E402
+from elf_eqx.training.step import TrainState, make_train_step  # noqa: E402
+
+# Peak dense bf16 tensor-core rates (FLOP/s) by device kind substring.
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "H800": 989e12, "A100": 312e12, "L40S": 362e12}
+T5_SMALL = T5Config(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8)
+T5_TINY = T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    smoke: bool = False
+    """Run the whole suite on the CPU with ELF-T-sized models and tiny shapes (for CI; no timings meant)."""
+    out: str = "benchmarks/results/gpu_suite.json"
+    """Where the JSON goes."""
+    steps: int = 10
+    """Timed training steps per row (after the compiling call)."""
+    budget_s: float = 450.0
+    """Rows not started within this many seconds are skipped (and say so)."""
+    peak_tflops: float | None = None
+    """Override the device's peak dense bf16 TFLOP/s used for MFU."""
+    compute_dtype: str = "auto"
+    """Activation dtype (auto: bf16 on GPU)."""
+    attention: str = "auto"
+    """auto, xla or cudnn."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    length: int
+    encoder: T5Config
+    train_rows: tuple[tuple[str, str, int | None], ...]  # (label, preset, batch or None = search)
+    search: tuple[int, int, int]  # first probe, second probe, cap
+    sample_rows: tuple[tuple[int, int], ...]  # (batch, steps)
+    pipeline_batch: int
+    steps: int
+
+
+def plan_for(args: Args) -> Plan:
+    if args.smoke:
+        rows = (("ELF-B b8", "ELF-T", 2), ("ELF-B b32", "ELF-T", 4), ("ELF-M max", "ELF-T", None), ("ELF-L max", "ELF-T", None))
+        return Plan(32, T5_TINY, rows, (2, 4, 4), ((4, 2), (8, 2)), 4, 2)
+    rows = (("ELF-B b8", "ELF-B", 8), ("ELF-B b32", "ELF-B", 32), ("ELF-M max", "ELF-M", None), ("ELF-L max", "ELF-L", None))
+    return Plan(1024, T5_SMALL, rows, (8, 16, 256), ((32, 32), (256, 32)), 32, args.steps)
+
+
+# -- FLOPs -----------------------------------------------------------------------------------------
+
+def elf_forward_flops(cfg: ELFConfig, length: int) -> dict[str, float]:
+    """Matmul FLOPs of one forward pass of one sample: the shared ``body`` and the two heads."""
+    n, h, f, d = length + cfg.num_prefix_tokens, cfg.hidden_size, cfg.mlp_hidden, cfg.encoder_dim
+    blocks = cfg.depth * n * (2 * (4 * h * h + 3 * h * f) + 4 * n * h)
+    inputs = length * (2 * 2 * d * d + 2 * d * cfg.bottleneck_dim + 2 * cfg.bottleneck_dim * h)
+    return {"body": float(blocks + inputs), "denoise_head": float(length * 2 * h * d),
+            "decode_head": float(length * (2 * h * d + 2 * d * cfg.vocab_size))}
+
+
+def t5_forward_flops(cfg: T5Config, length: int) -> float:
+    """Matmul FLOPs of the T5 encoder stack on one sample of ``length`` tokens."""
+    inner = cfg.num_heads * cfg.d_kv
+    ffn = (3 if cfg.is_gated_act else 2) * 2 * cfg.d_model * cfg.d_ff
+    return float(cfg.num_layers * length * (8 * cfg.d_model * inner + ffn + 4 * length * inner))
+
+
+def train_step_flops(cfg: ELFConfig, enc: T5Config, batch: int, length: int, objective: FlowObjective) -> float:
+    """FLOPs of one training step on ``batch`` samples (see the module docstring)."""
+    fwd = elf_forward_flops(cfg, length)
+    groups, per_group_dec = objective.split_sizes(batch)
+    n_dec = groups * per_group_dec
+    denoise = (batch - n_dec) * 4 * (fwd["body"] + fwd["denoise_head"])
+    decode = n_dec * 3 * (fwd["body"] + fwd["decode_head"])
+    return denoise + decode + batch * t5_forward_flops(enc, length)
+
+
+def peak_flops(args: Args) -> float | None:
+    if args.peak_tflops is not None:
+        return args.peak_tflops * 1e12
+    kind = jax.devices()[0].device_kind
+    return next((v for k, v in PEAK_BF16.items() if k in kind), None) if jax.default_backend() == "gpu" else None
+
+
+# -- pieces ------------------------------------------------------------------------------------------
+
+def token_batch(batch: int, length: int, vocab: int, seed: int = 0) -> TokenBatch:
+    """Random ids with every position valid and scored (unconditional rows)."""
+    ids = np.random.default_rng(seed).integers(2, vocab, (batch, length), dtype=np.int32)
+    ones = np.ones((batch, length), bool)
+    return TokenBatch.from_numpy({"input_ids": ids, "valid_mask": ones, "cond_mask": ~ones, "loss_mask": ones})
+
+
+class TrainBench:
+    """One model preset: its state, step function and frozen encoder, compiled per batch size."""
+
+    def __init__(self, name: str, plan: Plan, args: Args):
+        self.cfg = preset(name, encoder_dim=plan.encoder.d_model, vocab_size=plan.encoder.vocab_size,
+                          compute_dtype=args.compute_dtype, attention=args.attention)
+        self.plan = plan
+        self.objective = FlowObjective()
+        abstract = eqx.filter_eval_shape(ELF, self.cfg, key=jax.random.key(0))
+        self.optimizer = make_optimizer(abstract, 1e-4, name="muon")
+        self.state = jax.jit(lambda k: TrainState.create(ELF(self.cfg, key=k), self.optimizer))(jax.random.key(0))
+        t5 = jax.jit(lambda k: T5Encoder(plan.encoder, key=k))(jax.random.key(1))
+        self.encoder = LatentEncoder(t5, compute_dtype=args.compute_dtype)
+        self.step = make_train_step(self.objective, self.optimizer)
+        self.compiled: dict[int, tuple[object, float, float | None]] = {}
+
+    def compile(self, batch: int):
+        """``(program, compile seconds, program bytes)`` for ``batch``, cached."""
+        if batch not in self.compiled:
+            tokens = token_batch(batch, self.plan.length, self.cfg.vocab_size)
+            start = time.perf_counter()
+            program = self.step.lower(self.state, tokens, jax.random.key(2), self.encoder).compile()
+            seconds = time.perf_counter() - start
+            self.compiled[batch] = (program, seconds, program_bytes(program))
+        return self.compiled[batch]
+
+    def largest_batch(self, limit: int | None) -> tuple[int, str]:
+        """The bounded search of the module docstring; with no known memory limit (CPU), the cap."""
+        first, second, cap = self.plan.search
+        if limit is None:
+            return cap, "no device memory limit known: the search cap"
+        m1, m2 = self.compile(first)[2], self.compile(second)[2]
+        if m1 is None or m2 is None:
+            return second, "no memory analysis: the second probe"
+        slope = max((m2 - m1) / (second - first), 1.0)
+        step = first
+        guess = int((0.92 * limit - m1) / slope) + first
+        batch = max(min(cap, guess // step * step), first)
+        while batch > first:
+            mem = self.compile(batch)[2]
+            if mem is not None and mem <= 0.92 * limit:
+                break
+            self.compiled.pop(batch, None)
+            batch -= step
+        return batch, f"predicted from batches {first} and {second}: {m1 / 2**30:.1f} + {slope / 2**30:.3f}·(b−{first}) GiB"
+
+    def run(self, batch: int, steps: int) -> dict:
+        program, compile_s, mem = self.compile(batch)
+        tokens = token_batch(batch, self.plan.length, self.cfg.vocab_size, seed=3)
+        key = jax.random.key(4)
+        holder = {"state": self.state}
+
+        def one():
+            holder["state"], metrics = program(holder["state"], tokens, key, self.encoder)
+            return metrics["loss"]
+
+        first_s, _ = first_call_seconds(one)
+        s_step = timed(one, steps, warmup=False)
+        self.state = holder["state"]
+        return {"batch": batch, "s_per_step": s_step, "first_call_s": first_s, "compile_s": compile_s,
+                "program_gib": None if mem is None else mem / 2**30, "peak_gib_so_far": peak_memory_gib()}
+
+    def drop_programs(self) -> None:
+        self.compiled.clear()
+
+
+def program_bytes(program) -> float | None:
+    """Device bytes a compiled program needs: arguments + outputs + temporaries − donated aliases."""
+    try:
+        m = program.memory_analysis()
+        return float(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)
+    except Exception:  # backends without the analysis
+        return None
+
+
+def sampling_row(model: ELF, batch: int, steps: int, length: int) -> dict:
+    """Samples/s of ``steps``-step SDE sampling at ``batch`` (compiled once; mean of 2 calls)."""
+    sampler = Sampler(num_steps=steps, method="sde", gamma=1.5, omega=3.0)
+    sample = eqx.filter_jit(lambda m, k: sampler(m, k, batch_size=batch, length=length).tokens)
+    compile_s, _ = first_call_seconds(lambda: sample(model, jax.random.key(5)))
+    seconds = timed(lambda: sample(model, jax.random.key(6)), 2, warmup=False)
+    return {"batch": batch, "sde_steps": steps, "s_per_batch": seconds, "samples_per_s": batch / seconds,
+            "first_call_s": compile_s}
+
+
+def pipeline_row(batch: int, length: int, vocab: int, batches: int = 20) -> dict:
+    """Batches/s of token rows → data loader (collate) → device ``TokenBatch``."""
+    import datasets
+
+    from elf_eqx.data.loader import Loader
+    from elf_eqx.data.spec import DataSpec
+
+    rng = np.random.default_rng(0)
+    rows = datasets.Dataset.from_dict({
+        "input_ids": [rng.integers(2, vocab, rng.integers(length // 2, length + 1)).tolist() for _ in range(batch * 4)],
+        "cond_length": [0] * (batch * 4),
+    })
+    loader = Loader(rows, DataSpec(vocab_size=vocab, pad_id=0, eos_id=1, max_length=length), batch)
+    jax.block_until_ready(TokenBatch.from_numpy(next(loader)))
+    start = time.perf_counter()
+    for _ in range(batches):
+        out = TokenBatch.from_numpy(next(loader))
+    jax.block_until_ready(out)
+    seconds = (time.perf_counter() - start) / batches
+    return {"batch": batch, "length": length, "batches_per_s": 1.0 / seconds}
+
+
+# -- the suite --------------------------------------------------------------------------------------
+
+def _commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
+    except Exception:
+        return None
+
+
+def main(args: Args) -> dict:
+    start = time.perf_counter()
+    plan = plan_for(args)
+    peak = peak_flops(args)
+    limit = memory_limit_bytes()
+    result: dict = {
+        "device": jax.devices()[0].device_kind, "backend": jax.default_backend(), "jax": jax.__version__,
+        "commit": _commit(), "command": " ".join(["python", "benchmarks/gpu_suite.py", *sys.argv[1:]]),
+        "length": plan.length, "encoder": dataclasses.asdict(plan.encoder), "peak_flops": peak,
+        "memory_limit_gib": None if limit is None else limit / 2**30, "train": [], "sampling": [], "pipeline": None,
+    }
+    benches: dict[str, TrainBench] = {}
+    for label, name, batch in plan.train_rows:
+        if time.perf_counter() - start > args.budget_s:
+            result["train"].append({"row": label, "skipped": "time budget spent"})
+            continue
+        for other in list(benches):  # one model's state on the device at a time
+            if other != name:
+                del benches[other]
+        bench = benches.get(name) or benches.setdefault(name, TrainBench(name, plan, args))
+        note = None
+        try:
+            if batch is None:
+                batch, note = bench.largest_batch(limit)
+            row = bench.run(batch, plan.steps)
+        except Exception as err:  # an out-of-memory row is a result, not the end of the suite
+            result["train"].append({"row": label, "model": name, "batch": batch, "error": str(err).splitlines()[0][:300]})
+            continue
+        flops = train_step_flops(bench.cfg, plan.encoder, batch, plan.length, bench.objective)
+        row.update(row=label, model=name, params=count_params(bench.state.model), remat=bench.cfg.remat,
+                   compute_dtype=bench.cfg.dtype.name, tokens_per_s=batch * plan.length / row["s_per_step"],
+                   tflops_per_step=flops / 1e12, mfu=None if peak is None else flops / row["s_per_step"] / peak,
+                   search=note)
+        result["train"].append(row)
+        bench.drop_programs()
+
+    name = plan.train_rows[0][1]
+    bench = benches.get(name) or TrainBench(name, plan, args)
+    benches.clear()
+    ema = bench.state.ema
+    for batch, steps in plan.sample_rows:
+        if time.perf_counter() - start > args.budget_s:
+            result["sampling"].append({"batch": batch, "skipped": "time budget spent"})
+            continue
+        try:
+            result["sampling"].append(sampling_row(ema, batch, steps, plan.length))
+        except Exception as err:
+            result["sampling"].append({"batch": batch, "error": str(err).splitlines()[0][:300]})
+    del bench, ema
+    result["pipeline"] = pipeline_row(plan.pipeline_batch, plan.length, plan.encoder.vocab_size)
+    result["total_s"] = time.perf_counter() - start
+    print(format_table(result))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {out}")
+    return result
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def format_table(result: dict) -> str:
+    """The printed summary of a suite result."""
+    lines = [f"device {result['device']} ({result['backend']}), jax {result['jax']}, commit {result['commit']}, "
+             f"L {result['length']}",
+             f"{'row':<11} {'model':<6} {'batch':>5} {'remat':<13} {'s/step':>8} {'tokens/s':>10} {'MFU':>6} "
+             f"{'prog GiB':>8} {'peak GiB':>8} {'compile s':>9}"]
+    for r in result["train"]:
+        if "s_per_step" not in r:
+            lines.append(f"{r['row']:<11} {r.get('model', ''):<6} {str(r.get('batch', '')):>5} "
+                         f"{r.get('skipped') or r.get('error')}")
+            continue
+        lines.append(f"{r['row']:<11} {r['model']:<6} {r['batch']:>5} {r['remat']:<13} {r['s_per_step']:>8.4f} "
+                     f"{r['tokens_per_s']:>10,.0f} {'-' if r['mfu'] is None else format(100 * r['mfu'], '.1f') + '%':>6} "
+                     f"{_fmt(r['program_gib'], '.2f'):>8} {_fmt(r['peak_gib_so_far'], '.2f'):>8} {r['compile_s']:>9.1f}")
+    for r in result["sampling"]:
+        if "samples_per_s" in r:
+            lines.append(f"sampling  batch {r['batch']:>4} × {r['sde_steps']} SDE steps: {r['s_per_batch']:.3f} s/batch, "
+                         f"{r['samples_per_s']:,.1f} samples/s (first call {r['first_call_s']:.1f} s)")
+        else:
+            lines.append(f"sampling  batch {r['batch']:>4}: {r.get('skipped') or r.get('error')}")
+    p = result["pipeline"]
+    if p:
+        lines.append(f"input pipeline batch {p['batch']} × L {p['length']}: {p['batches_per_s']:,.1f} batches/s")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
