@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     """CLI entry: parse flags, train; known failures end as one line naming the culprit."""
     cfg = parse_train_config(argv)
     try:
-        initialize_distributed(cfg.coordinator_address, cfg.num_processes, cfg.process_id)
+        initialize_distributed(cfg.mesh.coordinator_address, cfg.mesh.num_processes, cfg.mesh.process_id)
         train(cfg)
     except (ValueError, FileNotFoundError, NonFiniteLoss) as err:  # DataError, mismatches, bad files
         raise SystemExit(f"error: {err}") from None
