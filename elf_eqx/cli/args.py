@@ -8,8 +8,11 @@ YAML keys and bad values are errors that name the field and the file.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib.resources
+import inspect
+import textwrap
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,6 +20,8 @@ from typing import Any, TypeVar
 
 import tyro
 import yaml
+
+from elf_eqx.parallel.mesh import MeshConfig
 
 ConfigT = TypeVar("ConfigT")
 # Sampling presets are configs/sample_<name>.yaml; training presets are the other files there.
@@ -155,6 +160,50 @@ def config_values(config: Any) -> dict[str, Any]:
     """A config as a JSON-ready dict, sections nested under their names (what
     :func:`flag_values` reads back)."""
     return dataclasses.asdict(config)
+
+
+def attribute_docs(cls: type) -> dict[str, str]:
+    """The docstrings written under the fields of dataclass ``cls`` and its bases."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for field, doc in zip(body, body[1:]):
+            if (isinstance(field, ast.AnnAssign) and isinstance(field.target, ast.Name) and isinstance(doc, ast.Expr)
+                    and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)):
+                docs[field.target.id] = " ".join(doc.value.value.split())
+    return docs
+
+
+def optional_fields(cls: type, name: str, doc: str) -> type:
+    """A frozen dataclass ``name`` with every field of dataclass ``cls`` as ``T | None = None`` and
+    the same help: flags that change only the settings given (``SamplerSettings.replace``)."""
+    hints, docs = typing.get_type_hints(cls), attribute_docs(cls)
+    fields = [(f.name, typing.Annotated[hints[f.name] | None, tyro.conf.arg(help=docs.get(f.name))],
+               dataclasses.field(default=None)) for f in dataclasses.fields(cls)]
+    made = dataclasses.make_dataclass(name, fields, frozen=True)
+    made.__doc__ = doc
+    return made
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshFlags:
+    """Devices."""
+
+    data: typing.Annotated[int, tyro.conf.arg(name="mesh_data")] = -1
+    """Devices on the data axis of the mesh (-1: all left after fsdp × tensor)."""
+    fsdp: typing.Annotated[int, tyro.conf.arg(name="mesh_fsdp")] = 1
+    """Devices on the fsdp axis: parameters (and in training EMA and optimizer state) are sharded over it."""
+    tensor: typing.Annotated[int, tyro.conf.arg(name="mesh_tensor")] = 1
+    """Devices on the tensor axis (split of the block matrices and the unembedding)."""
+
+    @property
+    def config(self) -> MeshConfig:
+        """The device mesh's shape."""
+        return MeshConfig(self.data, self.fsdp, self.tensor)
 
 
 def rename_flags(argv: Sequence[str], aliases: Mapping[str, str]) -> list[str]:

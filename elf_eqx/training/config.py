@@ -18,11 +18,10 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
-from elf_eqx.cli.args import SAMPLE_PRESET_PREFIX, build_config, config_values, flag_values, parse_cli
+from elf_eqx.cli.args import SAMPLE_PRESET_PREFIX, MeshFlags, build_config, config_values, flag_values, parse_cli
 from elf_eqx.config import PRESETS, ELFConfig, preset
 from elf_eqx.flow import FLOW, FlowConstants, TimeSchedule
 from elf_eqx.objective import Branch, FlowObjective
-from elf_eqx.parallel.mesh import MeshConfig
 from elf_eqx.sampling.settings import SamplerSettings
 
 PresetName = Literal["ELF-B", "ELF-M", "ELF-L", "ELF-S", "ELF-XS", "ELF-T"]
@@ -225,15 +224,9 @@ class SamplingSection(SamplerSettings):
 
 
 @dataclasses.dataclass(frozen=True)
-class MeshSection:
+class MeshSection(MeshFlags):
     """Devices and processes."""
 
-    data: Annotated[int, tyro.conf.arg(name="mesh_data")] = -1
-    """Devices on the data axis of the mesh (-1: all left after fsdp × tensor)."""
-    fsdp: Annotated[int, tyro.conf.arg(name="mesh_fsdp")] = 1
-    """Devices on the fsdp axis: parameters, EMA and optimizer state are sharded over it."""
-    tensor: Annotated[int, tyro.conf.arg(name="mesh_tensor")] = 1
-    """Devices on the tensor axis (split of the block matrices and the unembedding)."""
     shard_encoder: bool = False
     """Shard the frozen encoder's weights like the model's (default: replicated)."""
     coordinator_address: str | None = None
@@ -243,11 +236,6 @@ class MeshSection:
     """Multi-process runs: number of processes."""
     process_id: int | None = None
     """Multi-process runs: this process's index."""
-
-    @property
-    def config(self) -> MeshConfig:
-        """The device mesh's shape."""
-        return MeshConfig(self.data, self.fsdp, self.tensor)
 
 
 @dataclasses.dataclass(frozen=True)
