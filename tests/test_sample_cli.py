@@ -40,7 +40,7 @@ def test_unconditional_samples_are_written_printed_and_reproducible(uncond_run, 
     assert isinstance(r["text"], str) and all(isinstance(t, int) for t in r["token_ids"])
     settings = r["settings"]
     # the run's own sampler defaults (sde, ω 3) with the --steps flag on top
-    assert (settings["method"], settings["num_steps"], settings["omega"], settings["seed"]) == ("sde", 3, 3.0, 0)
+    assert (settings["method"], settings["steps"], settings["omega"], settings["seed"]) == ("sde", 3, 3.0, 0)
     assert settings["step"] == 7 and settings["length"] == 16 and settings["weights"] == "ema"
     assert [x["token_ids"] for x in read(again)] == [x["token_ids"] for x in records]
     assert [x["token_ids"] for x in read(other)] != [x["token_ids"] for x in records]
@@ -51,9 +51,10 @@ def test_presets_and_length(uncond_run, tmp_path):
     main([str(uncond_run), "--preset", "owt_sde64", "--steps", "2", "--num-samples", "1", "--length", "8",
           "--output", str(out), "--quiet"])
     settings = read(out)[0]["settings"]
-    assert (settings["method"], settings["gamma"], settings["num_steps"], settings["length"]) == ("sde", 1.0, 2, 8)
+    assert (settings["method"], settings["gamma"], settings["steps"], settings["length"]) == ("sde", 1.0, 2, 8)
     cfg = parse_sample_config(["x", "--preset", "conditional_ode64"])
-    assert (cfg.method, cfg.steps, cfg.cfg_weight, cfg.omega) == ("ode", 64, 2.0, 1.0)
+    s = cfg.sampler
+    assert (s.method, s.steps, s.cfg_weight, s.omega, s.gamma) == ("ode", 64, 2.0, 1.0, None)
 
 
 def test_conditional_samples_from_prompts_and_input_file(cond_run, tmp_path):
