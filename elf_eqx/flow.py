@@ -56,7 +56,7 @@ def sample_logit_normal(key: PRNGKeyArray, shape: tuple[int, ...], mean: float, 
 
 
 def sample_time(
-    key: PRNGKeyArray, batch: int, schedule: TimeSchedule = "logit_normal", mean: float = FLOW.p_mean,
+    key: PRNGKeyArray, batch: int, schedule: str = "logit_normal", mean: float = FLOW.p_mean,
     std: float = FLOW.p_std,
 ) -> Float[Array, " B"]:
     """Training times ``t`` per sample: ``logit_normal`` (``sigmoid(N(mean, std))``) or ``uniform`` on [0, 1)."""

@@ -14,7 +14,7 @@ denoise and decode branches is :attr:`FlowObjective.branch`:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import equinox as eqx
 import jax
@@ -26,6 +26,10 @@ from elf_eqx.flow import FLOW, TimeSchedule, interpolate, keep_condition, sample
 from elf_eqx.model import ELF
 
 Branch = Literal["split", "per_step"]
+if TYPE_CHECKING:
+    _Schedule, _Branch = TimeSchedule, Branch
+else:  # at run time a bad choice fails in __check_init__, a ValueError naming the field
+    _Schedule = _Branch = str
 
 
 class LatentBatch(eqx.Module):
@@ -63,7 +67,7 @@ def masked_mean(values: Float[Array, "B L"], mask: Bool[Array, "B L"]) -> Float[
 class FlowObjective(eqx.Module):
     """Hyperparameters of the ELF loss; call it as ``objective(model, batch, key)``."""
 
-    time_schedule: TimeSchedule = eqx.field(static=True, default="logit_normal")
+    time_schedule: _Schedule = eqx.field(static=True, default="logit_normal")
     p_mean: float = FLOW.p_mean
     p_std: float = FLOW.p_std
     noise_scale: float = FLOW.noise_scale
@@ -75,7 +79,7 @@ class FlowObjective(eqx.Module):
     self_cond_prob: float = 0.5
     omega_min: float = 0.5
     omega_max: float = 5.0
-    branch: Branch = eqx.field(static=True, default="split")
+    branch: _Branch = eqx.field(static=True, default="split")
     branch_groups: int = eqx.field(static=True, default=1)
 
     def __check_init__(self):

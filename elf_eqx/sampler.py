@@ -6,7 +6,7 @@ The whole loop is one ``lax.scan``; wrap a call in ``jax.jit``/``eqx.filter_jit`
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import equinox as eqx
 import jax
@@ -18,6 +18,10 @@ from elf_eqx.model import ELF
 
 SamplerMethod = Literal["ode", "sde"]
 TimeGrid = Literal["uniform", "logit_normal"]
+if TYPE_CHECKING:
+    _Method, _Grid = SamplerMethod, TimeGrid
+else:  # at run time a bad choice fails in __check_init__, a ValueError naming the field
+    _Method = _Grid = str
 
 
 class Condition(eqx.Module):
@@ -57,11 +61,11 @@ class Sampler(eqx.Module):
     the flow constants must be those the model was trained with."""
 
     num_steps: int = eqx.field(static=True, default=32)
-    method: SamplerMethod = eqx.field(static=True, default="sde")
+    method: _Method = eqx.field(static=True, default="sde")
     gamma: float = 1.5
     omega: float = 3.0
     cfg_weight: float = eqx.field(static=True, default=1.0)
-    time_grid: TimeGrid = eqx.field(static=True, default="logit_normal")
+    time_grid: _Grid = eqx.field(static=True, default="logit_normal")
     p_mean: float = FLOW.p_mean
     p_std: float = FLOW.p_std
     noise_scale: float = FLOW.noise_scale

@@ -119,7 +119,6 @@ def flag_values(
         key = aliases.get(key, key)
         if key in sections and isinstance(value, Mapping):
             for name, v in value.items():
-                name = aliases.get(f"{key}.{name}", name)
                 if (key, name) in by_path:
                     out[by_path[key, name]] = v
                 else:
