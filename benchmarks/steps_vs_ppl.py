@@ -27,6 +27,7 @@ from elf_eqx.parallel.mesh import MeshConfig
 from elf_eqx.evaluate import evaluate_unconditional
 from elf_eqx.io.atomic import refuse_existing, staged_file, write_json_atomic, write_text_atomic
 from elf_eqx.sampling.records import write_samples_jsonl
+from elf_eqx.sampling.settings import SamplerSettings
 from elf_eqx.sampling.text import TextSampler
 
 RESULT_FILES = ("steps_vs_ppl.md", "steps_vs_ppl.csv", "steps_vs_ppl.png")
@@ -100,22 +101,22 @@ def reference_texts(session: TextSampler, source: str, split: str, count: int) -
     return texts
 
 
-def configurations(cfg: SweepConfig) -> list[dict]:
+def configurations(cfg: SweepConfig) -> list[SamplerSettings]:
     """Every sampler setting of the sweep, steps innermost."""
     out = []
     for method in cfg.methods:
         for gamma in cfg.gammas if method == "sde" else (0.0,):
             for omega in cfg.omegas:
                 for steps in cfg.steps:
-                    out.append({"method": method, "num_steps": steps, "gamma": gamma, "omega": omega,
-                                "cfg_weight": 1.0, "time_grid": cfg.time_grid, "self_condition": True})
+                    out.append(SamplerSettings(method=method, steps=steps, gamma=gamma, omega=omega,
+                                               time_grid=cfg.time_grid))
     return out
 
 
-def label(setting: dict) -> str:
+def label(setting: SamplerSettings) -> str:
     """``"SDE γ=1.5 ω=3"`` / ``"ODE ω=3"``: one curve of the plot."""
-    gamma = f" γ={setting['gamma']:g}" if setting["method"] == "sde" else ""
-    return f"{setting['method'].upper()}{gamma} ω={setting['omega']:g}"
+    gamma = f" γ={setting.gamma:g}" if setting.method == "sde" else ""
+    return f"{setting.method.upper()}{gamma} ω={setting.omega:g}"
 
 
 def markdown_table(rows: list[dict], reference: dict | None) -> str:
@@ -198,11 +199,11 @@ def sweep(cfg: SweepConfig) -> tuple[list[dict], dict | None]:
     for setting in configurations(cfg):
         records = session.draw(setting, seed=cfg.seed, batch_size=cfg.batch_size, num_samples=cfg.num_samples,
                                extra_settings={"source": cfg.source, "weights": cfg.weights}, progress=False)
-        name = f"{setting['method']}-g{setting['gamma']:g}-w{setting['omega']:g}-steps{setting['num_steps']}"
+        name = f"{setting.method}-g{setting.gamma:g}-w{setting.omega:g}-steps{setting.steps}"
         write_samples_jsonl(out / "samples" / f"{name}.jsonl", records)
         figures = evaluate_unconditional([r["text"] for r in records], judge, judge_tok, **score)
-        row = {"sampler": label(setting), "method": setting["method"], "gamma": setting["gamma"],
-               "omega": setting["omega"], "steps": setting["num_steps"], **figures}
+        row = {"sampler": label(setting), "method": setting.method, "gamma": setting.gamma,
+               "omega": setting.omega, "steps": setting.steps, **figures}
         rows.append(row)
         print(f"{row['sampler']:>18} {row['steps']:>4} steps: Gen. PPL {row['gen_ppl']:8.2f}  entropy {row['entropy']:.3f}")
     write_text_atomic(out / "steps_vs_ppl.md", markdown_table(rows, reference))

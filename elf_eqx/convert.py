@@ -79,21 +79,19 @@ def _release_data_spec(bundle: ModelBundle, task: str, tokenizer_override: str |
 
 def release_run_config(bundle: ModelBundle, data_spec: dict[str, Any]) -> dict[str, Any]:
     """The run config a converted release is stored with: the model signature (``elf``,
-    ``encoder``, ``tokenizer``, ``data_spec``) and a ``run`` dict with the latent normalisation,
-    flow constants and ``sample_*`` defaults, all named as :class:`elf_eqx.training.config.TrainConfig`
-    fields (every release samples on the logit-normal grid, the default)."""
-    s = bundle.sampling
+    ``encoder``, ``tokenizer``, ``data_spec``) and a ``run`` entry holding the
+    :class:`elf_eqx.training.config.TrainConfig` sections that matter for sampling: the latent
+    normalisation and data layout, the flow constants and the release's sampler settings."""
     return {
         "elf": dataclasses.asdict(bundle.model.config),
         "encoder": bundle.encoder,
         "tokenizer": bundle.tokenizer,
         "data_spec": data_spec,
-        "run": {"latent_mean": bundle.latent_mean, "latent_std": bundle.latent_std,
-                "noise_scale": bundle.noise_scale, "t_eps": bundle.t_eps, "p_mean": bundle.p_mean,
-                "p_std": bundle.p_std, "max_length": bundle.max_length,
-                "max_input_length": bundle.max_input_length, "pad_mode": bundle.pad_mode,
-                "sample_method": s["method"], "sample_steps": s["num_steps"], "sample_gamma": s["gamma"],
-                "sample_omega": s["omega"], "sample_cfg_weight": s["cfg_weight"]},
+        "run": {"data": {"latent_mean": bundle.latent_mean, "latent_std": bundle.latent_std,
+                         "max_length": bundle.max_length, "max_input_length": bundle.max_input_length,
+                         "pad_mode": bundle.pad_mode},
+                "objective": bundle.flow.to_dict(),
+                "sampling": bundle.sampling.to_dict()},
         "converted_from": bundle.origin,
     }
 

@@ -1,13 +1,53 @@
-"""Flow-matching primitives shared by the objective and the samplers (ELF_SPEC.md §3–4).
+"""Flow-matching primitives shared by the objective and the samplers (docs/method.md#objective).
 
-Time runs from t = 0 (noise) to t = 1 (data): ``z_t = t·x + (1 − t)·s·ε``.
+Time runs from t = 0 (noise) to t = 1 (data): ``z_t = t·x + (1 − t)·s·ε``. :class:`FlowConstants`
+is the one home of the constants both the objective and the samplers read.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, Literal
+
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
+
+TimeSchedule = Literal["logit_normal", "uniform"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowConstants:
+    """The flow's constants, shared by training and sampling (the reference's values as defaults).
+    A model must be sampled with the constants it was trained with."""
+
+    p_mean: float = -1.5
+    """Mean of the logit-normal t (training times, and the samplers' logit-normal grid)."""
+    p_std: float = 0.8
+    """Std of the logit-normal t."""
+    noise_scale: float = 2.0
+    """s in z_t = t·x + (1 − t)·s·ε (and the samplers' start noise)."""
+    t_eps: float = 0.05
+    """Velocity denominator floor: (x̂ − z)/max(1 − t, t_eps)."""
+
+    def __post_init__(self) -> None:
+        for name in ("p_std", "noise_scale", "t_eps"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"FlowConstants.{name} must be positive, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, float]:
+        """``{p_mean, p_std, noise_scale, t_eps}``."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def read(cls, values: Mapping[str, Any]) -> "FlowConstants":
+        """The constants named in ``values`` (other keys are ignored; missing ones take the defaults)."""
+        return cls(**{f.name: float(values[f.name]) for f in dataclasses.fields(cls) if f.name in values})
+
+
+FLOW = FlowConstants()
+"""The default (reference) flow constants."""
 
 
 def sample_logit_normal(key: PRNGKeyArray, shape: tuple[int, ...], mean: float, std: float) -> Float[Array, "..."]:
@@ -16,7 +56,8 @@ def sample_logit_normal(key: PRNGKeyArray, shape: tuple[int, ...], mean: float, 
 
 
 def sample_time(
-    key: PRNGKeyArray, batch: int, schedule: str = "logit_normal", mean: float = -1.5, std: float = 0.8
+    key: PRNGKeyArray, batch: int, schedule: str = "logit_normal", mean: float = FLOW.p_mean,
+    std: float = FLOW.p_std,
 ) -> Float[Array, " B"]:
     """Training times ``t`` per sample: ``logit_normal`` (``sigmoid(N(mean, std))``) or ``uniform`` on [0, 1)."""
     if schedule == "logit_normal":

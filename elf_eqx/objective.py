@@ -1,4 +1,4 @@
-"""The ELF training objective: denoising flow matching plus the decode branch (ELF_SPEC.md §3).
+"""The ELF training objective: denoising flow matching plus the decode branch (docs/method.md#objective).
 
 One call returns the scalar loss to minimise and its parts. How a step divides between the
 denoise and decode branches is :attr:`FlowObjective.branch`:
@@ -14,6 +14,7 @@ denoise and decode branches is :attr:`FlowObjective.branch`:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal
 
 import equinox as eqx
 import jax
@@ -21,8 +22,14 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from elf_eqx.flow import interpolate, keep_condition, sample_logit_normal, sample_sc_cfg_scale, sample_time, velocity
+from elf_eqx.flow import FLOW, TimeSchedule, interpolate, keep_condition, sample_logit_normal, sample_sc_cfg_scale, sample_time, velocity
 from elf_eqx.model import ELF
+
+Branch = Literal["split", "per_step"]
+if TYPE_CHECKING:
+    _Schedule, _Branch = TimeSchedule, Branch
+else:  # at run time a bad choice fails in __check_init__, a ValueError naming the field
+    _Schedule = _Branch = str
 
 
 class LatentBatch(eqx.Module):
@@ -60,19 +67,19 @@ def masked_mean(values: Float[Array, "B L"], mask: Bool[Array, "B L"]) -> Float[
 class FlowObjective(eqx.Module):
     """Hyperparameters of the ELF loss; call it as ``objective(model, batch, key)``."""
 
-    time_schedule: str = eqx.field(static=True, default="logit_normal")
-    p_mean: float = -1.5
-    p_std: float = 0.8
-    noise_scale: float = 2.0
+    time_schedule: _Schedule = eqx.field(static=True, default="logit_normal")
+    p_mean: float = FLOW.p_mean
+    p_std: float = FLOW.p_std
+    noise_scale: float = FLOW.noise_scale
     decoder_noise_scale: float = 5.0
     decoder_prob: float = eqx.field(static=True, default=0.2)
     decoder_lambda_mean: float = 0.8
     decoder_lambda_std: float = 0.8
-    t_eps: float = 0.05
+    t_eps: float = FLOW.t_eps
     self_cond_prob: float = 0.5
     omega_min: float = 0.5
     omega_max: float = 5.0
-    branch: str = eqx.field(static=True, default="split")
+    branch: _Branch = eqx.field(static=True, default="split")
     branch_groups: int = eqx.field(static=True, default=1)
 
     def __check_init__(self):

@@ -18,34 +18,18 @@ from typing import Any
 import jax
 
 from elf_eqx.cli.errors import cli_main, flag_errors
-from elf_eqx.parallel.mesh import MeshConfig
-from elf_eqx.release.model_source import ModelBundle
 from elf_eqx.sampling.config import SampleConfig, parse_sample_config
 from elf_eqx.sampling.records import ConditionInput, check_writable, read_condition_inputs, write_samples_jsonl
+from elf_eqx.sampling.settings import SamplerSettings
 from elf_eqx.sampling.text import TextSampler
 
 DEFAULT_UNCONDITIONAL_SAMPLES = 8
 
 
-def sampler_settings(cfg: SampleConfig, bundle: ModelBundle) -> dict[str, Any]:
-    """The sampler's settings: flags (and presets) over the source's own defaults."""
-    own = bundle.sampling
-    return {
-        "method": cfg.method or own.get("method", "sde"),
-        "num_steps": cfg.steps or own.get("num_steps", 32),
-        "gamma": own.get("gamma", 1.5) if cfg.gamma is None else cfg.gamma,
-        "omega": own.get("omega", 3.0) if cfg.omega is None else cfg.omega,
-        "cfg_weight": own.get("cfg_weight", 1.0) if cfg.cfg_weight is None else cfg.cfg_weight,
-        "time_grid": cfg.time_grid or own.get("time_grid", "logit_normal"),
-        "self_condition": cfg.self_condition,
-    }
-
-
-def default_output(cfg: SampleConfig, settings: dict[str, Any]) -> Path:
+def default_output(cfg: SampleConfig, settings: SamplerSettings) -> Path:
     """``samples/<source>-<method><steps>-w<omega>-seed<seed>.jsonl`` under the working directory."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.source.rstrip("/")).strip("_.") or "model"
-    tag = f"{settings['method']}{settings['num_steps']}-w{settings['omega']:g}-seed{cfg.seed}"
-    return Path("samples") / f"{name[-80:]}-{tag}.jsonl"
+    return Path("samples") / f"{name[-80:]}-{settings.tag()}-seed{cfg.draw.seed}.jsonl"
 
 
 def sample(cfg: SampleConfig) -> tuple[Path, list[dict[str, Any]]]:
@@ -53,20 +37,20 @@ def sample(cfg: SampleConfig) -> tuple[Path, list[dict[str, Any]]]:
     its path and the records."""
     if not cfg.source:
         raise ValueError("give the model source: a training output directory, a checkpoint, or a hub id")
-    inputs = read_condition_inputs(cfg.input) if cfg.input else [ConditionInput(p) for p in cfg.prompt]
-    if inputs and cfg.num_samples is not None:
-        inputs = inputs[: cfg.num_samples]
+    load, draw, given = cfg.load, cfg.draw, cfg.inputs
+    inputs = read_condition_inputs(given.input) if given.input else [ConditionInput(p) for p in given.prompt]
+    if inputs and draw.num_samples is not None:
+        inputs = inputs[: draw.num_samples]
     session = TextSampler.open(
-        cfg.source, weights=cfg.weights, step=cfg.step, encoder=cfg.encoder, tokenizer=cfg.tokenizer,
-        task=cfg.task, compute_dtype=cfg.compute_dtype, length=cfg.length,
-        mesh=MeshConfig(cfg.mesh_data, cfg.mesh_fsdp, cfg.mesh_tensor),
+        cfg.source, weights=load.weights, step=load.step, encoder=load.encoder, tokenizer=load.tokenizer,
+        task=load.task, compute_dtype=load.compute_dtype, length=draw.length, mesh=cfg.mesh.config,
     )
-    settings = sampler_settings(cfg, session.bundle)
-    output = check_writable(cfg.output or default_output(cfg, settings), cfg.overwrite)
+    settings = cfg.settings(session.bundle.sampling)
+    output = check_writable(cfg.out.output or default_output(cfg, settings), cfg.out.overwrite)
     records = session.draw(
-        settings, seed=cfg.seed, batch_size=cfg.batch_size,
-        num_samples=cfg.num_samples or DEFAULT_UNCONDITIONAL_SAMPLES, inputs=inputs or None,
-        extra_settings={"weights": cfg.weights, "source": cfg.source},
+        settings, seed=draw.seed, batch_size=draw.batch_size,
+        num_samples=draw.num_samples or DEFAULT_UNCONDITIONAL_SAMPLES, inputs=inputs or None,
+        extra_settings={"weights": load.weights, "source": cfg.source},
     )
     if jax.process_index() == 0:
         write_samples_jsonl(output, records)
@@ -91,7 +75,7 @@ def main(argv: list[str]) -> None:
         cfg = parse_sample_config(argv)
     output, records = sample(cfg)
     if jax.process_index() == 0:
-        if not cfg.quiet:
+        if not cfg.out.quiet:
             print_samples(records)
         print(f"wrote {len(records)} samples to {output}")
 

@@ -1,19 +1,27 @@
 """ELF samplers: Euler ODE and churned SDE over a time grid, with self-conditioning,
-SC-CFG and classifier-free guidance, then one decode pass to tokens (ELF_SPEC.md §4).
+SC-CFG and classifier-free guidance, then one decode pass to tokens (docs/method.md#sampling).
 
 The whole loop is one ``lax.scan``; wrap a call in ``jax.jit``/``eqx.filter_jit`` to compile it once.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from elf_eqx.flow import keep_condition, sample_logit_normal, velocity
+from elf_eqx.flow import FLOW, keep_condition, sample_logit_normal, velocity
 from elf_eqx.model import ELF
+
+SamplerMethod = Literal["ode", "sde"]
+TimeGrid = Literal["uniform", "logit_normal"]
+if TYPE_CHECKING:
+    _Method, _Grid = SamplerMethod, TimeGrid
+else:  # at run time a bad choice fails in __check_init__, a ValueError naming the field
+    _Method = _Grid = str
 
 
 class Condition(eqx.Module):
@@ -48,18 +56,20 @@ def mask_after_eos(
 class Sampler(eqx.Module):
     """Sampling settings. ``method`` is ``ode`` (Euler) or ``sde`` (churn ``gamma``); the last
     interval is always an ODE step. ``omega`` is the SC-CFG scale fed to the network;
-    ``cfg_weight`` ≠ 1 adds a second, condition-free pass (conditional tasks)."""
+    ``cfg_weight`` ≠ 1 adds a second, condition-free pass (conditional tasks). Users choose
+    these through :class:`elf_eqx.sampling.settings.SamplerSettings` (``settings.sampler(flow)``);
+    the flow constants must be those the model was trained with."""
 
     num_steps: int = eqx.field(static=True, default=32)
-    method: str = eqx.field(static=True, default="sde")
+    method: _Method = eqx.field(static=True, default="sde")
     gamma: float = 1.5
     omega: float = 3.0
     cfg_weight: float = eqx.field(static=True, default=1.0)
-    time_grid: str = eqx.field(static=True, default="logit_normal")
-    p_mean: float = -1.5
-    p_std: float = 0.8
-    noise_scale: float = 2.0
-    t_eps: float = 0.05
+    time_grid: _Grid = eqx.field(static=True, default="logit_normal")
+    p_mean: float = FLOW.p_mean
+    p_std: float = FLOW.p_std
+    noise_scale: float = FLOW.noise_scale
+    t_eps: float = FLOW.t_eps
     self_condition: bool = eqx.field(static=True, default=True)
 
     def __check_init__(self):

@@ -21,7 +21,7 @@ def main(argv: list[str]) -> None:
     :mod:`elf_eqx.cli.errors`; ``--debug`` shows the traceback)."""
     with flag_errors():
         cfg = parse_train_config(argv)
-    initialize_distributed(cfg.coordinator_address, cfg.num_processes, cfg.process_id)
+    initialize_distributed(cfg.mesh.coordinator_address, cfg.mesh.num_processes, cfg.mesh.process_id)
     train(cfg)
 
 

@@ -1,20 +1,27 @@
-"""Flat dataclass configs for the CLIs: YAML presets shipped in ``configs/``, YAML files, tyro flags.
+"""Dataclass configs for the CLIs: YAML presets shipped in ``configs/``, YAML files, tyro flags.
 
-Precedence: field defaults < ``--preset NAME`` < ``--config FILE`` < command-line flags. Unknown
+Precedence: field defaults < ``--preset NAME`` < ``--config FILE`` < command-line flags. A config
+may group its fields in sections (tyro shows one ``--help`` group per section). YAML keys are the
+flag names (``max_length: 64``; a prefixed section nests: ``sampling: {steps: 8}``). Unknown
 YAML keys and bad values are errors that name the field and the file.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib.resources
+import inspect
+import textwrap
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import tyro
 import yaml
+
+from elf_eqx.parallel.mesh import MeshConfig
 
 ConfigT = TypeVar("ConfigT")
 # Sampling presets are configs/sample_<name>.yaml; training presets are the other files there.
@@ -44,9 +51,8 @@ def preset_file(name: str, prefix: str = "", exclude_prefix: str | None = None) 
     return path
 
 
-def yaml_fields(path: str | Path, cls: type) -> dict[str, Any]:
-    """Field values of dataclass ``cls`` from a YAML file; unknown keys are an error naming them
-    and the file. YAML reads ``5`` as an int: float fields take it as ``5.0``."""
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML config file; a missing file or a non-mapping is an error naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--config file not found: {path}")
@@ -56,14 +62,159 @@ def yaml_fields(path: str | Path, cls: type) -> dict[str, Any]:
         raise ValueError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(values, dict):
         raise ValueError(f"{path}: a config must be a mapping of field: value")
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - fields)
+    return values
+
+
+# -- configs made of sections ----------------------------------------------------------------
+# A config dataclass may hold section dataclasses. A section annotated ``tyro.conf.OmitArgPrefixes``
+# contributes flat flags (``--max-length``); any other section prefixes its flags with its name
+# (``--sampling.steps``). ``tyro.conf.arg(name=...)`` renames a field's flag.
+
+
+def _annotation(tp: Any) -> tuple[Any, tuple[Any, ...]]:
+    """``(type, metadata)`` of a possibly ``Annotated`` type."""
+    if typing.get_origin(tp) is typing.Annotated:
+        return tp.__origin__, tp.__metadata__
+    return tp, ()
+
+
+def _flag_of(name: str, metadata: tuple[Any, ...]) -> str:
+    for m in metadata:
+        renamed = getattr(m, "name", None)
+        if isinstance(renamed, str) and type(m).__name__ == "_ArgConfig":
+            return renamed
+    return name
+
+
+def flag_table(cls: type) -> dict[str, tuple[str | None, str]]:
+    """``{flag key: (section or None, field)}`` for every field of config ``cls``; a flag key is
+    the flag without its dashes, ``_`` for ``-`` (``max_length``, ``sampling.steps``)."""
+    table: dict[str, tuple[str | None, str]] = {}
+    hints = typing.get_type_hints(cls, include_extras=True)
+    for f in dataclasses.fields(cls):
+        base, meta = _annotation(hints[f.name])
+        if not (dataclasses.is_dataclass(base) and isinstance(base, type)):
+            table[_flag_of(f.name, meta)] = (None, f.name)
+            continue
+        prefix = "" if tyro.conf.OmitArgPrefixes in meta else f"{f.name}."
+        inner = typing.get_type_hints(base, include_extras=True)
+        for g in dataclasses.fields(base):
+            table[prefix + _flag_of(g.name, _annotation(inner[g.name])[1])] = (f.name, g.name)
+    return table
+
+
+def flag_values(
+    cls: type, values: Mapping[str, Any], where: str, aliases: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """``values`` keyed by flag key. They may name flags (``max_length: 64``, old names in
+    ``aliases``) or nest a section's fields under its name (``sampling: {steps: 8}``, as
+    :func:`config_values` writes); an unknown name is an error naming it and ``where``."""
+    table = flag_table(cls)
+    by_path = {path: flag for flag, path in table.items()}
+    sections = {section for section, _ in table.values() if section is not None}
+    aliases = aliases or {}
+    out: dict[str, Any] = {}
+    unknown = []
+    for key, value in values.items():
+        key = aliases.get(key, key)
+        if key in sections and isinstance(value, Mapping):
+            for name, v in value.items():
+                if (key, name) in by_path:
+                    out[by_path[key, name]] = v
+                else:
+                    unknown.append(f"{key}.{name}")
+        elif key in table:
+            out[key] = value
+        else:
+            unknown.append(key)
     if unknown:
-        raise ValueError(f"{path}: unknown field(s) {unknown}")
+        raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}")
+    return out
+
+
+def _coerce(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """YAML and JSON read ``5`` as an int: float fields take it as ``5.0``."""
     hints = typing.get_type_hints(cls)
     floats = (float, float | None)
     return {k: float(v) if hints[k] in floats and isinstance(v, int) and not isinstance(v, bool) else v
             for k, v in values.items()}
+
+
+def build_config(cls: type[ConfigT], values: Mapping[str, Any]) -> ConfigT:
+    """``cls`` from flag-keyed ``values`` (see :func:`flag_values`); absent fields take their defaults."""
+    table = flag_table(cls)
+    top: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for flag, value in values.items():
+        section, name = table[flag]
+        (top if section is None else nested.setdefault(section, {}))[name] = value
+    hints = typing.get_type_hints(cls, include_extras=True)
+    for section, fields in nested.items():
+        kind = _annotation(hints[section])[0]
+        top[section] = kind(**_coerce(kind, fields))
+    return cls(**_coerce(cls, top))
+
+
+def config_values(config: Any) -> dict[str, Any]:
+    """A config as a JSON-ready dict, sections nested under their names (what
+    :func:`flag_values` reads back)."""
+    return dataclasses.asdict(config)
+
+
+def attribute_docs(cls: type) -> dict[str, str]:
+    """The docstrings written under the fields of dataclass ``cls`` and its bases."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for field, doc in zip(body, body[1:]):
+            if (isinstance(field, ast.AnnAssign) and isinstance(field.target, ast.Name) and isinstance(doc, ast.Expr)
+                    and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)):
+                docs[field.target.id] = " ".join(doc.value.value.split())
+    return docs
+
+
+def optional_fields(cls: type, name: str, doc: str) -> type:
+    """A frozen dataclass ``name`` with every field of dataclass ``cls`` as ``T | None = None`` and
+    the same help: flags that change only the settings given (``SamplerSettings.replace``)."""
+    hints, docs = typing.get_type_hints(cls), attribute_docs(cls)
+    fields = [(f.name, typing.Annotated[hints[f.name] | None, tyro.conf.arg(help=docs.get(f.name))],
+               dataclasses.field(default=None)) for f in dataclasses.fields(cls)]
+    made = dataclasses.make_dataclass(name, fields, frozen=True)
+    made.__doc__ = doc
+    return made
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshFlags:
+    """Devices."""
+
+    data: typing.Annotated[int, tyro.conf.arg(name="mesh_data")] = -1
+    """Devices on the data axis of the mesh (-1: all left after fsdp × tensor)."""
+    fsdp: typing.Annotated[int, tyro.conf.arg(name="mesh_fsdp")] = 1
+    """Devices on the fsdp axis: parameters (and in training EMA and optimizer state) are sharded over it."""
+    tensor: typing.Annotated[int, tyro.conf.arg(name="mesh_tensor")] = 1
+    """Devices on the tensor axis (split of the block matrices and the unembedding)."""
+
+    @property
+    def config(self) -> MeshConfig:
+        """The device mesh's shape."""
+        return MeshConfig(self.data, self.fsdp, self.tensor)
+
+
+def rename_flags(argv: Sequence[str], aliases: Mapping[str, str]) -> list[str]:
+    """``argv`` with renamed flags (``--sample-steps`` → ``--sampling.steps``) in their new spelling."""
+    out = []
+    for arg in argv:
+        name, eq, value = arg[2:].partition("=")
+        key = name.replace("-", "_")
+        if arg.startswith("--") and key in aliases:
+            arg = "--" + aliases[key].replace("_", "-") + eq + value
+        out.append(arg)
+    return out
 
 
 def flag_value(argv: Sequence[str], flag: str) -> str | None:
@@ -78,21 +229,23 @@ def flag_value(argv: Sequence[str], flag: str) -> str | None:
 
 def parse_cli(
     cls: type[ConfigT], argv: Sequence[str], *, prefix: str = "", exclude_prefix: str | None = None,
-    description: str | None = None,
+    description: str | None = None, aliases: Mapping[str, str] | None = None,
 ) -> ConfigT:
     """Parse ``argv`` into ``cls``: ``--preset``/``--config`` YAML first, then tyro applies every
-    other flag on top. An unknown preset, a missing file or an unknown YAML key raise
+    other flag on top. ``aliases`` maps old flag keys to their new ones (in YAML and on the command
+    line). An unknown preset, a missing file or an unknown YAML key raise
     ``ValueError``/``FileNotFoundError`` naming it; bad values end as ``SystemExit`` with a
     one-line message."""
-    argv = list(argv)
+    argv = rename_flags(argv, aliases or {})
     values: dict[str, Any] = {}
     preset, config_file = flag_value(argv, "--preset"), flag_value(argv, "--config")
     if preset:
-        values.update(yaml_fields(preset_file(preset, prefix, exclude_prefix), cls))
+        path = preset_file(preset, prefix, exclude_prefix)
+        values.update(flag_values(cls, read_yaml(path), str(path), aliases))
     if config_file:
-        values.update(yaml_fields(config_file, cls))
+        values.update(flag_values(cls, read_yaml(config_file), config_file, aliases))
     try:
-        default = cls(**values)
+        default = build_config(cls, values)
     except (TypeError, ValueError) as err:
         raise SystemExit(f"error in {config_file or preset}: {err}") from None
     try:

@@ -13,6 +13,7 @@ from elf_eqx.training.checkpoint import STATE
 from elf_eqx.training.run_directory import open_run
 from elf_eqx.config import PRESETS
 from elf_eqx.encoders.sources import is_hub_id
+from elf_eqx.flow import FlowConstants
 from elf_eqx.release.checkpoint import WEIGHT_ENTRIES, orbax_item_folder, read_release_weights
 from elf_eqx.release.files import (
     CHECKPOINT_NAME,
@@ -25,13 +26,17 @@ from elf_eqx.release.names import model_from_reference_params
 from elf_eqx.model import ELF
 from elf_eqx.release.tasks import (
     RELEASE_ENCODER_FALLBACK,
-    RELEASE_LATENTS,
+    RELEASE_FLOW,
+    RELEASE_LATENT_MEAN,
+    RELEASE_LATENT_STD,
     RELEASE_TOKENIZER,
     RELEASED_TASKS,
     preset_name,
     release_config,
     task_of,
 )
+from elf_eqx.sampling.settings import SamplerSettings
+from elf_eqx.training.config import TrainConfig
 
 Weights = Literal["ema", "raw"]
 # Our checkpoints' state parts for each weights kind.
@@ -54,14 +59,12 @@ class ModelBundle:
     """L."""
     max_input_length: int
     """0 for unconditional models."""
-    pad_mode: str
+    pad_mode: Literal["pad", "eos"]
     """``pad`` or ``eos``."""
-    noise_scale: float
-    t_eps: float
-    p_mean: float
-    p_std: float
-    sampling: dict[str, Any]
-    """Default sampler settings: method, num_steps, gamma, omega, cfg_weight, time_grid."""
+    flow: FlowConstants
+    """The flow constants the model was trained with (the sampler must use them)."""
+    sampling: SamplerSettings
+    """Default sampler settings: the run's periodic-sample settings, or the released ones."""
     origin: str
     """What was loaded: the source, step, weights (and for releases preset and task)."""
     step: int | None
@@ -98,13 +101,6 @@ def _local_encoder(encoder: str, run_dir: Path) -> str:
     return encoder
 
 
-def _run_sampling(run: dict[str, Any]) -> dict[str, Any]:
-    return {"method": run.get("sample_method", "sde"), "num_steps": run.get("sample_steps", 32),
-            "gamma": run.get("sample_gamma", 1.5), "omega": run.get("sample_omega", 3.0),
-            "cfg_weight": run.get("sample_cfg_weight", 1.0),
-            "time_grid": run.get("sample_time_grid", "logit_normal")}
-
-
 def _from_training_run(path: Path, weights: Sequence[str], step: int | None, encoder: str | None,
                        tokenizer: str | None, architecture: str | None) -> dict[str, ModelBundle]:
     def check(record: dict[str, Any]) -> None:
@@ -121,8 +117,9 @@ def _from_training_run(path: Path, weights: Sequence[str], step: int | None, enc
     run_config = record["run_config"]
     metadata = record.get("metadata") or {}
     converted = f", converted from {metadata['converted_from']}" if "converted_from" in metadata else ""
-    run, spec = run_config.get("run") or {}, run_config["data_spec"]
-    latents = {name: float(run.get(name, default)) for name, default in RELEASE_LATENTS.items()}
+    spec = run_config["data_spec"]
+    # Nested sections, or the flat run config of checkpoints written before them.
+    run = TrainConfig.from_dict(run_config.get("run") or {}, where=f"{path}: the run config stored with step {step}")
     bundles = {}
     for kind in weights:
         model = models[_PART[kind]]
@@ -135,11 +132,13 @@ def _from_training_run(path: Path, weights: Sequence[str], step: int | None, enc
             max_length=int(spec["max_length"]),
             max_input_length=int(spec.get("max_input_length") or 0),
             pad_mode=spec.get("pad_mode", "pad"),
-            sampling=_run_sampling(run),
+            latent_mean=run.data.latent_mean,
+            latent_std=run.data.latent_std,
+            flow=run.objective.flow,
+            sampling=run.sampling.settings,
             origin=f"{path} step {step} ({kind} weights, {preset_name(model.config)}{converted})",
             step=step,
             kind="run",
-            **latents,
         )
     return bundles
 
@@ -168,11 +167,13 @@ def _from_release(checkpoint: Path, folder: Path, repo_root: Path, name: str, we
             max_length=layout.max_length,
             max_input_length=layout.max_input_length,
             pad_mode=layout.pad_mode,
-            sampling=dict(layout.sampling),
+            latent_mean=RELEASE_LATENT_MEAN,
+            latent_std=RELEASE_LATENT_STD,
+            flow=RELEASE_FLOW,
+            sampling=layout.sampling,
             origin=f"release {name} ({preset_name(model.config)}, task {chosen}, {WEIGHT_ENTRIES[kind]}, "
                    f"step {release.step})",
             step=release.step,
-            **RELEASE_LATENTS,
         )
     return bundles
 

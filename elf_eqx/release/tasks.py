@@ -1,5 +1,5 @@
 """What the ELF reference release's models were trained for and how it samples them
-(ELF_SPEC.md §1–§4), and which architecture a released parameter set is.
+(docs/method.md#sampling), and which architecture a released parameter set is.
 
 Released repos: ``embedded-language-flows/ELF-{B,M,L}-owt``, ``…/ELF-B-de-en``, ``…/ELF-B-xsum``.
 Reading their files is :mod:`elf_eqx.release.checkpoint` and :mod:`elf_eqx.release.files`.
@@ -10,21 +10,25 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Literal
 
 import numpy as np
 
 from elf_eqx.config import PRESETS, ELFConfig, preset
 from elf_eqx.data.spec import DataSpec
+from elf_eqx.flow import FLOW, FlowConstants
 from elf_eqx.release.names import config_from_reference
+from elf_eqx.sampling.settings import SamplerSettings
+
+Task = Literal["owt", "de-en", "xsum"]
 
 RELEASE_TOKENIZER = "google-t5/t5-small"
 RELEASE_ENCODER_FALLBACK = "google-t5/t5-small"
 # The T5 tokenizer's ids, which every released model was trained with.
 RELEASE_PAD_ID, RELEASE_EOS_ID = 0, 1
-# Shared by every release (ELF_SPEC.md §1, §3).
-RELEASE_LATENTS = {"latent_mean": 0.0, "latent_std": 0.2, "noise_scale": 2.0, "t_eps": 0.05,
-                   "p_mean": -1.5, "p_std": 0.8}
+# Shared by every release: the T5 latent normalisation and the reference flow constants.
+RELEASE_LATENT_MEAN, RELEASE_LATENT_STD = 0.0, 0.2
+RELEASE_FLOW: FlowConstants = FLOW
 # The architecture fields a preset fixes (encoder_dim and vocab_size come from the encoder).
 _PRESET_FIELDS = ("depth", "hidden_size", "num_heads", "bottleneck_dim", "mlp_ratio", "num_time_tokens",
                   "num_sc_cfg_tokens", "num_mode_tokens")
@@ -37,23 +41,21 @@ class ReleasedTask:
     max_length: int
     max_input_length: int
     """0: unconditional."""
-    pad_mode: str
-    sampling: Mapping[str, Any]
-    """Sampler settings: method, num_steps, gamma, omega, cfg_weight, time_grid."""
+    pad_mode: Literal["pad", "eos"]
+    sampling: SamplerSettings
+    """The released sampler settings."""
 
 
-_UNCONDITIONAL_SAMPLING = {"method": "sde", "num_steps": 32, "gamma": 1.5, "omega": 3.0, "cfg_weight": 1.0,
-                           "time_grid": "logit_normal"}
-_CONDITIONAL_SAMPLING = {"method": "ode", "num_steps": 64, "gamma": 0.0, "omega": 1.0, "cfg_weight": 2.0,
-                         "time_grid": "logit_normal"}
-RELEASED_TASKS: dict[str, ReleasedTask] = {
+_UNCONDITIONAL_SAMPLING = SamplerSettings(method="sde", steps=32, gamma=1.5, omega=3.0, cfg_weight=1.0)
+_CONDITIONAL_SAMPLING = SamplerSettings(method="ode", steps=64, gamma=0.0, omega=1.0, cfg_weight=2.0)
+RELEASED_TASKS: dict[Task, ReleasedTask] = {
     "owt": ReleasedTask(1024, 0, "pad", _UNCONDITIONAL_SAMPLING),
     "de-en": ReleasedTask(128, 64, "eos", _CONDITIONAL_SAMPLING),
     "xsum": ReleasedTask(1088, 1024, "eos", _CONDITIONAL_SAMPLING),
 }
 
 
-def task_of(name: str, task: str | None = None) -> str:
+def task_of(name: str, task: str | None = None) -> Task:
     """The released task (``owt``, ``de-en``, ``xsum``) of a source named ``name``: ``task`` when
     given, else what the name says, else ``owt``."""
     if task is not None:
@@ -68,7 +70,7 @@ def task_of(name: str, task: str | None = None) -> str:
     return "owt"
 
 
-def release_data_spec(task: str, vocab_size: int) -> DataSpec:
+def release_data_spec(task: Task, vocab_size: int) -> DataSpec:
     """The data layout of a released ``task`` with the T5 tokenizer's pad and EOS ids."""
     layout = RELEASED_TASKS[task]
     return DataSpec(vocab_size=vocab_size, pad_id=RELEASE_PAD_ID, eos_id=RELEASE_EOS_ID,

@@ -23,8 +23,7 @@ from elf_eqx.release.model_source import ModelBundle, load_model_source
 from elf_eqx.sampling.records import ConditionInput, decode_outputs, sample_record
 from elf_eqx.sampling.compiled import make_sample_fn
 from elf_eqx.sampler import Condition, Sampler
-
-SAMPLER_FIELDS = ("method", "num_steps", "gamma", "omega", "cfg_weight", "time_grid", "self_condition")
+from elf_eqx.sampling.settings import SamplerSettings
 
 
 @dataclasses.dataclass
@@ -37,7 +36,7 @@ class TextSampler:
     spec: DataSpec
     latent_encoder: LatentEncoder | None
     mesh: Mesh
-    _compiled: dict[tuple, tuple[Sampler, Callable]] = dataclasses.field(default_factory=dict)
+    _compiled: dict[SamplerSettings, tuple[Sampler, Callable]] = dataclasses.field(default_factory=dict)
 
     @property
     def conditional(self) -> bool:
@@ -52,7 +51,7 @@ class TextSampler:
         encoder: str | None = None,
         tokenizer: str | None = None,
         task: str | None = None,
-        compute_dtype: str = "float32",
+        compute_dtype: str = "auto",
         length: int | None = None,
         mesh: MeshConfig = MeshConfig(),
     ) -> "TextSampler":
@@ -79,23 +78,17 @@ class TextSampler:
             latent_encoder = LatentEncoder(text_encoder, bundle.latent_mean, bundle.latent_std, compute_dtype=compute_dtype)
         return TextSampler(bundle, model, tok, spec, latent_encoder, make_mesh(mesh))
 
-    def sampler(self, settings: dict[str, Any]) -> Sampler:
-        """The :class:`Sampler` of ``settings`` (``SAMPLER_FIELDS``), with the source's noise scale,
-        t_eps and logit-normal grid parameters."""
-        unknown = sorted(set(settings) - set(SAMPLER_FIELDS))
-        if unknown:
-            raise ValueError(f"unknown sampler setting(s) {unknown}; known: {list(SAMPLER_FIELDS)}")
-        b = self.bundle
-        return Sampler(**settings, noise_scale=b.noise_scale, t_eps=b.t_eps, p_mean=b.p_mean, p_std=b.p_std)
+    def sampler(self, settings: SamplerSettings) -> Sampler:
+        """The :class:`Sampler` of ``settings`` with the flow constants the source was trained with."""
+        return settings.sampler(self.bundle.flow)
 
-    def _sample_fn(self, settings: dict[str, Any]) -> tuple[Sampler, Callable]:
+    def _sample_fn(self, settings: SamplerSettings) -> tuple[Sampler, Callable]:
         """The sampler of ``settings`` and its compiled function, built once per distinct settings."""
-        key = tuple(sorted(settings.items()))
-        if key not in self._compiled:
+        if settings not in self._compiled:
             sampler = self.sampler(settings)
-            self._compiled[key] = sampler, make_sample_fn(sampler, self.mesh, self.model,
-                                                          eos_id=self.spec.eos_id, pad_id=self.spec.pad_id)
-        return self._compiled[key]
+            self._compiled[settings] = sampler, make_sample_fn(sampler, self.mesh, self.model,
+                                                               eos_id=self.spec.eos_id, pad_id=self.spec.pad_id)
+        return self._compiled[settings]
 
     def _condition(self, chunk: Sequence[ConditionInput] | None, batch: int) -> Condition:
         if chunk is None:
@@ -106,7 +99,7 @@ class TextSampler:
 
     def draw(
         self,
-        settings: dict[str, Any],
+        settings: SamplerSettings,
         *,
         seed: int,
         batch_size: int,
@@ -122,13 +115,12 @@ class TextSampler:
             raise ValueError("this model is conditional: give conditions (--input FILE.jsonl or --prompt TEXT)")
         if not self.conditional and inputs:
             raise ValueError("this model is unconditional (trained without condition tokens); give no conditions")
-        sampler, sample_fn = self._sample_fn(settings)
+        _, sample_fn = self._sample_fn(settings)
         total = len(inputs) if inputs else int(num_samples or 0)
         if total <= 0:
             raise ValueError("nothing to sample: num_samples must be positive")
         record_settings = {
-            **settings, "noise_scale": sampler.noise_scale, "t_eps": sampler.t_eps, "p_mean": sampler.p_mean,
-            "p_std": sampler.p_std, "seed": seed, "batch_size": batch_size, "length": self.spec.max_length,
+            **settings.to_dict(), **self.bundle.flow.to_dict(), "seed": seed, "batch_size": batch_size, "length": self.spec.max_length,
             "compute_dtype": self.model.config.dtype.name, "origin": self.bundle.origin, "step": self.bundle.step,
             "tokenizer": self.bundle.tokenizer, **({"encoder": self.bundle.encoder} if self.conditional else {}),
             "mesh": dict(self.mesh.shape), **(extra_settings or {}),

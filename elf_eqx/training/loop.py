@@ -13,7 +13,6 @@ from tqdm.auto import tqdm
 
 from elf_eqx.training.checkpoint import CheckpointManager
 from elf_eqx.model import ELF, count_params
-from elf_eqx.objective import FlowObjective
 from elf_eqx.training.optim import make_optimizer
 from elf_eqx.training.schedule import make_lr_schedule
 from elf_eqx.parallel.mesh import batch_sharding, batch_split, check_global_batch, make_mesh
@@ -29,15 +28,6 @@ class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def objective_from_config(cfg: TrainConfig) -> FlowObjective:
-    """The :class:`FlowObjective` of a run config."""
-    return FlowObjective(
-        time_schedule=cfg.time_schedule, p_mean=cfg.p_mean, p_std=cfg.p_std, noise_scale=cfg.noise_scale,
-        decoder_noise_scale=cfg.decoder_noise_scale, decoder_prob=cfg.decoder_prob, t_eps=cfg.t_eps,
-        self_cond_prob=cfg.self_cond_prob, omega_min=cfg.omega_min, omega_max=cfg.omega_max, branch=cfg.branch,
-    )
-
-
 def _check_finite(pending: list[tuple[int, dict]]) -> list[tuple[int, dict[str, float]]]:
     """Fetch the queued step metrics; raise naming the first step whose loss is not finite."""
     fetched = [(step, {k: float(v) for k, v in m.items()}) for step, m in jax.device_get(pending)]
@@ -49,23 +39,24 @@ def _check_finite(pending: list[tuple[int, dict]]) -> list[tuple[int, dict[str, 
 
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) the training described by ``cfg``; returns the output directory."""
-    out = Path(cfg.output_dir)
+    opt, r = cfg.optimizer, cfg.run
+    out = Path(r.output_dir)
     run: TrainingRun = build_run(cfg)
     is_main = jax.process_index() == 0
-    objective = objective_from_config(cfg)
-    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * run.steps_per_epoch))
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_epochs * run.steps_per_epoch)
-    schedule = make_lr_schedule(cfg.learning_rate, total_steps, min(warmup, total_steps), cfg.lr_schedule)
+    objective = cfg.objective.objective()
+    total_steps = opt.max_steps or max(1, math.ceil(opt.epochs * run.steps_per_epoch))
+    warmup = opt.warmup_steps if opt.warmup_steps is not None else round(opt.warmup_epochs * run.steps_per_epoch)
+    schedule = make_lr_schedule(opt.learning_rate, total_steps, min(warmup, total_steps), opt.lr_schedule)
 
-    key = jax.random.key(cfg.seed)
+    key = jax.random.key(r.seed)
     model_key = jax.random.fold_in(key, 0)
     abstract_model = eqx.filter_eval_shape(ELF, run.elf_config, key=model_key)
-    optimizer = make_optimizer(abstract_model, schedule, name=cfg.optimizer, b1=cfg.b1, b2=cfg.b2,
-                               weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm)
-    mesh = make_mesh(cfg.mesh)
-    check_global_batch(cfg.global_batch, mesh)
-    if (cfg.global_batch // cfg.grad_accum) % batch_split(mesh):
-        raise ValueError(f"micro-batches of {cfg.global_batch // cfg.grad_accum} (--global-batch / --grad-accum) "
+    optimizer = make_optimizer(abstract_model, schedule, name=opt.name, b1=opt.b1, b2=opt.b2,
+                               weight_decay=opt.weight_decay, clip_norm=opt.clip_norm)
+    mesh = make_mesh(cfg.mesh.config)
+    check_global_batch(opt.global_batch, mesh)
+    if (opt.global_batch // opt.grad_accum) % batch_split(mesh):
+        raise ValueError(f"micro-batches of {opt.global_batch // opt.grad_accum} (--global-batch / --grad-accum) "
                          f"do not split over the {batch_split(mesh)} devices of the data×fsdp axes")
     split = batch_sharding(mesh)
 
@@ -75,34 +66,34 @@ def train(cfg: TrainConfig) -> Path:
     # Built in place on the mesh: no device (or host) ever holds the whole unsharded state.
     state_sharding = tree_shardings(eqx.filter_eval_shape(init_state, model_key), mesh)
     state = jax.jit(init_state, out_shardings=state_sharding)(model_key)
-    encoder_sharding = (tree_shardings(run.latent_encoder, mesh, tensor_rules=False) if cfg.shard_encoder
+    encoder_sharding = (tree_shardings(run.latent_encoder, mesh, tensor_rules=False) if cfg.mesh.shard_encoder
                         else replicated_shardings(run.latent_encoder, mesh))
     latent_encoder = jax.device_put(run.latent_encoder, encoder_sharding)
 
-    manager = CheckpointManager(out, max_to_keep=cfg.keep_checkpoints, run_config=run.signature_config(cfg))
+    manager = CheckpointManager(out, max_to_keep=r.keep_checkpoints, run_config=run.signature_config(cfg))
     start = None
-    if manager.all_steps() or cfg.resume_step is not None:
+    if manager.all_steps() or r.resume_step is not None:
         # The newest readable checkpoint (or --resume-step); damaged ones are reported and kept.
         template = state
-        (state, meta), start = manager.readable(lambda s: manager.restore(template, step=s), cfg.resume_step)
+        (state, meta), start = manager.readable(lambda s: manager.restore(template, step=s), r.resume_step)
         if is_main:
             manager.set_aside_after(start)  # superseded steps, so this run can save their numbers again
         run.loader.restore(meta["data"])
         if is_main:
             print(f"resumed from {out} at step {start}")
-    step_fn = make_train_step(objective, optimizer, ema_decay=cfg.ema_decay, grad_accum=cfg.grad_accum,
+    step_fn = make_train_step(objective, optimizer, ema_decay=opt.ema_decay, grad_accum=opt.grad_accum,
                               state_sharding=state_sharding, batch_sharding=split, encoder_sharding=encoder_sharding)
     step_key = jax.random.fold_in(key, 1)
-    log = (MetricsLog(out, config=cfg.to_dict(), wandb=cfg.wandb, tensorboard=cfg.tensorboard, resume_step=start or 0)
+    log = (MetricsLog(out, config=cfg.to_dict(), wandb=r.wandb, tensorboard=r.tensorboard, resume_step=start or 0)
            if is_main else None)
     if is_main and start is None:
-        print(f"ELF {cfg.model}: {count_params(state.model):,} parameters, {total_steps} steps, "
-              f"{run.steps_per_epoch} steps/epoch, lr {cfg.learning_rate:g}, mesh {dict(mesh.shape)}, "
+        print(f"ELF {cfg.model.name}: {count_params(state.model):,} parameters, {total_steps} steps, "
+              f"{run.steps_per_epoch} steps/epoch, lr {opt.learning_rate:g}, mesh {dict(mesh.shape)}, "
               f"{jax.process_count()} process(es)")
 
     step = int(state.step)
     pending: list[tuple[int, dict]] = []
-    tokens_per_step = cfg.global_batch * cfg.max_length
+    tokens_per_step = opt.global_batch * cfg.data.max_length
     last_time, last_step = time.perf_counter(), step
 
     def save(step: int) -> None:
@@ -117,7 +108,7 @@ def train(cfg: TrainConfig) -> Path:
                 pending.append((step, metrics))
                 stopping = stop.requested  # read once: a signal landing later in this iteration waits for the next
                 at_end = step == total_steps or stopping is not None
-                if step % cfg.log_every == 0 or at_end or step % cfg.save_every == 0:
+                if step % r.log_every == 0 or at_end or step % r.save_every == 0:
                     fetched = _check_finite(pending)
                     pending.clear()
                     now = time.perf_counter()
@@ -125,15 +116,15 @@ def train(cfg: TrainConfig) -> Path:
                     last_time, last_step = now, step
                     lr = float(schedule(step - 1))
                     for s, m in fetched:
-                        if log is not None and (s % cfg.log_every == 0 or s == step):
+                        if log is not None and (s % r.log_every == 0 or s == step):
                             log.write(s, {**m, "lr": float(schedule(s - 1)), "tokens_per_s": tok_s})
                     last = fetched[-1][1]
                     bar.set_postfix(loss=f"{last['loss']:.4f}", l2=f"{last['l2']:.4f}", ce=f"{last['ce']:.3f}",
                                     lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}")
                 bar.update(1)
-                if step % cfg.save_every == 0 or at_end:
+                if step % r.save_every == 0 or at_end:
                     save(step)
-                if step % cfg.sample_every == 0 or step == total_steps:  # every process samples; 0 writes
+                if step % cfg.sampling.every == 0 or step == total_steps:  # every process samples; 0 writes
                     run.write_samples(state.ema, step, out, cfg, mesh)
                 if stopping is not None:
                     if is_main:

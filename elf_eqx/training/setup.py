@@ -54,8 +54,8 @@ class TrainingRun:
         encoder and tokenizer, and the sequence layout."""
         return {
             "elf": dataclasses.asdict(self.elf_config),
-            "encoder": cfg.encoder,
-            "tokenizer": cfg.tokenizer or cfg.encoder,
+            "encoder": cfg.data.encoder,
+            "tokenizer": cfg.data.tokenizer_source,
             "data_spec": self.spec.to_dict(),
             "run": cfg.to_dict(),
         }
@@ -72,8 +72,9 @@ class TrainingRun:
     def write_samples(self, model: ELF, step: int, out: Path, cfg: TrainConfig, mesh: Mesh | None = None) -> Path:
         """Write a few EMA samples to ``<out>/samples/step_<step>.txt`` (atomically, process 0);
         conditional runs condition on the first rows of the dataset. Every process must call it."""
-        texts = self.sample_text(model, jax.random.key(cfg.seed + step), mesh)
-        lines = [f"# step {step}, {cfg.sample_steps} {cfg.sample_method} steps, omega {cfg.sample_omega}"]
+        texts = self.sample_text(model, jax.random.key(cfg.run.seed + step), mesh)
+        s = cfg.sampling
+        lines = [f"# step {step}, {s.steps} {s.method} steps, omega {s.omega}"]
         lines += [f"[{i}] {text}" for i, text in enumerate(texts)]
         path = Path(out) / "samples" / f"step_{step:07d}.txt"
         if jax.process_index() == 0:
@@ -84,23 +85,23 @@ class TrainingRun:
 def build_run(cfg: TrainConfig) -> TrainingRun:
     """Load the tokenizer and frozen encoder, check they fit each other and the run, prepare the
     (cached) data and its loader for this process."""
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.encoder)
-    encoder = load_text_encoder(cfg.encoder)
-    check_compatible(tokenizer, encoder, max_length=cfg.max_length)
+    d = cfg.data
+    tokenizer = load_tokenizer(d.tokenizer_source)
+    encoder = load_text_encoder(d.encoder)
+    check_compatible(tokenizer, encoder, max_length=d.max_length)
     spec = DataSpec.from_tokenizer(
-        tokenizer, cfg.max_length, max_input_length=cfg.max_input_length or None,
-        pad_mode=cfg.pad_mode, packing=cfg.packing,
+        tokenizer, d.max_length, max_input_length=d.max_input_length or None,
+        pad_mode=d.pad_mode, packing=d.packing,
     )
-    data = prepare_data(cfg.data, tokenizer, spec, split=cfg.data_split, cache_dir=cfg.cache_dir)
-    loader = Loader(data.rows, spec, cfg.global_batch, seed=cfg.seed,
+    data = prepare_data(d.source, tokenizer, spec, split=d.data_split, cache_dir=d.cache_dir)
+    loader = Loader(data.rows, spec, cfg.optimizer.global_batch, seed=cfg.run.seed,
                     process_index=jax.process_index(), process_count=jax.process_count())
-    latent_encoder = LatentEncoder(encoder, cfg.latent_mean, cfg.latent_std, cfg.label_drop_prob, cfg.compute_dtype)
+    latent_encoder = LatentEncoder(encoder, d.latent_mean, d.latent_std, cfg.objective.label_drop_prob,
+                                   cfg.model.compute_dtype)
     elf_config = cfg.elf_config(encoder.dim, len(tokenizer))
-    sampler = Sampler(num_steps=cfg.sample_steps, method=cfg.sample_method, gamma=cfg.sample_gamma,
-                      omega=cfg.sample_omega, cfg_weight=cfg.sample_cfg_weight, noise_scale=cfg.noise_scale,
-                      t_eps=cfg.t_eps, p_mean=cfg.p_mean, p_std=cfg.p_std)
+    sampler = cfg.sampling.settings.sampler(cfg.objective.flow)
     return TrainingRun(tokenizer, spec, data, loader, latent_encoder, elf_config, sampler,
-                       _sample_condition(data, spec, latent_encoder, cfg.num_samples, encoder.dim))
+                       _sample_condition(data, spec, latent_encoder, cfg.sampling.num_samples, encoder.dim))
 
 
 def _sample_condition(data: PreparedData, spec: DataSpec, latent_encoder: LatentEncoder, n: int, dim: int) -> Condition:

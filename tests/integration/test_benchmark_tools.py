@@ -93,7 +93,7 @@ def test_steps_vs_ppl_writes_table_csv_plot_and_samples(judge_dir, corpus, tmp_p
     assert len(rows) == 5 and rows[-1]["sampler"] == "reference" and float(rows[0]["gen_ppl"]) > 1
     assert (out / "steps_vs_ppl.png").stat().st_size > 1000
     samples = [json.loads(line) for line in (out / "samples" / "sde-g1.5-w3-steps4.jsonl").read_text().splitlines()]
-    assert len(samples) == 4 and samples[0]["settings"]["num_steps"] == 4
+    assert len(samples) == 4 and samples[0]["settings"]["steps"] == 4
     with pytest.raises(SystemExit, match="steps_vs_ppl.md exists; pass --overwrite"):
         load_script("steps_vs_ppl").main(args)
     assert not [p.name for p in out.iterdir() if ".partial-" in p.name]  # no staged file left behind

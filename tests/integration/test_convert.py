@@ -17,7 +17,7 @@ from elf_eqx.training.config import TrainConfig
 from test_release import ode_tokens
 
 SETTINGS = ("tokenizer", "latent_mean", "latent_std", "max_length", "max_input_length", "pad_mode",
-            "noise_scale", "t_eps", "p_mean", "p_std", "sampling", "step")
+            "flow", "sampling", "step")
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,7 @@ def test_convert_writes_our_format_once(reference_dir, cases, tmp_path):
     record, step, _ = run_record(out, None)
     assert step == 1234 and record["metadata"]["weights"] == "both"
     assert set(record["run_config"]["run"]) <= {f.name for f in dataclasses.fields(TrainConfig)}
+    assert TrainConfig.from_dict(record["run_config"]["run"]).sampling.settings == release.sampling
     assert record["run_config"]["data_spec"] == {"vocab_size": 50, "pad_id": 0, "eos_id": 1, "max_length": 1024,
                                                  "max_input_length": None, "pad_mode": "pad", "packing": False}
     raw = load_model_source(str(out), weights="raw")
@@ -61,7 +62,7 @@ def test_convert_ema_only_a_task_and_our_own_runs(reference_dir, cases, tmp_path
     convert_main([str(release), str(out), "--task", "xsum", "--encoder", "offline-minilm"])
     bundle = load_model_source(str(out / "checkpoints"))
     assert (bundle.max_length, bundle.max_input_length, bundle.pad_mode) == (1088, 1024, "eos")
-    assert bundle.sampling["method"] == "ode" and bundle.encoder == "offline-minilm"
+    assert bundle.sampling.method == "ode" and bundle.encoder == "offline-minilm"
     with pytest.raises(ValueError, match="holds only EMA weights"):
         load_model_source(str(out), weights="raw")
 

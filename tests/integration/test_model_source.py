@@ -8,12 +8,14 @@ import dataclasses
 import equinox as eqx
 import numpy as np
 import pytest
+from run_fixtures import OLD_FLAT_RUN_CONFIG
 
 from elf_eqx.training.checkpoint import CheckpointManager, load_model_from_checkpoint
 from elf_eqx.release.names import load_release_checkpoint
 from elf_eqx.release.model_source import load_model_source, load_model_source_weights
 from elf_eqx.training.optim import make_optimizer
-from elf_eqx.training.config import TrainConfig
+from elf_eqx.flow import FlowConstants
+from elf_eqx.sampling.settings import SamplerSettings
 from elf_eqx.training.step import TrainState
 
 
@@ -23,15 +25,17 @@ def run_dir(tmp_path_factory, reference_dir):
     conditional model (the reference fixture's weights: quicker than initialising one) with the
     run config stored beside it."""
     out = tmp_path_factory.mktemp("run") / "out"
-    run = TrainConfig(model="ELF-T", encoder="offline-minilm", max_length=16, max_input_length=8, pad_mode="eos",
-                      latent_std=0.28, sample_steps=4, sample_method="ode", sample_omega=1.0, sample_cfg_weight=2.0)
+    # The flat run config of checkpoints written before the config had sections: still read.
+    flat = {**OLD_FLAT_RUN_CONFIG, "model": "ELF-T", "encoder": "offline-minilm", "max_length": 16, "max_input_length": 8,
+            "pad_mode": "eos", "latent_std": 0.28, "sample_steps": 4, "sample_method": "ode", "sample_omega": 1.0,
+            "sample_cfg_weight": 2.0}
     model = load_release_checkpoint(reference_dir / "checkpoint_1234", which="params")
     state = TrainState.create(model, make_optimizer(model, 1e-3, name="adamw"))
     state = eqx.tree_at(lambda s: s.ema, state, load_release_checkpoint(reference_dir / "checkpoint_1234"))
     spec = {"vocab_size": 50, "pad_id": 0, "eos_id": 1, "max_length": 16, "max_input_length": 8, "pad_mode": "eos",
             "packing": False}
-    run_config = {"elf": dataclasses.asdict(model.config), "encoder": run.encoder, "tokenizer": run.encoder,
-                  "data_spec": spec, "run": run.to_dict()}
+    run_config = {"elf": dataclasses.asdict(model.config), "encoder": "offline-minilm", "tokenizer": "offline-minilm",
+                  "data_spec": spec, "run": flat}
     with CheckpointManager(out, run_config=run_config) as manager:
         manager.save(7, state, {"data": {}})
     return out
@@ -46,8 +50,8 @@ def test_a_training_run_in_every_spelling(run_dir):
     assert (bundle.encoder, bundle.tokenizer, bundle.latent_std, bundle.latent_mean) == (
         "offline-minilm", "offline-minilm", 0.28, 0.0)
     assert (bundle.max_length, bundle.max_input_length, bundle.pad_mode) == (16, 8, "eos")
-    assert bundle.sampling == {"method": "ode", "num_steps": 4, "gamma": 1.5, "omega": 1.0, "cfg_weight": 2.0,
-                               "time_grid": "logit_normal"}
+    assert bundle.sampling == SamplerSettings(method="ode", steps=4, gamma=1.5, omega=1.0, cfg_weight=2.0)
+    assert bundle.flow == FlowConstants()
     assert load_model_source(str(run_dir), encoder="x.pkl", tokenizer="t").encoder == "x.pkl"
 
 

@@ -55,10 +55,10 @@ def test_release_file_samples_the_reference_tokens(reference_dir, cases):
     load_text_encoder(bundle.encoder)  # the reference T5 pickle is a usable encoder source
     assert (bundle.max_length, bundle.max_input_length, bundle.pad_mode, bundle.tokenizer) == (
         1024, 0, "pad", "google-t5/t5-small")
-    assert bundle.sampling == {"method": "sde", "num_steps": 32, "gamma": 1.5, "omega": 3.0, "cfg_weight": 1.0,
-                               "time_grid": "logit_normal"}
-    assert (bundle.latent_mean, bundle.latent_std, bundle.noise_scale, bundle.t_eps, bundle.p_mean,
-            bundle.p_std) == (0.0, 0.2, 2.0, 0.05, -1.5, 0.8)
+    assert bundle.sampling.to_dict() == {"method": "sde", "steps": 32, "gamma": 1.5, "omega": 3.0, "cfg_weight": 1.0,
+                                         "time_grid": "logit_normal", "self_condition": True}
+    assert (bundle.latent_mean, bundle.latent_std) == (0.0, 0.2)
+    assert bundle.flow.to_dict() == {"p_mean": -1.5, "p_std": 0.8, "noise_scale": 2.0, "t_eps": 0.05}
     raw = load_model_source(str(reference_dir / "checkpoint_1234"), weights="raw")
     assert "params" in raw.origin and not np.allclose(raw.model.unembed.weight, bundle.model.unembed.weight)
 
@@ -69,8 +69,8 @@ def test_orbax_release_folder_task_layouts_and_steps(reference_dir, cases, tmp_p
     bundle = load_model_source(str(repo / "checkpoint_1234"), step=1234)
     np.testing.assert_array_equal(ode_tokens(bundle.model, cases), cases["ode_tokens"])
     assert (bundle.max_length, bundle.max_input_length, bundle.pad_mode, bundle.step) == (128, 64, "eos", 1234)
-    assert bundle.sampling["method"] == "ode" and bundle.sampling["num_steps"] == 64
-    assert bundle.sampling["cfg_weight"] == 2.0 and bundle.sampling["omega"] == 1.0
+    assert bundle.sampling.method == "ode" and bundle.sampling.steps == 64
+    assert bundle.sampling.cfg_weight == 2.0 and bundle.sampling.omega == 1.0
     assert load_model_source(str(repo), task="xsum").max_length == 1088
     shutil.copy(reference_dir / "checkpoint_1234", repo / "checkpoint_99")  # an older msgpack beside it
     assert load_model_source(str(repo)).step == 1234

@@ -40,7 +40,7 @@ def test_unconditional_samples_are_written_printed_and_reproducible(uncond_run, 
     assert isinstance(r["text"], str) and all(isinstance(t, int) for t in r["token_ids"])
     settings = r["settings"]
     # the run's own sampler defaults (sde, ω 3) with the --steps flag on top
-    assert (settings["method"], settings["num_steps"], settings["omega"], settings["seed"]) == ("sde", 3, 3.0, 0)
+    assert (settings["method"], settings["steps"], settings["omega"], settings["seed"]) == ("sde", 3, 3.0, 0)
     assert settings["step"] == 7 and settings["length"] == 16 and settings["weights"] == "ema"
     assert [x["token_ids"] for x in read(again)] == [x["token_ids"] for x in records]
     assert [x["token_ids"] for x in read(other)] != [x["token_ids"] for x in records]
@@ -51,9 +51,10 @@ def test_presets_and_length(uncond_run, tmp_path):
     main([str(uncond_run), "--preset", "owt_sde64", "--steps", "2", "--num-samples", "1", "--length", "8",
           "--output", str(out), "--quiet"])
     settings = read(out)[0]["settings"]
-    assert (settings["method"], settings["gamma"], settings["num_steps"], settings["length"]) == ("sde", 1.0, 2, 8)
+    assert (settings["method"], settings["gamma"], settings["steps"], settings["length"]) == ("sde", 1.0, 2, 8)
     cfg = parse_sample_config(["x", "--preset", "conditional_ode64"])
-    assert (cfg.method, cfg.steps, cfg.cfg_weight, cfg.omega) == ("ode", 64, 2.0, 1.0)
+    s = cfg.sampler
+    assert (s.method, s.steps, s.cfg_weight, s.omega, s.gamma) == ("ode", 64, 2.0, 1.0, None)
 
 
 def test_conditional_samples_from_prompts_and_input_file(cond_run, tmp_path):
@@ -89,3 +90,28 @@ def test_errors_are_one_line_and_nothing_is_overwritten(uncond_run, cond_run, tm
         main([str(uncond_run), "--steps", "0"])
     with pytest.raises(SystemExit, match="model source"):
         main([])
+
+
+def test_sampler_settings_are_one_spelling():
+    """Every SamplerSettings field is a sample flag, a training flag and a Sampler keyword."""
+    import dataclasses
+
+    from elf_eqx.cli.args import flag_table
+    from elf_eqx.flow import FlowConstants
+    from elf_eqx.sampling.config import SampleConfig
+    from elf_eqx.sampling.settings import SamplerSettings
+    from elf_eqx.training.config import TrainConfig
+
+    names = SamplerSettings.names()
+    assert set(names) <= set(flag_table(SampleConfig))
+    assert {f"sampling.{n}" for n in names} <= set(flag_table(TrainConfig))
+    settings = SamplerSettings(method="ode", steps=5, omega=2.0, time_grid="uniform", self_condition=False)
+    sampler = settings.sampler(FlowConstants(noise_scale=1.5))
+    assert (sampler.num_steps, sampler.method, sampler.omega, sampler.time_grid, sampler.noise_scale,
+            sampler.self_condition) == (5, "ode", 2.0, "uniform", 1.5, False)
+    assert SamplerSettings.from_dict(settings.to_dict()) == settings
+    assert settings.replace(steps=None, gamma=0.5) == dataclasses.replace(settings, gamma=0.5)
+    cfg = parse_sample_config(["x", "--omega", "4", "--self-condition", "False"])
+    assert cfg.settings(settings) == dataclasses.replace(settings, omega=4.0)
+    with pytest.raises(SystemExit):
+        parse_sample_config(["x", "--gamma", "-1"])

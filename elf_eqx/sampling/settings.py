@@ -1,0 +1,87 @@
+"""The user-facing sampler choices, spelled one way everywhere: the sample CLI and its presets,
+a training run's periodic samples, the released tasks and converted runs (docs/method.md#sampling).
+
+Adding a sampler option is one change here: a field of :class:`SamplerSettings` whose name is the
+:class:`elf_eqx.sampler.Sampler` keyword it sets (only ``steps`` is renamed, to ``num_steps``).
+Every CLI flag, preset key, stored dict and record follows from the fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from elf_eqx.flow import FLOW, FlowConstants
+from elf_eqx.sampler import Sampler, SamplerMethod, TimeGrid
+
+# SamplerSettings fields whose Sampler keyword is spelled differently.
+_SAMPLER_KEYWORD = {"steps": "num_steps"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSettings:
+    """How to sample: the solver, its steps and time grid, and the guidance scales."""
+
+    method: SamplerMethod = "sde"
+    """Euler ODE or churned SDE (the last interval is always an ODE step)."""
+    steps: int = 32
+    """Number of sampling steps."""
+    gamma: float = 1.5
+    """SDE churn γ (unused by the ODE)."""
+    omega: float = 3.0
+    """SC-CFG scale ω fed to the network."""
+    cfg_weight: float = 1.0
+    """Classifier-free guidance weight for conditional tasks (1 = off)."""
+    time_grid: TimeGrid = "logit_normal"
+    """Time grid: uniform, or sorted logit-normal draws (a fresh grid per batch)."""
+    self_condition: bool = True
+    """Feed each step's x̂ to the next (as trained); false feeds zeros."""
+
+    def __post_init__(self) -> None:
+        for name, choices in (("method", SamplerMethod), ("time_grid", TimeGrid)):
+            if getattr(self, name) not in typing.get_args(choices):
+                raise ValueError(f"sampler setting {name}={getattr(self, name)!r} is not one of "
+                                 f"{list(typing.get_args(choices))}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"sampler setting steps must be a positive integer, got {self.steps!r}")
+        if self.gamma < 0:
+            raise ValueError(f"sampler setting gamma must be non-negative, got {self.gamma}")
+        if not isinstance(self.self_condition, bool):
+            raise ValueError(f"sampler setting self_condition must be true or false, got {self.self_condition!r}")
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The setting names, in field order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{method, steps, gamma, omega, cfg_weight, time_grid, self_condition}``."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], where: str = "sampler settings") -> "SamplerSettings":
+        """Settings from ``values`` (missing names take the defaults); an unknown name is a
+        one-line error naming it and ``where`` they came from."""
+        unknown = sorted(set(values) - set(cls.names()))
+        if unknown:
+            raise ValueError(f"{where}: unknown sampler setting(s) {unknown}; known: {list(cls.names())}")
+        hints = typing.get_type_hints(cls)
+        # JSON and YAML write 3.0 as 3: float settings take ints.
+        coerced = {k: float(v) if hints[k] is float and isinstance(v, int) and not isinstance(v, bool) else v
+                   for k, v in values.items()}
+        return cls(**coerced)
+
+    def replace(self, **changes: Any) -> "SamplerSettings":
+        """These settings with ``changes`` applied; ``None`` values leave a setting as it is."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def sampler(self, flow: FlowConstants = FLOW) -> Sampler:
+        """The :class:`Sampler` of these settings for a model trained with the constants ``flow``."""
+        keywords = {_SAMPLER_KEYWORD.get(k, k): v for k, v in self.to_dict().items()}
+        return Sampler(**keywords, **flow.to_dict())
+
+    def tag(self) -> str:
+        """A short name for file names: ``<method><steps>-w<omega>``."""
+        return f"{self.method}{self.steps}-w{self.omega:g}"
