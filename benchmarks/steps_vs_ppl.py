@@ -1,5 +1,5 @@
 """Sample quality against sampling steps: Gen. PPL and entropy of one checkpoint, swept over
-steps × sampler (ODE; SDE with churn γ) × SC-CFG scale ω (ELF_SPEC.md §4, §5).
+steps × sampler (ODE; SDE with churn γ) × SC-CFG scale ω (docs/method.md#sampling, #metrics).
 
     python benchmarks/steps_vs_ppl.py runs/kjv --judge runs/kjv_judge --reference-data ../shared/data/kjv/valid.jsonl
     python benchmarks/steps_vs_ppl.py embedded-language-flows/ELF-B-owt --num-samples 1000 --reference-data owt_valid.jsonl

@@ -6,7 +6,7 @@
 The timing helpers here are shared with benchmarks/gpu_suite.py (the whole GPU suite).
 
 Reports seconds per optimizer step, training tokens/s, peak device memory where the backend
-exposes it, and seconds per sampled batch. Compare with ELF_SPEC.md §6 (reference, one H100:
+exposes it, and seconds per sampled batch. Compare with docs/method.md#reference-speed (reference, one H100:
 ELF-B L=1024 batch 8 → 0.123 s/step; 32-step SDE sampling batch 32 → 2.07 s).
 """
 

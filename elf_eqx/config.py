@@ -1,4 +1,4 @@
-"""Architecture configuration of the ELF network and its named presets (ELF_SPEC.md §2)."""
+"""Architecture configuration of the ELF network and its named presets (docs/method.md#network)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The ELF network: one set of weights that denoises latents and decodes them to tokens.
 
-Forward pass (ELF_SPEC.md §2): optional self-conditioning projection (2D→D), bottleneck
+Forward pass (docs/method.md#network): optional self-conditioning projection (2D→D), bottleneck
 (D→128→H), a prefix of ``[time×4, sc-cfg×4, mode×4]`` learned tokens, pre-norm transformer
 blocks with in-context conditioning only, then either the zero-initialised denoiser head
 (x̂, the clean-latent prediction) or, in decode mode, the vocabulary head.

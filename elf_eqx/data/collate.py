@@ -1,4 +1,4 @@
-"""Rows of token ids to a padded NumPy batch with the masks of ELF_SPEC.md §1, §3."""
+"""Rows of token ids to a padded NumPy batch with the masks of docs/method.md#latents, #objective."""
 
 from __future__ import annotations
 

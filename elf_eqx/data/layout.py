@@ -1,4 +1,4 @@
-"""Token-id records to rows of at most ``max_length`` ids (ELF_SPEC.md §3).
+"""Token-id records to rows of at most ``max_length`` ids (docs/method.md#objective).
 
 A row is ``input_ids`` = condition ids then target ids (unpadded; the collator pads) and
 ``cond_length``, the number of condition ids at its start (0 for unconditional data).

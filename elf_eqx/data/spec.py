@@ -1,4 +1,4 @@
-"""The token ids and lengths a data pipeline run uses (ELF_SPEC.md §1, §3)."""
+"""The token ids and lengths a data pipeline run uses (docs/method.md#latents, #objective)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Raw text records to token ids, once, cached on disk (ELF_SPEC.md §1)."""
+"""Raw text records to token ids, once, cached on disk (docs/method.md#latents)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Token batches to ELF latents: the frozen encoder, label drop and latent normalisation (ELF_SPEC.md §1, §3)."""
+"""Token batches to ELF latents: the frozen encoder, label drop and latent normalisation (docs/method.md#latents, #objective)."""
 
 from __future__ import annotations
 

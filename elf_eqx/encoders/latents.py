@@ -1,4 +1,4 @@
-"""Encoder outputs to ELF latents, and the encoder's ``(B, L, L)`` attention mask (ELF_SPEC.md §1, §3)."""
+"""Encoder outputs to ELF latents, and the encoder's ``(B, L, L)`` attention mask (docs/method.md#latents, #objective)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The T5 encoder stack (T5, T5 v1.1, mT5) as a frozen text encoder (ELF_SPEC.md §1).
+"""The T5 encoder stack (T5, T5 v1.1, mT5) as a frozen text encoder (docs/method.md#latents).
 
 Pre-norm blocks ``x += Attn(RMSNorm(x)); x += FFN(RMSNorm(x))``; attention has no biases and no
 ``1/sqrt(d_kv)`` scaling (T5 folds it into the initialisation); a learned relative-position bias

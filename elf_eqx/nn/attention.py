@@ -120,7 +120,7 @@ def fused_attention(
 class SelfAttention(eqx.Module):
     """Fused ``qkv`` projection, per-head RMSNorm on q and k, RoPE, float32 softmax, output projection.
 
-    No attention mask: ELF attends to every position, padding included (ELF_SPEC.md §2.5).
+    No attention mask: ELF attends to every position, padding included (docs/method.md#network).
     ``implementation`` is the config's ``attention`` field (``auto``, ``xla``, ``cudnn``).
     """
 

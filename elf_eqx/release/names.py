@@ -1,6 +1,6 @@
 """Name mapping between the ELF reference release's parameters and :class:`elf_eqx.model.ELF`.
 
-Reference names (ELF_SPEC.md §2) are ``/``-joined Flax paths with kernels stored ``(in, out)``,
+Reference names (docs/method.md#network) are ``/``-joined Flax paths with kernels stored ``(in, out)``,
 the layout of our :class:`~elf_eqx.nn.Linear`, so only the stacking of ``blocks_{i}`` and the
 ``(1, n, H)`` token tables need reshaping.
 """

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from elf_eqx.flow import FLOW, FlowConstants
 from elf_eqx.sampler import Sampler, SamplerMethod, TimeGrid
@@ -39,17 +39,24 @@ class SamplerSettings:
     self_condition: bool = True
     """Feed each step's x̂ to the next (as trained); false feeds zeros."""
 
+    flag_prefix: ClassVar[str] = "--"
+    """How errors name a setting: ``--steps`` here, ``--sampling.steps`` in the training config."""
+
+    def flag(self, name: str) -> str:
+        """The command-line flag of the setting ``name``."""
+        return self.flag_prefix + name.replace("_", "-")
+
     def __post_init__(self) -> None:
         for name, choices in (("method", SamplerMethod), ("time_grid", TimeGrid)):
             if getattr(self, name) not in typing.get_args(choices):
-                raise ValueError(f"sampler setting {name}={getattr(self, name)!r} is not one of "
+                raise ValueError(f"{self.flag(name)} {getattr(self, name)!r} is not one of "
                                  f"{list(typing.get_args(choices))}")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"sampler setting steps must be a positive integer, got {self.steps!r}")
+            raise ValueError(f"{self.flag('steps')} must be a positive integer, got {self.steps!r}")
         if self.gamma < 0:
-            raise ValueError(f"sampler setting gamma must be non-negative, got {self.gamma}")
+            raise ValueError(f"{self.flag('gamma')} must be non-negative, got {self.gamma}")
         if not isinstance(self.self_condition, bool):
-            raise ValueError(f"sampler setting self_condition must be true or false, got {self.self_condition!r}")
+            raise ValueError(f"{self.flag('self_condition')} must be true or false, got {self.self_condition!r}")
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import tyro
 
@@ -214,6 +214,8 @@ class OptimizerSection:
 class SamplingSection(SamplerSettings):
     """The sample files written during training (EMA weights): the sampler settings, how often, how many."""
 
+    flag_prefix: ClassVar[str] = "--sampling."
+
     every: int = 1000
     """Steps between sample files."""
     num_samples: int = 4
@@ -221,7 +223,9 @@ class SamplingSection(SamplerSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive(self, "every", "num_samples")
+        for name in ("every", "num_samples"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{self.flag(name)} must be positive, got {getattr(self, name)}")
 
     @property
     def settings(self) -> SamplerSettings:

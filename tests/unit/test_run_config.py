@@ -56,7 +56,10 @@ def test_sections_build_their_objects_and_old_names_still_work(tmp_path):
     assert (cfg.model.name, cfg.sampling.steps, cfg.sampling.method, cfg.sampling.every) == ("ELF-T", 6, "ode", 5)
     # Stored run configs: the nested form round-trips; the flat form of older checkpoints is read.
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
-    assert TrainConfig.from_dict(OLD_FLAT_RUN_CONFIG) == TrainConfig()
+    # Older runs stored what was then the default (float32, no remat, Adam b2 0.95): they keep it.
+    old_defaults = TrainConfig.from_dict({"compute_dtype": "float32", "remat": False, "b2": 0.95})
+    assert TrainConfig.from_dict(OLD_FLAT_RUN_CONFIG) == old_defaults
+    assert (old_defaults.model.compute_dtype, old_defaults.model.remat, old_defaults.optimizer.b2) == ("float32", False, 0.95)
     assert set(TrainConfig().to_dict()) == {"config", "preset", "model", "data", "objective", "optimizer",
                                             "sampling", "mesh", "run"}
 
