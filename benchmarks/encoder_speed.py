@@ -17,8 +17,8 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import tyro
 
+from elf_eqx.cli.errors import run_parsed
 from elf_eqx.encoders import T5Config, T5Encoder, encoder_attention_mask
 from elf_eqx.evaluate.judge import GPT2, GPT2Config, judge_nll
 
@@ -73,12 +73,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    from elf_eqx.cli.errors import cli_main, flag_errors
-
-    @cli_main
-    def cli(argv: list[str]) -> None:
-        with flag_errors():
-            args = tyro.cli(Args, args=argv)
-        main(args)
-
-    cli()
+    run_parsed(Args, main)

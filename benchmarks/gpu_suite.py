@@ -43,14 +43,12 @@ from pathlib import Path
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
-import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_speed import first_call_seconds, memory_limit_bytes, peak_memory_gib, timed  # noqa: E402
 
-from elf_eqx.cli.errors import cli_main, flag_errors
+from elf_eqx.cli.errors import run_parsed
 from elf_eqx.config import ELFConfig, preset  # noqa: E402
 from elf_eqx.encoders.latent_encoder import LatentEncoder, TokenBatch  # noqa: E402
 from elf_eqx.encoders.t5 import T5Config, T5Encoder  # noqa: E402
@@ -354,11 +352,4 @@ def format_table(result: dict) -> str:
 
 
 if __name__ == "__main__":
-
-    @cli_main
-    def cli(argv: list[str]) -> None:
-        with flag_errors():
-            args = tyro.cli(Args, args=argv)
-        main(args)
-
-    cli()
+    run_parsed(Args, main)

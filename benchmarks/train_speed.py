@@ -19,8 +19,8 @@ import time
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import tyro
 
+from elf_eqx.cli.errors import run_parsed
 from elf_eqx.config import preset
 from elf_eqx.model import ELF, count_params
 from elf_eqx.objective import FlowObjective, LatentBatch
@@ -108,12 +108,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    from elf_eqx.cli.errors import cli_main, flag_errors
-
-    @cli_main
-    def cli(argv: list[str]) -> None:
-        with flag_errors():
-            args = tyro.cli(Args, args=argv)
-        main(args)
-
-    cli()
+    run_parsed(Args, main)

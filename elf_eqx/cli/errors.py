@@ -21,11 +21,14 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
+import tyro
+
 EXIT_CODE = 2
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "ELF_DEBUG"
 
 R = TypeVar("R")
+C = TypeVar("C")
 
 
 class CLIError(Exception):
@@ -159,3 +162,16 @@ def flag_errors() -> Iterator[None]:
             raise
         raise CLIError("bad flag", _condense(captured.getvalue()), "see --help") from None
     sys.stderr.write(captured.getvalue())
+
+
+def run_parsed(config_type: type[C], run: Callable[[C], object], argv: Sequence[str] | None = None) -> None:
+    """A script's command line: parse ``argv`` (default ``sys.argv[1:]``) into ``config_type`` with
+    tyro and call ``run`` on it, under :func:`cli_main`'s error policy."""
+
+    @cli_main
+    def main(args: list[str]) -> None:
+        with flag_errors():
+            config = tyro.cli(config_type, args=args)
+        run(config)
+
+    main(argv)

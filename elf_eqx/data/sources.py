@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +27,7 @@ from typing import Any, Literal
 import datasets
 
 from elf_eqx.data.corpus import embedded_corpus_path
+from elf_eqx.io.jsonl import json_objects
 from elf_eqx.data.errors import DataError
 
 SourceKind = Literal["tokens", "pair", "text"]
@@ -168,15 +168,7 @@ def _read_txt(text: str) -> tuple[SourceKind, dict[str, list[Any]]]:
 def _read_jsonl(text: str, file: Path) -> tuple[SourceKind, dict[str, list[Any]]]:
     kind: SourceKind | None = None
     columns: dict[str, list[Any]] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{file}:{number}: invalid JSON ({error.msg})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{file}:{number}: expected a JSON object, got {type(record).__name__}")
+    for number, record in json_objects(text.splitlines(), str(file), DataError):
         if kind is None:
             kind = _kind_of(set(record), f"{file}:{number}")
             columns = {field: [] for field in _fields_of(kind, {k: [] for k in record})}

@@ -3,9 +3,26 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+
+def json_objects(
+    lines: Iterable[str], where: str, error: type[Exception] = ValueError
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-blank JSONL line of ``lines``; a line that is not a
+    JSON object raises ``error`` naming ``where:<line number>``."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise error(f"{where}:{number}: not valid JSON ({err.msg})") from None
+        if not isinstance(record, dict):
+            raise error(f"{where}:{number}: expected a JSON object, got {type(record).__name__}")
+        yield number, record
 
 
 def json_lines(path: str | Path, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -15,13 +32,4 @@ def json_lines(path: str | Path, what: str) -> Iterator[tuple[int, dict[str, Any
     if not path.is_file():
         raise FileNotFoundError(f"{what} file not found: {path}")
     with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-            yield number, record
+        yield from json_objects(lines, str(path))

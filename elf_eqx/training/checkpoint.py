@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import equinox as eqx
 import jax
 import orbax.checkpoint as ocp
 
 from elf_eqx.training.checkpoint_integrity import damage, quiet_read_only_warning, record_sizes, set_aside
 from elf_eqx.training.signature import as_json, key_from_json, key_to_json, model_signature, signature_diff
 from elf_eqx.training.state_tree import abstract_leaf, fill_template, flatten_nested, misfits, named_leaves, to_nested, unexpected
-from elf_eqx.config import ELFConfig
 from elf_eqx.model import ELF
 from elf_eqx.training.step import TrainState
 

@@ -345,7 +345,7 @@ def test_records_lacking_fields(tmp_path):
     with pytest.raises(DataError, match=r"typed.jsonl:1: field 'text' must be a string"):
         load_source(tmp_path / "typed.jsonl")
     (tmp_path / "broken.jsonl").write_text('{"text": "a"}\n{"text": \n')
-    with pytest.raises(DataError, match=r"broken.jsonl:2: invalid JSON"):
+    with pytest.raises(DataError, match=r"broken.jsonl:2: not valid JSON"):
         load_source(tmp_path / "broken.jsonl")
     datasets.Dataset.from_dict({"label": [1]}).save_to_disk(tmp_path / "saved")
     with pytest.raises(DataError, match="saved: records need .*found: label"):
