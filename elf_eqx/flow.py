@@ -55,6 +55,19 @@ def sample_logit_normal(key: PRNGKeyArray, shape: tuple[int, ...], mean: float, 
     return jax.nn.sigmoid(mean + std * jax.random.normal(key, shape, jnp.float32))
 
 
+def logit_normal_quantiles(n: int, mean: float, std: float) -> Float[Array, " n_minus_1"]:
+    """The ``n − 1`` inner ``i/n`` quantiles (``i = 1 … n − 1``) of ``sigmoid(N(mean, std))``: a
+    deterministic stand-in for sorted logit-normal draws (docs/method.md#time-grids)."""
+    levels = jnp.arange(1, n, dtype=jnp.float32) / n
+    return jax.nn.sigmoid(mean + std * jax.scipy.special.ndtri(levels))
+
+
+def power_spacing(n: int, exponent: float) -> Float[Array, " n_plus_1"]:
+    """``t_i = (i/n)^exponent`` for ``i = 0 … n``; an exponent above 1 puts more of the steps near
+    the noise end ``t = 0`` (docs/method.md#time-grids)."""
+    return (jnp.arange(n + 1, dtype=jnp.float32) / n) ** exponent
+
+
 def sample_time(
     key: PRNGKeyArray, batch: int, schedule: str = "logit_normal", mean: float = FLOW.p_mean,
     std: float = FLOW.p_std,

@@ -1,11 +1,16 @@
-"""ELF samplers: Euler ODE and churned SDE over a time grid, with self-conditioning,
-SC-CFG and classifier-free guidance, then one decode pass to tokens (docs/method.md#sampling).
+"""ELF samplers over a time grid: Euler (the reference), Heun and a DPM-Solver++(2M)-style multistep
+solver, each as an ODE or with churn (the reference's or a marginal-preserving one), with
+self-conditioning, SC-CFG and classifier-free guidance, then one decode pass to tokens
+(docs/method.md#sampling).
 
-The whole loop is one ``lax.scan``; wrap a call in ``jax.jit``/``eqx.filter_jit`` to compile it once.
+The integration takes any x-prediction function (:meth:`Sampler.solve`), so the same solvers run a
+toy with an exact denoiser (``benchmarks/toy_sampler.py``). The loop is a ``lax.scan``; wrap a call
+in ``jax.jit``/``eqx.filter_jit`` to compile it once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 import equinox as eqx
@@ -13,15 +18,28 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from elf_eqx.flow import FLOW, keep_condition, sample_logit_normal, velocity
+from elf_eqx.flow import FLOW, keep_condition, logit_normal_quantiles, power_spacing, sample_logit_normal, velocity
 from elf_eqx.model import ELF
 
 SamplerMethod = Literal["ode", "sde"]
-TimeGrid = Literal["uniform", "logit_normal"]
+Solver = Literal["euler", "heun", "dpm2m"]
+SdeNoise = Literal["reference", "consistent"]
+TimeGrid = Literal["logit_normal", "logit_normal_quantile", "uniform", "power"]
 if TYPE_CHECKING:
-    _Method, _Grid = SamplerMethod, TimeGrid
+    _Method, _Solver, _Noise, _Grid = SamplerMethod, Solver, SdeNoise, TimeGrid
 else:  # at run time a bad choice fails in __check_init__, a ValueError naming the field
-    _Method = _Grid = str
+    _Method = _Solver = _Noise = _Grid = str
+
+Predict = Callable[[Float[Array, "B L D"], Float[Array, "B L D"], Float[Array, ""]], Float[Array, "B L D"]]
+"""``predict(z, x_prev, t) -> x̂``: the (guided) clean-latent estimate at time ``t`` given the
+self-conditioning input ``x_prev``."""
+
+
+def clipped_log_time(t: Float[Array, "*S"], t_eps: float) -> Float[Array, "*S"]:
+    """``Λ(t) = ∫₀ᵗ dτ / max(1 − τ, t_eps)``: ``−log(1 − t)`` up to ``1 − t_eps``, then linear with
+    slope ``1/t_eps``. In ``Λ`` the sampling ODE is ``dz/dΛ = x̂ − z`` (docs/method.md#solvers)."""
+    knee = 1.0 - t_eps
+    return jnp.where(t <= knee, -jnp.log1p(-jnp.minimum(t, knee)), -jnp.log(t_eps) + (t - knee) / t_eps)
 
 
 class Condition(eqx.Module):
@@ -54,11 +72,13 @@ def mask_after_eos(
 
 
 class Sampler(eqx.Module):
-    """Sampling settings. ``method`` is ``ode`` (Euler) or ``sde`` (churn ``gamma``); the last
-    interval is always an ODE step. ``omega`` is the SC-CFG scale fed to the network;
-    ``cfg_weight`` ≠ 1 adds a second, condition-free pass (conditional tasks). Users choose
-    these through :class:`elf_eqx.sampling.settings.SamplerSettings` (``settings.sampler(flow)``);
-    the flow constants must be those the model was trained with."""
+    """Sampling settings. ``method`` is ``ode`` or ``sde`` (churn ``gamma``, fresh noise sized as
+    ``sde_noise`` says); ``solver`` integrates each interval: ``euler`` (the reference), ``heun``
+    (2 evaluations) or ``dpm2m`` (1 evaluation, reusing the previous x̂). The last interval is
+    always an Euler ODE step. ``omega`` is the SC-CFG scale fed to the network; ``cfg_weight`` ≠ 1
+    adds a second, condition-free pass (conditional tasks). ``grid_seed`` fixes a random grid for
+    every call. Users choose these through :class:`elf_eqx.sampling.settings.SamplerSettings`
+    (``settings.sampler(flow)``); the flow constants must be those the model was trained with."""
 
     num_steps: int = eqx.field(static=True, default=32)
     method: _Method = eqx.field(static=True, default="sde")
@@ -71,21 +91,44 @@ class Sampler(eqx.Module):
     noise_scale: float = FLOW.noise_scale
     t_eps: float = FLOW.t_eps
     self_condition: bool = eqx.field(static=True, default=True)
+    solver: _Solver = eqx.field(static=True, default="euler")
+    sde_noise: _Noise = eqx.field(static=True, default="reference")
+    grid_exponent: float = eqx.field(static=True, default=2.0)
+    grid_seed: int | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
         if self.num_steps < 1:
             raise ValueError(f"Sampler.num_steps must be >= 1, got {self.num_steps}")
         if self.method not in ("ode", "sde"):
             raise ValueError(f"Sampler.method must be 'ode' or 'sde', got {self.method!r}")
-        if self.time_grid not in ("uniform", "logit_normal"):
-            raise ValueError(f"Sampler.time_grid must be 'uniform' or 'logit_normal', got {self.time_grid!r}")
+        for name, choices in (("solver", Solver), ("sde_noise", SdeNoise), ("time_grid", TimeGrid)):
+            if getattr(self, name) not in choices.__args__:
+                raise ValueError(f"Sampler.{name} must be one of {list(choices.__args__)}, got {getattr(self, name)!r}")
+        if not self.grid_exponent > 0:
+            raise ValueError(f"Sampler.grid_exponent must be positive, got {self.grid_exponent}")
+
+    def nfe(self) -> int:
+        """Network evaluations per sample in the integration: ``num_steps`` for Euler and DPM2M,
+        ``2·num_steps − 1`` for Heun (its last step is Euler), doubled when ``cfg_weight`` ≠ 1.
+        The final decode pass (one more, for every sampler) is not counted."""
+        passes = 2 * self.num_steps - 1 if self.solver == "heun" else self.num_steps
+        return passes * (2 if self.cfg_weight != 1.0 else 1)
 
     def grid(self, key: PRNGKeyArray) -> Float[Array, " n_plus_1"]:
-        """Times ``0 = t_0 < … < t_n = 1``: uniform, or 0, sorted logit-normal draws, 1 (fresh per key)."""
+        """Times ``0 = t_0 < … < t_n = 1`` (docs/method.md#time-grids): ``logit_normal`` (0, sorted
+        logit-normal draws from ``key``, or from ``key(grid_seed)`` when set, 1),
+        ``logit_normal_quantile``, ``uniform`` or ``power`` (``(i/n)^grid_exponent``)."""
         n = self.num_steps
         if self.time_grid == "uniform":
             return jnp.linspace(0.0, 1.0, n + 1, dtype=jnp.float32)
-        inner = jnp.sort(sample_logit_normal(key, (n - 1,), self.p_mean, self.p_std))
+        if self.time_grid == "power":
+            return power_spacing(n, self.grid_exponent)
+        if self.time_grid == "logit_normal_quantile":
+            inner = logit_normal_quantiles(n, self.p_mean, self.p_std)
+        else:
+            if self.grid_seed is not None:
+                key = jax.random.key(self.grid_seed)
+            inner = jnp.sort(sample_logit_normal(key, (n - 1,), self.p_mean, self.p_std))
         return jnp.concatenate([jnp.zeros(1), inner, jnp.ones(1)]).astype(jnp.float32)
 
     def predict(
@@ -107,29 +150,92 @@ class Sampler(eqx.Module):
         x_c, x_u = both[:b], both[b:]
         return x_u + self.cfg_weight * (x_c - x_u)
 
-    def integrate(
-        self, model: ELF, z0: Float[Array, "B L D"], grid: Float[Array, " n_plus_1"], cond: Condition, key: PRNGKeyArray
+    def churn(
+        self, z: Float[Array, "B L D"], t: Float[Array, ""], t_next: Float[Array, ""], gamma: Float[Array, ""],
+        key: PRNGKeyArray,
+    ) -> tuple[Float[Array, "B L D"], Float[Array, ""]]:
+        """Step back from ``t`` to ``t_b = α t``, ``α = clip(1 − γ(t_next − t), 0, 1)``, adding fresh
+        noise: ``(1 − α)·s`` (``reference``) or ``s·√((1 − α)(1 + α − 2αt))`` (``consistent``: the
+        noise level of ``t_b`` exactly). Returns ``(z_b, t_b)`` (docs/method.md#solvers)."""
+        alpha = jnp.clip(1.0 - gamma * (t_next - t), 0.0, 1.0)
+        if self.sde_noise == "reference":
+            return alpha * z + (1.0 - alpha) * self.noise_scale * jax.random.normal(key, z.shape), alpha * t
+        extra = jnp.sqrt(jnp.maximum((1.0 - alpha) * (1.0 + alpha - 2.0 * alpha * t), 0.0))
+        return alpha * z + self.noise_scale * extra * jax.random.normal(key, z.shape), alpha * t
+
+    def _euler(self, x_pred, z, t, t_next):
+        return z + (t_next - t) * velocity(x_pred, z, jnp.full((z.shape[0],), t), self.t_eps)
+
+    def solve(
+        self, predict: Predict, z0: Float[Array, "B L D"], grid: Float[Array, " n_plus_1"], key: PRNGKeyArray,
+        cond: Condition | None = None,
     ) -> Float[Array, "B L D"]:
-        """Carry ``z`` from ``grid[0]`` to ``grid[-1]`` (the condition positions held clean)."""
+        """Carry ``z`` from ``grid[0]`` to ``grid[-1]`` with any x-prediction ``predict(z, x_prev, t)``
+        (the ``cond`` positions held clean)."""
+        b, length, d = z0.shape
+        cond = cond if cond is not None else Condition.none(b, length, d)
+        hold = lambda z: keep_condition(z, cond.x, cond.mask)  # noqa: E731
         n = grid.shape[0] - 1
         churn = jnp.where(jnp.arange(n) < n - 1, self.gamma if self.method == "sde" else 0.0, 0.0)
         step_keys = jax.random.split(key, n)
+        start = (hold(z0), jnp.zeros_like(z0))
+        if self.solver == "euler":  # the reference's loop, unchanged: every interval in one scan
 
-        def step(carry, inputs):
-            z, x_prev = carry
-            t, t_next, gamma, k = inputs
-            alpha = jnp.clip(1.0 - gamma * (t_next - t), 0.0, 1.0)
-            t_b = alpha * t
-            z_b = alpha * z + (1.0 - alpha) * self.noise_scale * jax.random.normal(k, z.shape)
-            z_b = keep_condition(z_b, cond.x, cond.mask)
-            x_pred = self.predict(model, z_b, x_prev, t_b, cond)
-            v = velocity(x_pred, z_b, jnp.full((z.shape[0],), t_b), self.t_eps)
-            z_next = keep_condition(z_b + (t_next - t_b) * v, cond.x, cond.mask)
-            return (z_next, x_pred if self.self_condition else x_prev), None
+            def step(carry, inputs):
+                z, x_prev = carry
+                t, t_next, gamma, k = inputs
+                z_b, t_b = self.churn(z, t, t_next, gamma, k)
+                z_b = hold(z_b)
+                x_pred = predict(z_b, x_prev, t_b)
+                z_next = hold(self._euler(x_pred, z_b, t_b, t_next))
+                return (z_next, x_pred if self.self_condition else x_prev), None
 
-        start = (keep_condition(z0, cond.x, cond.mask), jnp.zeros_like(z0))
-        (z1, _), _ = jax.lax.scan(step, start, (grid[:-1], grid[1:], churn, step_keys))
-        return z1
+            (z1, _), _ = jax.lax.scan(step, start, (grid[:-1], grid[1:], churn, step_keys))
+            return z1
+        sc = lambda x_new, x_prev: x_new if self.self_condition else x_prev  # noqa: E731
+        inputs = (grid[:-2], grid[1:-1], churn[:-1], step_keys[:-1])
+        if self.solver == "heun":
+
+            def step(carry, inputs):
+                z, x_prev = carry
+                t, t_next, gamma, k = inputs
+                z_b, t_b = self.churn(z, t, t_next, gamma, k)
+                z_b = hold(z_b)
+                x1 = predict(z_b, x_prev, t_b)
+                v1 = velocity(x1, z_b, jnp.full((b,), t_b), self.t_eps)
+                z_e = hold(z_b + (t_next - t_b) * v1)
+                x2 = predict(z_e, sc(x1, x_prev), t_next)
+                v2 = velocity(x2, z_e, jnp.full((b,), t_next), self.t_eps)
+                return (hold(z_b + (t_next - t_b) * 0.5 * (v1 + v2)), sc(x2, x_prev)), None
+
+            (z, x_prev), _ = jax.lax.scan(step, start, inputs)
+        else:  # dpm2m: exponential integrator in Λ, x̂ extrapolated linearly from the previous step
+
+            def step(carry, inputs):
+                z, x_prev, x_last, lam_last = carry
+                t, t_next, gamma, k = inputs
+                z_b, t_b = self.churn(z, t, t_next, gamma, k)
+                z_b = hold(z_b)
+                x = predict(z_b, x_prev, t_b)
+                lam, lam_next = clipped_log_time(t_b, self.t_eps), clipped_log_time(t_next, self.t_eps)
+                h, h_last = lam_next - lam, lam - lam_last
+                # the first step (no previous x̂: lam_last = −inf) and repeated times stay first order
+                ratio = jnp.where(jnp.isfinite(h_last) & (h_last > 0), h / (2.0 * jnp.where(h_last > 0, h_last, 1.0)), 0.0)
+                x_bar = x + ratio * (x - x_last)
+                decay = jnp.exp(-h)
+                z_next = hold(decay * z_b + (1.0 - decay) * x_bar)
+                return (z_next, sc(x, x_prev), x, lam), None
+
+            (z, x_prev, _, _), _ = jax.lax.scan(step, (*start, jnp.zeros_like(z0), jnp.array(-jnp.inf)), inputs)
+        # the last interval: an Euler ODE step, as in every sampler
+        x_pred = predict(z, x_prev, grid[-2])
+        return hold(self._euler(x_pred, z, grid[-2], grid[-1]))
+
+    def integrate(
+        self, model: ELF, z0: Float[Array, "B L D"], grid: Float[Array, " n_plus_1"], cond: Condition, key: PRNGKeyArray
+    ) -> Float[Array, "B L D"]:
+        """Carry ``z`` from ``grid[0]`` to ``grid[-1]`` with ``model``'s guided x̂ (the condition positions held clean)."""
+        return self.solve(lambda z, x_prev, t: self.predict(model, z, x_prev, t, cond), z0, grid, key, cond)
 
     def decode(self, model: ELF, z1: Float[Array, "B L D"]) -> Int[Array, "B L"]:
         """Argmax tokens of ``net([z₁, 0], t=1, ω, decode)``."""

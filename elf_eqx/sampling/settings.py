@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from elf_eqx.flow import FLOW, FlowConstants
-from elf_eqx.sampler import Sampler, SamplerMethod, TimeGrid
+from elf_eqx.sampler import Sampler, SamplerMethod, SdeNoise, Solver, TimeGrid
 
 # SamplerSettings fields whose Sampler keyword is spelled differently.
 _SAMPLER_KEYWORD = {"steps": "num_steps"}
@@ -25,7 +25,7 @@ class SamplerSettings:
     """How to sample: the solver, its steps and time grid, and the guidance scales."""
 
     method: SamplerMethod = "sde"
-    """Euler ODE or churned SDE (the last interval is always an ODE step)."""
+    """ODE, or SDE with churn γ (the last interval is always an Euler ODE step)."""
     steps: int = 32
     """Number of sampling steps."""
     gamma: float = 1.5
@@ -35,9 +35,18 @@ class SamplerSettings:
     cfg_weight: float = 1.0
     """Classifier-free guidance weight for conditional tasks (1 = off)."""
     time_grid: TimeGrid = "logit_normal"
-    """Time grid: uniform, or sorted logit-normal draws (a fresh grid per batch)."""
+    """Time grid: sorted logit-normal draws (a fresh grid per batch unless grid_seed is set), the
+    logit-normal quantiles, uniform, or power ((i/n)^grid_exponent)."""
     self_condition: bool = True
     """Feed each step's x̂ to the next (as trained); false feeds zeros."""
+    solver: Solver = "euler"
+    """Step rule: euler (reference), heun (2 evaluations a step), dpm2m (1, reusing the last x̂)."""
+    sde_noise: SdeNoise = "reference"
+    """SDE churn noise: reference ((1 − α)·s), or consistent (exactly the noise level of t_b)."""
+    grid_exponent: float = 2.0
+    """Exponent of the power grid (> 1: more steps near the noise end)."""
+    grid_seed: int | None = None
+    """Draw the logit-normal grid once from this seed, the same for every batch (None: per batch)."""
 
     flag_prefix: ClassVar[str] = "--"
     """How errors name a setting: ``--steps`` here, ``--sampling.steps`` in the training config."""
@@ -47,7 +56,8 @@ class SamplerSettings:
         return self.flag_prefix + name.replace("_", "-")
 
     def __post_init__(self) -> None:
-        for name, choices in (("method", SamplerMethod), ("time_grid", TimeGrid)):
+        for name, choices in (("method", SamplerMethod), ("time_grid", TimeGrid), ("solver", Solver),
+                              ("sde_noise", SdeNoise)):
             if getattr(self, name) not in typing.get_args(choices):
                 raise ValueError(f"{self.flag(name)} {getattr(self, name)!r} is not one of "
                                  f"{list(typing.get_args(choices))}")
@@ -55,6 +65,10 @@ class SamplerSettings:
             raise ValueError(f"{self.flag('steps')} must be a positive integer, got {self.steps!r}")
         if self.gamma < 0:
             raise ValueError(f"{self.flag('gamma')} must be non-negative, got {self.gamma}")
+        if not self.grid_exponent > 0:
+            raise ValueError(f"{self.flag('grid_exponent')} must be positive, got {self.grid_exponent}")
+        if self.grid_seed is not None and (isinstance(self.grid_seed, bool) or not isinstance(self.grid_seed, int)):
+            raise ValueError(f"{self.flag('grid_seed')} must be an integer, got {self.grid_seed!r}")
         if not isinstance(self.self_condition, bool):
             raise ValueError(f"{self.flag('self_condition')} must be true or false, got {self.self_condition!r}")
 
@@ -64,7 +78,8 @@ class SamplerSettings:
         return tuple(f.name for f in dataclasses.fields(cls))
 
     def to_dict(self) -> dict[str, Any]:
-        """``{method, steps, gamma, omega, cfg_weight, time_grid, self_condition}``."""
+        """``{method, steps, gamma, omega, cfg_weight, time_grid, self_condition, solver, sde_noise,
+        grid_exponent, grid_seed}``."""
         return dataclasses.asdict(self)
 
     @classmethod
@@ -90,5 +105,12 @@ class SamplerSettings:
         return Sampler(**keywords, **flow.to_dict())
 
     def tag(self) -> str:
-        """A short name for file names: ``<method><steps>-w<omega>``."""
-        return f"{self.method}{self.steps}-w{self.omega:g}"
+        """A short name for file names: ``<method><steps>-w<omega>``, then ``-<solver>`` and
+        ``-consistent`` when not the reference's."""
+        extra = ("" if self.solver == "euler" else f"-{self.solver}") + (
+            "-consistent" if self.method == "sde" and self.sde_noise == "consistent" else "")
+        return f"{self.method}{self.steps}-w{self.omega:g}{extra}"
+
+    def nfe(self) -> int:
+        """Network evaluations per sample (see :meth:`elf_eqx.sampler.Sampler.nfe`)."""
+        return self.sampler().nfe()

@@ -114,12 +114,13 @@ class TextSampler:
             raise ValueError("this model is conditional: give conditions (--input FILE.jsonl or --prompt TEXT)")
         if not self.conditional and inputs:
             raise ValueError("this model is unconditional (trained without condition tokens); give no conditions")
-        _, sample_fn = self._sample_fn(settings)
+        sampler, sample_fn = self._sample_fn(settings)
         total = len(inputs) if inputs else int(num_samples or 0)
         if total <= 0:
             raise ValueError("nothing to sample: num_samples must be positive")
         record_settings = {
-            **settings.to_dict(), **self.bundle.flow.to_dict(), "seed": seed, "batch_size": batch_size, "length": self.spec.max_length,
+            **settings.to_dict(), "nfe": sampler.nfe(),
+            **self.bundle.flow.to_dict(), "seed": seed, "batch_size": batch_size, "length": self.spec.max_length,
             "compute_dtype": self.model.config.dtype.name, "origin": self.bundle.origin, "step": self.bundle.step,
             "tokenizer": self.bundle.tokenizer, **({"encoder": self.bundle.encoder} if self.conditional else {}),
             "mesh": dict(self.mesh.shape), **(extra_settings or {}),
