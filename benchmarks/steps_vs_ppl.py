@@ -1,13 +1,18 @@
-"""Sample quality against sampling steps: Gen. PPL and entropy of one checkpoint, swept over
-steps × sampler (ODE; SDE with churn γ) × SC-CFG scale ω (docs/method.md#sampling, #metrics).
+"""Sample quality against sampling steps or network evaluations: Gen. PPL and entropy of one
+checkpoint, swept over steps (or NFE budgets) × sampler (ODE; SDE with churn γ and its noise;
+Euler, Heun or DPM2M steps) × SC-CFG scale ω (docs/method.md#sampling, #metrics).
 
     python benchmarks/steps_vs_ppl.py runs/kjv --judge runs/kjv_judge --reference-data ../shared/data/kjv/valid.jsonl
     python benchmarks/steps_vs_ppl.py embedded-language-flows/ELF-B-owt --num-samples 1000 --reference-data owt_valid.jsonl
+    python benchmarks/steps_vs_ppl.py runs/kjv --judge runs/kjv_judge --nfe 4 8 16 32 64 --solvers euler heun dpm2m \
+        --sde-noises reference consistent --time-grid logit_normal_quantile
 
 Writes to ``--output-dir``: ``steps_vs_ppl.md`` (a markdown table), ``steps_vs_ppl.csv``,
 ``steps_vs_ppl.png`` (Gen. PPL and entropy against steps, the judge's figures on held-out real
-text as the reference line) and every configuration's samples as JSONL under ``samples/``
-(``python -m elf_eqx.eval`` reads them).
+text as the reference line), ``ppl_vs_nfe.png`` (the same against network evaluations),
+``ppl_vs_entropy.png`` (the quality/diversity frontier, real text as a star) and every
+configuration's samples as JSONL under ``samples/`` (``python -m elf_eqx.eval`` reads them).
+With ``--nfe`` each sampler gets, per budget, the most steps whose NFE fit it.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from elf_eqx.sampling.records import write_samples_jsonl
 from elf_eqx.sampling.settings import SamplerSettings
 from elf_eqx.sampling.text import TextSampler
 
-RESULT_FILES = ("steps_vs_ppl.md", "steps_vs_ppl.csv", "steps_vs_ppl.png")
+RESULT_FILES = ("steps_vs_ppl.md", "steps_vs_ppl.csv", "steps_vs_ppl.png", "ppl_vs_nfe.png", "ppl_vs_entropy.png")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,15 +52,25 @@ class SweepConfig:
     reference_split: str = "validation"
     """Split of a hub or DatasetDict reference dataset."""
     steps: tuple[int, ...] = (8, 16, 32, 64, 128)
-    """Sampling step counts."""
+    """Sampling step counts (unused with --nfe)."""
+    nfe: tuple[int, ...] | None = None
+    """Network-evaluation budgets: each sampler runs the most steps whose NFE fit each budget."""
     methods: tuple[Literal["ode", "sde"], ...] = ("ode", "sde")
     """Samplers to sweep."""
+    solvers: tuple[Literal["euler", "heun", "dpm2m"], ...] = ("euler",)
+    """Step rules to sweep."""
+    sde_noises: tuple[Literal["reference", "consistent"], ...] = ("reference",)
+    """SDE churn noises to sweep (ODE ignores them)."""
     gammas: tuple[float, ...] = (1.5,)
     """SDE churn values (ODE ignores them)."""
     omegas: tuple[float, ...] = (3.0,)
     """SC-CFG scales ω."""
-    time_grid: Literal["uniform", "logit_normal"] = "logit_normal"
+    time_grid: Literal["logit_normal", "logit_normal_quantile", "uniform", "power"] = "logit_normal"
     """Time grid of every configuration."""
+    grid_exponent: float = 2.0
+    """Exponent of the power grid."""
+    grid_seed: int | None = None
+    """Draw the logit-normal grid once from this seed for every batch (None: per batch, as released)."""
     num_samples: int = 1000
     """Samples per configuration (the paper uses 1,000)."""
     batch_size: int = 32
@@ -101,31 +116,57 @@ def reference_texts(session: TextSampler, source: str, split: str, count: int) -
     return texts
 
 
+def steps_for_nfe(setting: SamplerSettings, budget: int) -> int | None:
+    """The most steps whose NFE fit ``budget`` for ``setting``'s sampler (``None`` if even one does not)."""
+    if setting.replace(steps=1).nfe() > budget:
+        return None
+    steps = 1
+    while setting.replace(steps=steps + 1).nfe() <= budget:
+        steps += 1
+    return steps
+
+
 def configurations(cfg: SweepConfig) -> list[SamplerSettings]:
-    """Every sampler setting of the sweep, steps innermost."""
+    """Every sampler setting of the sweep, steps (or NFE budgets) innermost."""
     out = []
     for method in cfg.methods:
-        for gamma in cfg.gammas if method == "sde" else (0.0,):
-            for omega in cfg.omegas:
-                for steps in cfg.steps:
-                    out.append(SamplerSettings(method=method, steps=steps, gamma=gamma, omega=omega,
-                                               time_grid=cfg.time_grid))
+        for solver in cfg.solvers:
+            for noise in cfg.sde_noises if method == "sde" else ("reference",):
+                for gamma in cfg.gammas if method == "sde" else (0.0,):
+                    for omega in cfg.omegas:
+                        base = SamplerSettings(method=method, gamma=gamma, omega=omega, time_grid=cfg.time_grid,
+                                               solver=solver, sde_noise=noise, grid_exponent=cfg.grid_exponent,
+                                               grid_seed=cfg.grid_seed)
+                        counts = cfg.steps if cfg.nfe is None else [steps_for_nfe(base, b) for b in cfg.nfe]
+                        for steps in dict.fromkeys(c for c in counts if c is not None):
+                            out.append(base.replace(steps=steps))
     return out
 
 
 def label(setting: SamplerSettings) -> str:
-    """``"SDE γ=1.5 ω=3"`` / ``"ODE ω=3"``: one curve of the plot."""
+    """``"SDE γ=1.5 ω=3"`` / ``"ODE ω=3"`` (then the solver and ``consistent`` when not the
+    reference's): one curve of the plot."""
     gamma = f" γ={setting.gamma:g}" if setting.method == "sde" else ""
-    return f"{setting.method.upper()}{gamma} ω={setting.omega:g}"
+    solver = "" if setting.solver == "euler" else f" {setting.solver}"
+    noise = " consistent" if setting.method == "sde" and setting.sde_noise == "consistent" else ""
+    return f"{setting.method.upper()}{gamma} ω={setting.omega:g}{solver}{noise}"
+
+
+def file_name(setting: SamplerSettings) -> str:
+    """The samples file stem of one configuration, e.g. ``sde-g1.5-w3-steps32`` (``-heun``, ``-consistent``)."""
+    solver = "" if setting.solver == "euler" else f"-{setting.solver}"
+    noise = "-consistent" if setting.method == "sde" and setting.sde_noise == "consistent" else ""
+    return f"{setting.method}-g{setting.gamma:g}-w{setting.omega:g}{solver}{noise}-steps{setting.steps}"
 
 
 def markdown_table(rows: list[dict], reference: dict | None) -> str:
     """The results as a markdown table, the reference text last."""
-    lines = ["| sampler | steps | Gen. PPL ↓ | entropy | samples |", "|---|---|---|---|---|"]
+    lines = ["| sampler | steps | NFE | Gen. PPL ↓ | entropy | samples |", "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['sampler']} | {r['steps']} | {r['gen_ppl']:.2f} | {r['entropy']:.3f} | {r['num_samples']} |")
+        lines.append(f"| {r['sampler']} | {r['steps']} | {r['nfe']} | {r['gen_ppl']:.2f} | {r['entropy']:.3f} | "
+                     f"{r['num_samples']} |")
     if reference is not None:
-        lines.append(f"| held-out real text | — | {reference['gen_ppl']:.2f} | {reference['entropy']:.3f} | "
+        lines.append(f"| held-out real text | — | — | {reference['gen_ppl']:.2f} | {reference['entropy']:.3f} | "
                      f"{reference['num_samples']} |")
     return "\n".join(lines) + "\n"
 
@@ -133,7 +174,8 @@ def markdown_table(rows: list[dict], reference: dict | None) -> str:
 def csv_text(rows: list[dict], reference: dict | None) -> str:
     """The results as CSV (the reference text as a row with sampler ``reference``)."""
     buffer = io.StringIO()
-    fields = ["sampler", "method", "gamma", "omega", "steps", "gen_ppl", "entropy", "num_samples", "num_empty"]
+    fields = ["sampler", "method", "solver", "sde_noise", "gamma", "omega", "steps", "nfe", "gen_ppl", "entropy",
+              "num_samples", "num_empty"]
     writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
@@ -142,8 +184,7 @@ def csv_text(rows: list[dict], reference: dict | None) -> str:
     return buffer.getvalue()
 
 
-def plot(rows: list[dict], reference: dict | None, path: Path, title: str) -> None:
-    """Gen. PPL and entropy against steps, one curve per sampler, the reference as a dashed line."""
+def _pyplot():
     try:
         import matplotlib
 
@@ -151,20 +192,10 @@ def plot(rows: list[dict], reference: dict | None, path: Path, title: str) -> No
         import matplotlib.pyplot as plt
     except ImportError as err:
         raise SystemExit("the plot needs matplotlib: pip install 'elf_eqx[bench]'") from err
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name in dict.fromkeys(r["sampler"] for r in rows):
-        mine = [r for r in rows if r["sampler"] == name]
-        for ax, metric in zip(axes, ("gen_ppl", "entropy")):
-            ax.plot([r["steps"] for r in mine], [r[metric] for r in mine], marker="o", label=name)
-    for ax, metric, name in zip(axes, ("gen_ppl", "entropy"), ("Gen. PPL (judge) ↓", "unigram entropy")):
-        if reference is not None:
-            ax.axhline(reference[metric], color="black", linestyle="--", linewidth=1, label="held-out real text")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted({r["steps"] for r in rows}), [str(s) for s in sorted({r["steps"] for r in rows})])
-        ax.set_xlabel("sampling steps")
-        ax.set_ylabel(name)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    return plt
+
+
+def _save(plt, fig, path: Path, title: str) -> None:
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     try:
@@ -172,6 +203,49 @@ def plot(rows: list[dict], reference: dict | None, path: Path, title: str) -> No
             fig.savefig(partial, dpi=120)
     finally:
         plt.close(fig)
+
+
+def plot(rows: list[dict], reference: dict | None, path: Path, title: str, x: str = "steps") -> None:
+    """Gen. PPL and entropy against ``x`` (``steps`` or ``nfe``), one curve per sampler, the
+    reference as a dashed line."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name in dict.fromkeys(r["sampler"] for r in rows):
+        mine = [r for r in rows if r["sampler"] == name]
+        for ax, metric in zip(axes, ("gen_ppl", "entropy")):
+            ax.plot([r[x] for r in mine], [r[metric] for r in mine], marker="o", label=name)
+    ticks = sorted({r[x] for r in rows})
+    for ax, metric, name in zip(axes, ("gen_ppl", "entropy"), ("Gen. PPL (judge) ↓", "unigram entropy")):
+        if reference is not None:
+            ax.axhline(reference[metric], color="black", linestyle="--", linewidth=1, label="held-out real text")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ticks, [str(s) for s in ticks])
+        ax.set_xlabel("sampling steps" if x == "steps" else "network evaluations (NFE)")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    _save(plt, fig, path, title)
+
+
+def plot_frontier(rows: list[dict], reference: dict | None, path: Path, title: str) -> None:
+    """Gen. PPL against entropy, one curve per sampler (points labelled by NFE), real text as a star."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    for name in dict.fromkeys(r["sampler"] for r in rows):
+        mine = [r for r in rows if r["sampler"] == name]
+        ax.plot([r["entropy"] for r in mine], [r["gen_ppl"] for r in mine], marker="o", label=name)
+        for r in mine:
+            ax.annotate(str(r["nfe"]), (r["entropy"], r["gen_ppl"]), fontsize=6, xytext=(2, 2),
+                        textcoords="offset points")
+    if reference is not None:
+        ax.plot([reference["entropy"]], [reference["gen_ppl"]], marker="*", markersize=14, color="black",
+                linestyle="none", label="held-out real text")
+    ax.set_yscale("log")
+    ax.set_xlabel("unigram entropy (higher: more diverse)")
+    ax.set_ylabel("Gen. PPL (judge) ↓")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(plt, fig, path, title)
 
 
 def sweep(cfg: SweepConfig) -> tuple[list[dict], dict | None]:
@@ -199,18 +273,22 @@ def sweep(cfg: SweepConfig) -> tuple[list[dict], dict | None]:
     for setting in configurations(cfg):
         records = session.draw(setting, seed=cfg.seed, batch_size=cfg.batch_size, num_samples=cfg.num_samples,
                                extra_settings={"source": cfg.source, "weights": cfg.weights}, progress=False)
-        name = f"{setting.method}-g{setting.gamma:g}-w{setting.omega:g}-steps{setting.steps}"
-        write_samples_jsonl(out / "samples" / f"{name}.jsonl", records)
+        write_samples_jsonl(out / "samples" / f"{file_name(setting)}.jsonl", records)
         figures = evaluate_unconditional([r["text"] for r in records], judge, judge_tok, **score)
-        row = {"sampler": label(setting), "method": setting.method, "gamma": setting.gamma,
-               "omega": setting.omega, "steps": setting.steps, **figures}
+        row = {"sampler": label(setting), "method": setting.method, "solver": setting.solver,
+               "sde_noise": setting.sde_noise if setting.method == "sde" else "", "gamma": setting.gamma,
+               "omega": setting.omega, "steps": setting.steps, "nfe": session.sampler(setting).nfe(), **figures}
         rows.append(row)
-        print(f"{row['sampler']:>18} {row['steps']:>4} steps: Gen. PPL {row['gen_ppl']:8.2f}  entropy {row['entropy']:.3f}")
+        print(f"{row['sampler']:>18} {row['steps']:>4} steps ({row['nfe']} NFE): Gen. PPL {row['gen_ppl']:8.2f}  "
+              f"entropy {row['entropy']:.3f}")
     write_text_atomic(out / "steps_vs_ppl.md", markdown_table(rows, reference))
     write_text_atomic(out / "steps_vs_ppl.csv", csv_text(rows, reference))
     write_json_atomic(out / "sweep.json", {"config": dataclasses.asdict(cfg), "origin": session.bundle.origin,
                                            "rows": rows, "reference": reference})
-    plot(rows, reference, out / "steps_vs_ppl.png", f"{session.bundle.origin} — judge {cfg.judge}")
+    title = f"{session.bundle.origin} — judge {cfg.judge}"
+    plot(rows, reference, out / "steps_vs_ppl.png", title)
+    plot(rows, reference, out / "ppl_vs_nfe.png", title, x="nfe")
+    plot_frontier(rows, reference, out / "ppl_vs_entropy.png", title)
     return rows, reference
 
 

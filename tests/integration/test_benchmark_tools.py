@@ -97,3 +97,23 @@ def test_steps_vs_ppl_writes_table_csv_plot_and_samples(judge_dir, corpus, tmp_p
     with pytest.raises(SystemExit, match="steps_vs_ppl.md exists; pass --overwrite"):
         load_script("steps_vs_ppl").main(args)
     assert not [p.name for p in out.iterdir() if ".partial-" in p.name]  # no staged file left behind
+
+
+def test_steps_vs_ppl_nfe_mode_picks_steps_per_sampler(judge_dir, corpus, tmp_path):
+    run = write_run(tmp_path / "run", conditional=False)
+    out = tmp_path / "sweep"
+    load_script("steps_vs_ppl").main([
+        str(run), "--judge", str(judge_dir), "--reference-data", str(corpus), "--nfe", "2", "4",
+        "--methods", "ode", "sde", "--solvers", "euler", "heun", "--sde-noises", "consistent",
+        "--time-grid", "logit_normal_quantile", "--num-samples", "2", "--batch-size", "2", "--output-dir", str(out)])
+    rows = list(csv.DictReader((out / "steps_vs_ppl.csv").open()))[:-1]
+    got = {(r["method"], r["solver"], r["sde_noise"], int(r["steps"]), int(r["nfe"])) for r in rows}
+    assert got == {("ode", "euler", "", 2, 2), ("ode", "euler", "", 4, 4), ("ode", "heun", "", 1, 1),
+                   ("ode", "heun", "", 2, 3), ("sde", "euler", "consistent", 2, 2),
+                   ("sde", "euler", "consistent", 4, 4), ("sde", "heun", "consistent", 1, 1),
+                   ("sde", "heun", "consistent", 2, 3)}
+    assert "| SDE γ=1.5 ω=3 heun consistent | 2 | 3 |" in (out / "steps_vs_ppl.md").read_text()
+    for name in ("steps_vs_ppl.png", "ppl_vs_nfe.png", "ppl_vs_entropy.png"):
+        assert (out / name).stat().st_size > 1000
+    sample = json.loads((out / "samples" / "sde-g1.5-w3-heun-consistent-steps2.jsonl").read_text().splitlines()[0])
+    assert sample["settings"]["nfe"] == 3 and sample["settings"]["solver"] == "heun"
