@@ -6,7 +6,7 @@ and every item of an annotated container, is checked at run time.
 
 Layout: ``unit/`` tests one module in process; ``integration/`` runs CLIs, subprocesses,
 several devices or whole training runs. Shared helpers (``helpers``, ``run_fixtures``,
-``test_metrics_fixtures``, ``sharding_check.py``) stay here, on pytest's ``pythonpath``.
+``metrics_fixtures``, ``sharding_check.py``) stay here, on pytest's ``pythonpath``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import json
 import shutil
 
 import pytest
-from test_metrics_fixtures import write_tiny_judge
+from metrics_fixtures import write_tiny_judge
 
 from elf_eqx.eval import EvalConfig, main
 from elf_eqx.evaluate.judge import load_judge, load_judge_tokenizer

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from test_metrics_fixtures import JUDGE_CONTEXT, write_tiny_judge
+from metrics_fixtures import JUDGE_CONTEXT, write_tiny_judge
 
 from elf_eqx.evaluate.judge import GPT2, GPT2Config, load_judge, load_judge_tokenizer
 from elf_eqx.evaluate import (

@@ -8,7 +8,8 @@ from elf_eqx.training.schedule import make_lr_schedule
 from run_fixtures import OLD_FLAT_RUN_CONFIG
 
 from elf_eqx.sampling.settings import SamplerSettings
-from elf_eqx.training.config import OptimizerSection, TrainConfig, parse_train_config
+from elf_eqx.training.config import TrainConfig, parse_train_config
+from elf_eqx.training.sections import OptimizerSection
 from elf_eqx.training.metrics_log import MetricsLog, write_text_atomic
 from elf_eqx.training.stop_signal import StopRequest
 
