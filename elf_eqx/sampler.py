@@ -179,28 +179,31 @@ class Sampler(eqx.Module):
         churn = jnp.where(jnp.arange(n) < n - 1, self.gamma if self.method == "sde" else 0.0, 0.0)
         step_keys = jax.random.split(key, n)
         start = (hold(z0), jnp.zeros_like(z0))
+        sc = lambda x_new, x_prev: x_new if self.self_condition else x_prev  # noqa: E731
+
+        def back(z, t, t_next, gamma, k):  # the churn, condition positions held clean
+            z_b, t_b = self.churn(z, t, t_next, gamma, k)
+            return hold(z_b), t_b
+
         if self.solver == "euler":  # the reference's loop, unchanged: every interval in one scan
 
             def step(carry, inputs):
                 z, x_prev = carry
                 t, t_next, gamma, k = inputs
-                z_b, t_b = self.churn(z, t, t_next, gamma, k)
-                z_b = hold(z_b)
+                z_b, t_b = back(z, t, t_next, gamma, k)
                 x_pred = predict(z_b, x_prev, t_b)
                 z_next = hold(self._euler(x_pred, z_b, t_b, t_next))
-                return (z_next, x_pred if self.self_condition else x_prev), None
+                return (z_next, sc(x_pred, x_prev)), None
 
             (z1, _), _ = jax.lax.scan(step, start, (grid[:-1], grid[1:], churn, step_keys))
             return z1
-        sc = lambda x_new, x_prev: x_new if self.self_condition else x_prev  # noqa: E731
         inputs = (grid[:-2], grid[1:-1], churn[:-1], step_keys[:-1])
         if self.solver == "heun":
 
             def step(carry, inputs):
                 z, x_prev = carry
                 t, t_next, gamma, k = inputs
-                z_b, t_b = self.churn(z, t, t_next, gamma, k)
-                z_b = hold(z_b)
+                z_b, t_b = back(z, t, t_next, gamma, k)
                 x1 = predict(z_b, x_prev, t_b)
                 v1 = velocity(x1, z_b, jnp.full((b,), t_b), self.t_eps)
                 z_e = hold(z_b + (t_next - t_b) * v1)
@@ -214,8 +217,7 @@ class Sampler(eqx.Module):
             def step(carry, inputs):
                 z, x_prev, x_last, lam_last = carry
                 t, t_next, gamma, k = inputs
-                z_b, t_b = self.churn(z, t, t_next, gamma, k)
-                z_b = hold(z_b)
+                z_b, t_b = back(z, t, t_next, gamma, k)
                 x = predict(z_b, x_prev, t_b)
                 lam, lam_next = clipped_log_time(t_b, self.t_eps), clipped_log_time(t_next, self.t_eps)
                 h, h_last = lam_next - lam, lam - lam_last
