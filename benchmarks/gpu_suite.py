@@ -13,19 +13,9 @@ donated aliases), the process's peak bytes so far, and the compile time. Then EL
 (32 SDE steps) at batch 32 and 256 in samples/s, and the input pipeline (token rows through the
 data loader to device arrays) in batches/s at batch 32. It prints a table and writes JSON.
 
-FLOP count (the MFU numerator; matmul FLOPs = 2 × multiply-adds, remat's recompute not
-counted). With N = L + 12 tokens (4 time, 4 SC-CFG, 4 mode prefix tokens), width H, depth d,
-SwiGLU width F, encoder width D, bottleneck 128, vocabulary V, one forward pass of one sample is
-
-    body   = d · N · (2·(4H² + 3HF) + 4·N·H)            blocks: qkv, proj, w12, w3; QKᵀ and PV
-           + L · (2·2D·D + 2·D·128 + 2·128·H)           self-cond projection and bottleneck
-    denoise head = L · 2HD,   decode head = L · (2HD + 2DV)
-
-and a step on B samples, of which B_dec decode (FlowObjective's split, 20%), costs
-
-    (B − B_dec) · 4 · (body + denoise head)    one no-grad pass + one forward-backward (= 3 passes)
-  +  B_dec      · 3 · (body + decode head)     one forward-backward
-  +  B · encoder forward                       T5: layers · L · (8·d_model·inner + 4·d_model·d_ff + 4·L·inner)
+FLOP count (the MFU numerator): ``elf_eqx.flops.train_step_flops`` — matmul FLOPs of the blocks,
+input projections and heads, a no-grad pass plus a forward-backward per denoise sample, a
+forward-backward per decode sample, and the frozen encoder's forward pass (docs/method.md#baselines).
 
 MFU = FLOPs / (s/step) / peak, with the peak dense bf16 rate of the device (H100/H200 SXM:
 989 TFLOP/s; ``--peak-tflops`` overrides; no MFU where the peak is unknown, e.g. on the CPU).
@@ -52,6 +42,7 @@ from elf_eqx.cli.errors import run_parsed
 from elf_eqx.config import ELFConfig, preset  # noqa: E402
 from elf_eqx.encoders.latent_encoder import LatentEncoder, TokenBatch  # noqa: E402
 from elf_eqx.encoders.t5 import T5Config, T5Encoder  # noqa: E402
+from elf_eqx.flops import train_step_flops  # noqa: E402
 from elf_eqx.model import ELF, count_params  # noqa: E402
 from elf_eqx.objective import FlowObjective  # noqa: E402
 from elf_eqx.sampler import Sampler  # noqa: E402
@@ -102,32 +93,6 @@ def plan_for(args: Args) -> Plan:
 
 
 # -- FLOPs -----------------------------------------------------------------------------------------
-
-def elf_forward_flops(cfg: ELFConfig, length: int) -> dict[str, float]:
-    """Matmul FLOPs of one forward pass of one sample: the shared ``body`` and the two heads."""
-    n, h, f, d = length + cfg.num_prefix_tokens, cfg.hidden_size, cfg.mlp_hidden, cfg.encoder_dim
-    blocks = cfg.depth * n * (2 * (4 * h * h + 3 * h * f) + 4 * n * h)
-    inputs = length * (2 * 2 * d * d + 2 * d * cfg.bottleneck_dim + 2 * cfg.bottleneck_dim * h)
-    return {"body": float(blocks + inputs), "denoise_head": float(length * 2 * h * d),
-            "decode_head": float(length * (2 * h * d + 2 * d * cfg.vocab_size))}
-
-
-def t5_forward_flops(cfg: T5Config, length: int) -> float:
-    """Matmul FLOPs of the T5 encoder stack on one sample of ``length`` tokens."""
-    inner = cfg.num_heads * cfg.d_kv
-    ffn = (3 if cfg.is_gated_act else 2) * 2 * cfg.d_model * cfg.d_ff
-    return float(cfg.num_layers * length * (8 * cfg.d_model * inner + ffn + 4 * length * inner))
-
-
-def train_step_flops(cfg: ELFConfig, enc: T5Config, batch: int, length: int, objective: FlowObjective) -> float:
-    """FLOPs of one training step on ``batch`` samples (see the module docstring)."""
-    fwd = elf_forward_flops(cfg, length)
-    groups, per_group_dec = objective.split_sizes(batch)
-    n_dec = groups * per_group_dec
-    denoise = (batch - n_dec) * 4 * (fwd["body"] + fwd["denoise_head"])
-    decode = n_dec * 3 * (fwd["body"] + fwd["decode_head"])
-    return denoise + decode + batch * t5_forward_flops(enc, length)
-
 
 def peak_flops(args: Args) -> float | None:
     if args.peak_tflops is not None:
@@ -290,7 +255,8 @@ def main(args: Args) -> dict:
         except Exception as err:  # an out-of-memory row is a result, not the end of the suite
             result["train"].append({"row": label, "model": name, "batch": batch, "error": str(err).splitlines()[0][:300]})
             continue
-        flops = train_step_flops(bench.cfg, plan.encoder, batch, plan.length, bench.objective)
+        flops = train_step_flops("elf", bench.cfg, batch, plan.length, objective=bench.objective,
+                                 encoder_config=plan.encoder)
         row.update(row=label, model=name, params=count_params(bench.state.model), remat=bench.cfg.remat,
                    compute_dtype=bench.cfg.dtype.name, tokens_per_s=batch * plan.length / row["s_per_step"],
                    tflops_per_step=flops / 1e12, mfu=None if peak is None else flops / row["s_per_step"] / peak,

@@ -1,18 +1,22 @@
-"""Sample quality against sampling steps or network evaluations: Gen. PPL and entropy of one
-checkpoint, swept over steps (or NFE budgets) × sampler (ODE; SDE with churn γ and its noise;
-Euler, Heun or DPM2M steps) × SC-CFG scale ω (docs/method.md#sampling, #metrics).
+"""Sample quality against sampling steps or network evaluations: Gen. PPL and entropy of one or
+more checkpoints, swept over steps (or NFE budgets) × sampler (ELF: ODE; SDE with churn γ and its
+noise; Euler, Heun or DPM2M steps; × SC-CFG scale ω. MDLM: ancestral sampling. AR: one point,
+NFE = length) (docs/method.md#sampling, #metrics, #baselines).
 
     python benchmarks/steps_vs_ppl.py runs/kjv --judge runs/kjv_judge --reference-data ../shared/data/kjv/valid.jsonl
     python benchmarks/steps_vs_ppl.py embedded-language-flows/ELF-B-owt --num-samples 1000 --reference-data owt_valid.jsonl
     python benchmarks/steps_vs_ppl.py runs/kjv --judge runs/kjv_judge --nfe 4 8 16 32 64 --solvers euler heun dpm2m \
         --sde-noises reference consistent --time-grid logit_normal_quantile
+    python benchmarks/steps_vs_ppl.py runs/kjv_elf runs/kjv_mdlm runs/kjv_ar --names ELF MDLM AR --judge runs/kjv_judge
 
 Writes to ``--output-dir``: ``steps_vs_ppl.md`` (a markdown table), ``steps_vs_ppl.csv``,
 ``steps_vs_ppl.png`` (Gen. PPL and entropy against steps, the judge's figures on held-out real
 text as the reference line), ``ppl_vs_nfe.png`` (the same against network evaluations),
 ``ppl_vs_entropy.png`` (the quality/diversity frontier, real text as a star) and every
 configuration's samples as JSONL under ``samples/`` (``python -m elf_eqx.eval`` reads them).
-With ``--nfe`` each sampler gets, per budget, the most steps whose NFE fit it.
+With ``--nfe`` each sampler gets, per budget, the most steps whose NFE fit it. For our training
+runs the table also states each model's training compute (steps, tokens, analytic FLOPs of
+:mod:`elf_eqx.flops`). The held-out reference text is decoded with the first source's tokenizer.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ from elf_eqx.io.atomic import refuse_existing, staged_file, write_json_atomic, w
 from elf_eqx.sampling.records import write_samples_jsonl
 from elf_eqx.sampling.settings import SamplerSettings
 from elf_eqx.sampling.text import TextSampler
+from elf_eqx.encoders.load import load_encoder_config
+from elf_eqx.model import count_params
+from elf_eqx.release.model_source import run_record
+from elf_eqx.training.compute import training_compute
+from elf_eqx.training.config import TrainConfig
 
 RESULT_FILES = ("steps_vs_ppl.md", "steps_vs_ppl.csv", "steps_vs_ppl.png", "ppl_vs_nfe.png", "ppl_vs_entropy.png")
 
@@ -42,8 +51,11 @@ RESULT_FILES = ("steps_vs_ppl.md", "steps_vs_ppl.csv", "steps_vs_ppl.png", "ppl_
 class SweepConfig:
     """Sweep sampling steps × sampler × ω for one unconditional checkpoint; score with a GPT-2 judge."""
 
-    source: tyro.conf.Positional[str]
-    """Training output directory, checkpoint, or hub id org/repo[/subpath] (as for elf_eqx.sample)."""
+    sources: tyro.conf.Positional[tuple[str, ...]]
+    """Training output directories (ELF, MDLM or AR runs), checkpoints, or hub ids org/repo[/subpath]
+    (as for elf_eqx.sample); unconditional models."""
+    names: tuple[str, ...] | None = None
+    """A short name per source for the table and plots (default: each source's folder name)."""
     judge: str = "openai-community/gpt2-large"
     """GPT-2-family judge: hub id or a local folder (benchmarks/train_judge.py makes one offline)."""
     reference_data: str | None = None
@@ -71,6 +83,8 @@ class SweepConfig:
     """Exponent of the power grid."""
     grid_seed: int | None = None
     """Draw the logit-normal grid once from this seed for every batch (None: per batch, as released)."""
+    top_p: float = 1.0
+    """AR sources: nucleus sampling probability (1 = plain temperature-1 sampling)."""
     num_samples: int = 1000
     """Samples per configuration (the paper uses 1,000)."""
     batch_size: int = 32
@@ -126,8 +140,13 @@ def steps_for_nfe(setting: SamplerSettings, budget: int) -> int | None:
     return steps
 
 
-def configurations(cfg: SweepConfig) -> list[SamplerSettings]:
-    """Every sampler setting of the sweep, steps (or NFE budgets) innermost."""
+def configurations(cfg: SweepConfig, family: str = "elf") -> list[SamplerSettings]:
+    """Every sampler setting of the sweep for a model of ``family``, steps (or NFE budgets)
+    innermost: ELF's samplers × ω; MDLM's ancestral sampler at each step count (budget); AR's one."""
+    if family == "ar":
+        return [SamplerSettings(top_p=cfg.top_p)]
+    if family == "mdlm":
+        return [SamplerSettings(steps=n) for n in dict.fromkeys(cfg.steps if cfg.nfe is None else cfg.nfe)]
     out = []
     for method in cfg.methods:
         for solver in cfg.solvers:
@@ -143,39 +162,66 @@ def configurations(cfg: SweepConfig) -> list[SamplerSettings]:
     return out
 
 
-def label(setting: SamplerSettings) -> str:
+def label(setting: SamplerSettings, family: str = "elf") -> str:
     """``"SDE γ=1.5 ω=3"`` / ``"ODE ω=3"`` (then the solver and ``consistent`` when not the
-    reference's): one curve of the plot."""
+    reference's), ``"MDLM ancestral"``, ``"AR"`` (``top-p=…``): one curve of the plot."""
+    if family == "mdlm":
+        return "MDLM ancestral"
+    if family == "ar":
+        return "AR" + (f" top-p={setting.top_p:g}" if setting.top_p < 1 else "")
     gamma = f" γ={setting.gamma:g}" if setting.method == "sde" else ""
     solver = "" if setting.solver == "euler" else f" {setting.solver}"
     noise = " consistent" if setting.method == "sde" and setting.sde_noise == "consistent" else ""
     return f"{setting.method.upper()}{gamma} ω={setting.omega:g}{solver}{noise}"
 
 
-def file_name(setting: SamplerSettings) -> str:
-    """The samples file stem of one configuration, e.g. ``sde-g1.5-w3-steps32`` (``-heun``, ``-consistent``)."""
+def file_name(setting: SamplerSettings, family: str = "elf") -> str:
+    """The samples file stem of one configuration, e.g. ``sde-g1.5-w3-steps32`` (``-heun``,
+    ``-consistent``), ``mdlm-steps32``, ``ar`` (``-p0.9``)."""
+    if family != "elf":
+        return setting.tag(family).replace("mdlm", "mdlm-steps")
     solver = "" if setting.solver == "euler" else f"-{setting.solver}"
     noise = "-consistent" if setting.method == "sde" and setting.sde_noise == "consistent" else ""
     return f"{setting.method}-g{setting.gamma:g}-w{setting.omega:g}{solver}{noise}-steps{setting.steps}"
 
 
-def markdown_table(rows: list[dict], reference: dict | None) -> str:
-    """The results as a markdown table, the reference text last."""
-    lines = ["| sampler | steps | NFE | Gen. PPL ↓ | entropy | samples |", "|---|---|---|---|---|---|"]
+def markdown_table(rows: list[dict], reference: dict | None, models: list[dict] | None = None) -> str:
+    """The results as a markdown table, the reference text last; with several models a first
+    column names each row's model, and ``models`` (their training compute) comes as a second table."""
+    several = len({r.get("model", "") for r in rows}) > 1
+    head = "| model " if several else ""
+    lines = [f"{head}| sampler | steps | NFE | Gen. PPL ↓ | entropy | samples |",
+             f"{'|---' if several else ''}|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['sampler']} | {r['steps']} | {r['nfe']} | {r['gen_ppl']:.2f} | {r['entropy']:.3f} | "
+        first = f"| {r['model']} " if several else ""
+        lines.append(f"{first}| {r['sampler']} | {r['steps']} | {_nfe(r)} | {r['gen_ppl']:.2f} | {r['entropy']:.3f} | "
                      f"{r['num_samples']} |")
     if reference is not None:
-        lines.append(f"| held-out real text | — | — | {reference['gen_ppl']:.2f} | {reference['entropy']:.3f} | "
+        first = "| — " if several else ""
+        lines.append(f"{first}| held-out real text | — | — | {reference['gen_ppl']:.2f} | {reference['entropy']:.3f} | "
                      f"{reference['num_samples']} |")
+    if models:
+        lines += ["", "| model | family | parameters | train steps | tokens | train FLOPs | weights | judge |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for m in models:
+            compute = [f"{m[k]:,.0f}" if m.get(k) is not None else "—" for k in ("train_steps", "tokens")]
+            flops = f"{m['train_flops']:.3g}" if m.get("train_flops") is not None else "—"
+            lines.append(f"| {m['model']} | {m['family']} | {m['parameters']:,} | {compute[0]} | {compute[1]} | "
+                         f"{flops} | {m['origin']} | {m['judge']} |")
     return "\n".join(lines) + "\n"
+
+
+def _nfe(row: dict) -> str:
+    """NFE, with the evaluations MDLM's cache actually made when fewer."""
+    used = row.get("nfe_used")
+    return f"{row['nfe']} ({used:.1f} made)" if used is not None and used < row["nfe"] else str(row["nfe"])
 
 
 def csv_text(rows: list[dict], reference: dict | None) -> str:
     """The results as CSV (the reference text as a row with sampler ``reference``)."""
     buffer = io.StringIO()
-    fields = ["sampler", "method", "solver", "sde_noise", "gamma", "omega", "steps", "nfe", "gen_ppl", "entropy",
-              "num_samples", "num_empty"]
+    fields = ["model", "family", "sampler", "method", "solver", "sde_noise", "gamma", "omega", "steps", "nfe",
+              "nfe_used", "gen_ppl", "entropy", "num_samples", "num_empty", "train_steps", "tokens", "train_flops"]
     writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
@@ -210,8 +256,8 @@ def plot(rows: list[dict], reference: dict | None, path: Path, title: str, x: st
     reference as a dashed line."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name in dict.fromkeys(r["sampler"] for r in rows):
-        mine = [r for r in rows if r["sampler"] == name]
+    for name in dict.fromkeys(r["curve"] for r in rows):
+        mine = [r for r in rows if r["curve"] == name]
         for ax, metric in zip(axes, ("gen_ppl", "entropy")):
             ax.plot([r[x] for r in mine], [r[metric] for r in mine], marker="o", label=name)
     ticks = sorted({r[x] for r in rows})
@@ -231,8 +277,8 @@ def plot_frontier(rows: list[dict], reference: dict | None, path: Path, title: s
     """Gen. PPL against entropy, one curve per sampler (points labelled by NFE), real text as a star."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.8))
-    for name in dict.fromkeys(r["sampler"] for r in rows):
-        mine = [r for r in rows if r["sampler"] == name]
+    for name in dict.fromkeys(r["curve"] for r in rows):
+        mine = [r for r in rows if r["curve"] == name]
         ax.plot([r["entropy"] for r in mine], [r["gen_ppl"] for r in mine], marker="o", label=name)
         for r in mine:
             ax.annotate(str(r["nfe"]), (r["entropy"], r["gen_ppl"]), fontsize=6, xytext=(2, 2),
@@ -248,16 +294,50 @@ def plot_frontier(rows: list[dict], reference: dict | None, path: Path, title: s
     _save(plt, fig, path, title)
 
 
+def model_names(cfg: SweepConfig) -> list[str]:
+    """One short name per source: ``--names``, or each source's folder name."""
+    if cfg.names is not None:
+        if len(cfg.names) != len(cfg.sources):
+            raise ValueError(f"--names gives {len(cfg.names)} names for {len(cfg.sources)} sources")
+        return list(cfg.names)
+    return [Path(source.rstrip("/")).name or source for source in cfg.sources]
+
+
+def model_compute(session: TextSampler, source: str) -> dict:
+    """Training compute of one of our runs at the loaded step (see elf_eqx.training.compute); empty
+    for releases. ELF's encoder passes are counted when its config.json can be read."""
+    bundle = session.bundle
+    if bundle.kind != "run" or bundle.step is None:
+        return {}
+    record, step, _ = run_record(Path(source), bundle.step)
+    run_config = record["run_config"]
+    cfg = TrainConfig.from_dict(run_config.get("run") or {}, where=f"{source}: the stored run config")
+    encoder_config = None
+    if bundle.family == "elf":
+        try:
+            encoder_config = load_encoder_config(run_config["encoder"])
+        except (OSError, ValueError) as err:
+            print(f"note: {source}: encoder FLOPs not counted ({err})")
+    return training_compute(cfg, session.model.config, step, encoder_config)
+
+
 def sweep(cfg: SweepConfig) -> tuple[list[dict], dict | None]:
     """Run the sweep, write the result files, return the rows and the reference figures."""
     out = Path(cfg.output_dir)
     for name in RESULT_FILES:
         refuse_existing(out / name, cfg.overwrite, other="--output-dir")
-    session = TextSampler.open(cfg.source, weights=cfg.weights, compute_dtype=cfg.compute_dtype, length=cfg.length,
-                               mesh=MeshConfig(cfg.mesh_data, 1, 1))
-    if session.conditional:
-        raise ValueError(f"{cfg.source} is a conditional model; Gen. PPL sweeps need an unconditional one "
-                         "(evaluate conditional samples with python -m elf_eqx.eval --references ...)")
+    if not cfg.sources:
+        raise ValueError("give at least one model source")
+    names = model_names(cfg)
+    several = len(cfg.sources) > 1
+    sessions = []
+    for source in cfg.sources:
+        session = TextSampler.open(source, weights=cfg.weights, compute_dtype=cfg.compute_dtype, length=cfg.length,
+                                   mesh=MeshConfig(cfg.mesh_data, 1, 1))
+        if session.conditional:
+            raise ValueError(f"{source} is a conditional model; Gen. PPL sweeps need an unconditional one "
+                             "(evaluate conditional samples with python -m elf_eqx.eval --references ...)")
+        sessions.append(session)
     import jax.numpy as jnp
 
     judge = load_judge(cfg.judge)
@@ -266,26 +346,40 @@ def sweep(cfg: SweepConfig) -> tuple[list[dict], dict | None]:
                  compute_dtype=jnp.bfloat16 if cfg.judge_dtype == "bfloat16" else jnp.float32)
     reference = None
     if cfg.reference_data:
-        texts = reference_texts(session, cfg.reference_data, cfg.reference_split, cfg.num_samples)
+        texts = reference_texts(sessions[0], cfg.reference_data, cfg.reference_split, cfg.num_samples)
         reference = evaluate_unconditional(texts, judge, judge_tok, **score)
         print(f"held-out real text: Gen. PPL {reference['gen_ppl']:.2f}, entropy {reference['entropy']:.3f}")
-    rows = []
-    for setting in configurations(cfg):
-        records = session.draw(setting, seed=cfg.seed, batch_size=cfg.batch_size, num_samples=cfg.num_samples,
-                               extra_settings={"source": cfg.source, "weights": cfg.weights}, progress=False)
-        write_samples_jsonl(out / "samples" / f"{file_name(setting)}.jsonl", records)
-        figures = evaluate_unconditional([r["text"] for r in records], judge, judge_tok, **score)
-        row = {"sampler": label(setting), "method": setting.method, "solver": setting.solver,
-               "sde_noise": setting.sde_noise if setting.method == "sde" else "", "gamma": setting.gamma,
-               "omega": setting.omega, "steps": setting.steps, "nfe": session.sampler(setting).nfe(), **figures}
-        rows.append(row)
-        print(f"{row['sampler']:>18} {row['steps']:>4} steps ({row['nfe']} NFE): Gen. PPL {row['gen_ppl']:8.2f}  "
-              f"entropy {row['entropy']:.3f}")
-    write_text_atomic(out / "steps_vs_ppl.md", markdown_table(rows, reference))
+    rows, models = [], []
+    for name, source, session in zip(names, cfg.sources, sessions):
+        family = session.bundle.family
+        compute = model_compute(session, source)
+        models.append({"model": name, "family": family, "parameters": count_params(session.model),
+                       "origin": session.bundle.origin, "judge": cfg.judge, **compute})
+        for setting in configurations(cfg, family):
+            records = session.draw(setting, seed=cfg.seed, batch_size=cfg.batch_size, num_samples=cfg.num_samples,
+                                   extra_settings={"source": source, "weights": cfg.weights}, progress=False)
+            stem = f"{name}-{file_name(setting, family)}" if several else file_name(setting, family)
+            write_samples_jsonl(out / "samples" / f"{stem}.jsonl", records)
+            figures = evaluate_unconditional([r["text"] for r in records], judge, judge_tok, **score)
+            used = [r["nfe_used"] for r in records if "nfe_used" in r]
+            sampler = label(setting, family)
+            row = {"model": name, "family": family, "sampler": sampler,
+                   "curve": f"{name}: {sampler}" if several and not sampler.startswith(name) else sampler,
+                   "method": setting.method if family == "elf" else family,
+                   "solver": setting.solver if family == "elf" else "",
+                   "sde_noise": setting.sde_noise if family == "elf" and setting.method == "sde" else "",
+                   "gamma": setting.gamma if family == "elf" else "", "omega": setting.omega if family == "elf" else "",
+                   "steps": session.sampler(setting).nfe() if family == "ar" else setting.steps,
+                   "nfe": session.sampler(setting).nfe(), "nfe_used": sum(used) / len(used) if used else None,
+                   **figures, **compute}
+            rows.append(row)
+            print(f"{row['curve']:>24} {row['steps']:>4} steps ({_nfe(row)} NFE): Gen. PPL {row['gen_ppl']:8.2f}  "
+                  f"entropy {row['entropy']:.3f}")
+    write_text_atomic(out / "steps_vs_ppl.md", markdown_table(rows, reference, models))
     write_text_atomic(out / "steps_vs_ppl.csv", csv_text(rows, reference))
-    write_json_atomic(out / "sweep.json", {"config": dataclasses.asdict(cfg), "origin": session.bundle.origin,
+    write_json_atomic(out / "sweep.json", {"config": dataclasses.asdict(cfg), "models": models,
                                            "rows": rows, "reference": reference})
-    title = f"{session.bundle.origin} — judge {cfg.judge}"
+    title = (sessions[0].bundle.origin if not several else " vs ".join(names)) + f" — judge {cfg.judge}"
     plot(rows, reference, out / "steps_vs_ppl.png", title)
     plot(rows, reference, out / "ppl_vs_nfe.png", title, x="nfe")
     plot_frontier(rows, reference, out / "ppl_vs_entropy.png", title)
@@ -298,7 +392,7 @@ def main(argv: list[str]) -> None:
     with flag_errors():
         cfg = tyro.cli(SweepConfig, args=argv)
     rows, reference = sweep(cfg)
-    print(markdown_table(rows, reference))
+    print(markdown_table(rows, reference))  # (the compute table is in the written file)
     print(f"wrote {', '.join(RESULT_FILES)} and samples/ to {cfg.output_dir}")
 
 

@@ -16,61 +16,13 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from elf_eqx.config import ELFConfig
-from elf_eqx.nn.attention import SelfAttention
-from elf_eqx.nn.dropout import dropout
 from elf_eqx.nn.linear import Linear
 from elf_eqx.nn.norm import RMSNorm
 from elf_eqx.nn.rope import rope_angles
 from elf_eqx.nn.scalar_embed import ScalarEmbedder
-from elf_eqx.nn.swiglu import SwiGLU
+from elf_eqx.nn.transformer import Block, remat_policy, run_blocks, stacked_blocks
 
-
-class Block(eqx.Module):
-    """``x += Attn(RMSNorm(x)); x += SwiGLU(RMSNorm(x))`` (no adaLN: conditioning is in context)."""
-
-    norm1: RMSNorm
-    attn: SelfAttention
-    norm2: RMSNorm
-    mlp: SwiGLU
-
-    def __init__(self, config: ELFConfig, *, key: PRNGKeyArray):
-        k1, k2 = jax.random.split(key)
-        h = config.hidden_size
-        self.norm1 = RMSNorm(h, config.norm_eps)
-        self.attn = SelfAttention(h, config.num_heads, eps=config.norm_eps, implementation=config.attention, key=k1)
-        self.norm2 = RMSNorm(h, config.norm_eps)
-        self.mlp = SwiGLU(h, config.mlp_hidden, key=k2)
-
-    def __call__(
-        self,
-        x: Float[Array, "B N H"],
-        cos: Float[Array, "N half"],
-        sin: Float[Array, "N half"],
-        attn_rate: Float[Array, ""] | float = 0.0,
-        proj_rate: Float[Array, ""] | float = 0.0,
-        key: PRNGKeyArray | None = None,
-        attn_dropout_active: bool = False,
-    ) -> Float[Array, "B N H"]:
-        """One block; ``key=None`` disables dropout. ``attn_dropout_active`` (static) says that
-        ``attn_rate`` may be non-zero, which rules out the fused attention kernel."""
-        k_attn, k_proj1, k_proj2 = jax.random.split(key, 3) if key is not None else (None,) * 3
-        a = self.attn(self.norm1(x), cos, sin, attn_dropout=attn_rate, dropout_active=attn_dropout_active, key=k_attn)
-        x = x + dropout(a, proj_rate, k_proj1)
-        m = self.mlp(self.norm2(x))
-        return x + dropout(m, proj_rate, k_proj2)
-
-
-def remat_policy(body, policy: str):
-    """``body`` (one scanned block) under the named rematerialisation policy: ``none`` keeps every
-    activation for the backward pass, ``dots_saveable`` keeps matmul outputs only, ``full`` keeps
-    only the block's input (the names of ``jax.checkpoint_policies``)."""
-    if policy == "none":
-        return body
-    if policy == "dots_saveable":
-        return jax.checkpoint(body, policy=jax.checkpoint_policies.dots_saveable, prevent_cse=False)
-    if policy == "full":
-        return jax.checkpoint(body, prevent_cse=False)
-    raise ValueError(f"unknown remat policy {policy!r} (none, dots_saveable, full)")
+__all__ = ["ELF", "Block", "remat_policy", "count_params", "with_runtime_options"]
 
 
 def _as_batch_vector(value: Float[Array, " B"] | Bool[Array, " B"] | float | bool, batch: int) -> Float[Array, " B"]:
@@ -109,8 +61,7 @@ class ELF(eqx.Module):
         self.time_tokens = 0.02 * jax.random.normal(keys[5], (config.num_time_tokens, h))
         self.sc_cfg_tokens = 0.02 * jax.random.normal(keys[6], (config.num_sc_cfg_tokens, h))
         self.mode_tokens = 0.02 * jax.random.normal(keys[7], (config.num_mode_tokens, h))
-        block_keys = jax.random.split(keys[8], config.depth)
-        self.blocks = eqx.filter_vmap(lambda k: Block(config, key=k))(block_keys)
+        self.blocks = stacked_blocks(config, keys[8])
         self.final_norm = RMSNorm(h, config.norm_eps)
         self.final_linear = Linear(h, d, key=keys[9], init="zeros")
         k_proj, k_unembed = jax.random.split(keys[10])
@@ -157,32 +108,8 @@ class ELF(eqx.Module):
         x = jnp.concatenate([time_tok, cfg_tok, jnp.broadcast_to(mode_tok, (b, *mode_tok.shape[1:])), x], axis=1)
 
         cos, sin = rope_angles(cfg.num_prefix_tokens, length, cfg.head_dim, cfg.rope_theta)
-        x = self._run_blocks(x, cos, sin, key)
+        x = run_blocks(self.blocks, cfg, x, cos, sin, key)
         return x[:, cfg.num_prefix_tokens :]
-
-    def _run_blocks(
-        self,
-        x: Float[Array, "B N H"],
-        cos: Float[Array, "N half"],
-        sin: Float[Array, "N half"],
-        key: PRNGKeyArray | None,
-    ) -> Float[Array, "B N H"]:
-        cfg = self.config
-        params, static = eqx.partition(self.blocks, eqx.is_array)
-        in_dropout_range = jnp.asarray(cfg.dropout_layers(), jnp.float32)
-        use_dropout = key is not None and (cfg.attn_dropout > 0 or cfg.proj_dropout > 0)
-        layer_keys = jax.random.split(key, cfg.depth) if use_dropout else None
-        attn_dropout_active = use_dropout and cfg.attn_dropout > 0
-
-        def body(carry, layer):
-            block_params, active, layer_key = layer
-            block = eqx.combine(block_params, static)
-            out = block(carry, cos, sin, cfg.attn_dropout * active, cfg.proj_dropout * active, layer_key,
-                        attn_dropout_active)
-            return out, None
-
-        x, _ = jax.lax.scan(remat_policy(body, cfg.remat), x, (params, in_dropout_range, layer_keys))
-        return x
 
     def denoise_head(self, h: Float[Array, "B L H"]) -> Float[Array, "B L D"]:
         """x̂, the clean-latent prediction: ``Linear(RMSNorm(h))`` in float32."""
@@ -221,13 +148,13 @@ def count_params(model: eqx.Module) -> int:
     return sum(int(x.size) for x in jax.tree_util.tree_leaves(model) if is_param(x))
 
 
-def with_runtime_options(model: ELF, **fields) -> ELF:
-    """``model`` with the same weights and other runtime settings of its :class:`ELFConfig`
+def with_runtime_options(model: eqx.Module, **fields) -> eqx.Module:
+    """``model`` (ELF, or a baseline network built from an :class:`ELFConfig`) with the same weights and other runtime settings of its :class:`ELFConfig`
     (``compute_dtype``, ``remat``, ``attention``, dropout rates), e.g. ``with_runtime_options(m, compute_dtype="bfloat16")``."""
     allowed = {"compute_dtype", "remat", "attention", "attn_dropout", "proj_dropout"}
     unknown = sorted(set(fields) - allowed)
     if unknown:
         raise ValueError(f"with_runtime_options: {unknown} change the architecture; allowed: {sorted(allowed)}")
     config = dataclasses.replace(model.config, **fields)
-    template = eqx.filter_eval_shape(ELF, config, key=jax.random.key(0))
+    template = eqx.filter_eval_shape(type(model), config, key=jax.random.key(0))
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template), jax.tree_util.tree_leaves(model))

@@ -1,4 +1,4 @@
-"""``python -m elf_eqx.sample``: draw text from a trained or released ELF.
+"""``python -m elf_eqx.sample``: draw text from a trained or released ELF (or a baseline run of ours).
 
     python -m elf_eqx.sample runs/quickstart                                  # a training run (latest EMA)
     python -m elf_eqx.sample embedded-language-flows/ELF-B-owt --preset owt_sde32 --num-samples 64
@@ -26,10 +26,11 @@ from elf_eqx.sampling.text import TextSampler
 DEFAULT_UNCONDITIONAL_SAMPLES = 8
 
 
-def default_output(cfg: SampleConfig, settings: SamplerSettings) -> Path:
-    """``samples/<source>-<method><steps>-w<omega>-seed<seed>.jsonl`` under the working directory."""
+def default_output(cfg: SampleConfig, settings: SamplerSettings, family: str = "elf") -> Path:
+    """``samples/<source>-<method><steps>-w<omega>-seed<seed>.jsonl`` under the working directory
+    (``mdlm<steps>``, ``ar`` for the baselines)."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.source.rstrip("/")).strip("_.") or "model"
-    return Path("samples") / f"{name[-80:]}-{settings.tag()}-seed{cfg.draw.seed}.jsonl"
+    return Path("samples") / f"{name[-80:]}-{settings.tag(family)}-seed{cfg.draw.seed}.jsonl"
 
 
 def sample(cfg: SampleConfig) -> tuple[Path, list[dict[str, Any]]]:
@@ -46,7 +47,7 @@ def sample(cfg: SampleConfig) -> tuple[Path, list[dict[str, Any]]]:
         task=load.task, compute_dtype=load.compute_dtype, length=draw.length, mesh=cfg.mesh.config,
     )
     settings = cfg.settings(session.bundle.sampling)
-    output = check_writable(cfg.out.output or default_output(cfg, settings), cfg.out.overwrite)
+    output = check_writable(cfg.out.output or default_output(cfg, settings, session.bundle.family), cfg.out.overwrite)
     records = session.draw(
         settings, seed=draw.seed, batch_size=draw.batch_size,
         num_samples=draw.num_samples or DEFAULT_UNCONDITIONAL_SAMPLES, inputs=inputs or None,

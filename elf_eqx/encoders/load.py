@@ -223,6 +223,20 @@ def load_text_encoder(source: str | Path, *, dtype: Any = jnp.float32, **config_
                      f"supported: {', '.join(T5_TYPES + BERT_TYPES)}")
 
 
+def load_encoder_config(source: str | Path) -> T5Config | BertConfig:
+    """The configuration of the encoder at ``source`` (a hub id, ``offline-minilm`` or a folder with
+    ``config.json``) without reading its weights; a pickled encoder has none to read."""
+    path = resolve_source(source)
+    if path.is_file() or not (path / "config.json").is_file():
+        raise ValueError(f"{source}: no config.json to read the encoder's configuration from")
+    raw = read_config(path)
+    if raw.get("model_type") in T5_TYPES:
+        return T5Config.from_hf(raw)
+    if raw.get("model_type") in BERT_TYPES:
+        return BertConfig.from_hf(raw)
+    raise ValueError(f"{source}: unsupported encoder model_type {raw.get('model_type')!r}")
+
+
 def load_tokenizer(source: str | Path) -> Any:
     """``transformers.AutoTokenizer`` for a hub id, ``offline-minilm`` or a local folder.
 

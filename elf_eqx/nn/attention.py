@@ -89,10 +89,14 @@ def explicit_attention(
     scale: float,
     attn_dropout: Float[Array, ""] | float = 0.0,
     key: PRNGKeyArray | None = None,
+    causal: bool = False,
 ) -> Float[Array, "B N heads D"]:
     """``softmax(scale·q·kᵀ)·v`` with float32 scores and softmax; dropout on the probabilities
-    when ``key`` is given. Output in the dtype of ``v``."""
+    when ``key`` is given; ``causal`` lets query ``i`` see keys ``≤ i`` only. Output in the dtype of ``v``."""
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+    if causal:
+        n = q.shape[1]
+        logits = jnp.where(jnp.tril(jnp.ones((n, n), bool)), logits, -jnp.inf)
     probs = jax.nn.softmax(logits, axis=-1)
     probs = dropout(probs, attn_dropout, key).astype(v.dtype)
     return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
@@ -104,23 +108,25 @@ def fused_attention(
     v: Float[Array, "B N heads D"],
     scale: float,
     implementation: str = "cudnn",
+    causal: bool = False,
 ) -> Float[Array, "B N heads D"]:
-    """``softmax(scale·q·kᵀ)·v`` through ``jax.nn.dot_product_attention``. The head dimension is
-    zero-padded to a multiple of 8 (cuDNN's requirement): zeros add nothing to ``q·k`` and the
-    padded output columns are dropped."""
+    """``softmax(scale·q·kᵀ)·v`` through ``jax.nn.dot_product_attention`` (``causal``: query ``i``
+    sees keys ``≤ i``). The head dimension is zero-padded to a multiple of 8 (cuDNN's requirement):
+    zeros add nothing to ``q·k`` and the padded output columns are dropped."""
     head_dim = q.shape[-1]
     padded = cudnn_head_dim(head_dim)
     if padded != head_dim:
         pad = ((0, 0), (0, 0), (0, 0), (0, padded - head_dim))
         q, k, v = (jnp.pad(a, pad) for a in (q, k, v))
-    out = jax.nn.dot_product_attention(q, k, v, scale=scale, implementation=implementation)
+    out = jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=causal, implementation=implementation)
     return out[..., :head_dim]
 
 
 class SelfAttention(eqx.Module):
     """Fused ``qkv`` projection, per-head RMSNorm on q and k, RoPE, float32 softmax, output projection.
 
-    No attention mask: ELF attends to every position, padding included (docs/method.md#network).
+    No padding mask: ELF attends to every position, padding included (docs/method.md#network);
+    ``causal`` (the AR baseline) lets each position see only itself and those before it.
     ``implementation`` is the config's ``attention`` field (``auto``, ``xla``, ``cudnn``).
     """
 
@@ -152,12 +158,13 @@ class SelfAttention(eqx.Module):
         *,
         attn_dropout: Float[Array, ""] | float = 0.0,
         dropout_active: bool = False,
+        causal: bool = False,
         key: PRNGKeyArray | None = None,
     ) -> Float[Array, "B N H"]:
         """``(B, N, H) -> (B, N, H)``; ``cos``/``sin`` are the RoPE tables of :func:`rope_angles`.
 
         ``dropout_active`` (static) says that ``attn_dropout`` may be non-zero with ``key`` given,
-        which forces the explicit path."""
+        which forces the explicit path; ``causal`` (static) masks later positions."""
         b, n, h = x.shape
         head_dim = h // self.num_heads
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, head_dim)
@@ -168,7 +175,7 @@ class SelfAttention(eqx.Module):
         impl = choose_attention(self.implementation, accelerator_platform(), x.dtype, head_dim,
                                 dropout_active and key is not None)
         if impl == "cudnn":
-            out = fused_attention(q, k, v, scale)
+            out = fused_attention(q, k, v, scale, causal=causal)
         else:
-            out = explicit_attention(q, k, v, scale, attn_dropout, key)
+            out = explicit_attention(q, k, v, scale, attn_dropout, key, causal)
         return self.proj(out.reshape(b, n, h))

@@ -31,7 +31,7 @@ from elf_eqx.parallel.mesh import FSDP_AXIS, TENSOR_AXIS
 
 # (pattern on the dotted leaf path, dimension split over "tensor", counted from the end).
 # qkv/w12 split their output columns (contiguously: not head-aligned, see the module
-# docstring), proj/w3 their input rows, unembed its vocabulary axis.
+# docstring), proj/w3 their input rows, unembed (and the baselines' head) its vocabulary axis.
 TENSOR_RULES: tuple[tuple[str, int], ...] = (
     (r"blocks\.attn\.qkv\.weight$", -1),
     (r"blocks\.attn\.qkv\.bias$", -1),
@@ -41,6 +41,8 @@ TENSOR_RULES: tuple[tuple[str, int], ...] = (
     (r"blocks\.mlp\.w3\.weight$", -2),
     (r"unembed\.weight$", -1),
     (r"unembed\.bias$", -1),
+    (r"(^|\.)head\.weight$", -1),  # the baselines' vocabulary head
+    (r"(^|\.)head\.bias$", -1),
 )
 # Arrays smaller than this stay replicated: sharding them saves no memory worth a collective.
 MIN_SHARDED_SIZE = 1 << 14

@@ -23,7 +23,6 @@ from elf_eqx.release.files import (
     split_hub_release,
 )
 from elf_eqx.release.names import model_from_reference_params
-from elf_eqx.model import ELF
 from elf_eqx.release.tasks import (
     RELEASE_ENCODER_FALLBACK,
     RELEASE_FLOW,
@@ -47,8 +46,8 @@ _PART = {"ema": "ema", "raw": "model"}
 class ModelBundle:
     """A model ready to sample from and everything sampling needs to know about it."""
 
-    model: ELF
-    """The weights to sample with (EMA by default)."""
+    model: Any
+    """The network to sample with (EMA weights by default): an ELF, or a baseline's network."""
     tokenizer: str
     """Source for :func:`elf_eqx.encoders.load_tokenizer`."""
     encoder: str
@@ -70,6 +69,8 @@ class ModelBundle:
     step: int | None
     kind: str = "release"
     """``release`` or ``run`` (one of our training checkpoints)."""
+    family: str = "elf"
+    """``elf``, ``mdlm`` or ``ar`` (see :mod:`elf_eqx.families`); releases are ELF."""
 
 
 # -- our training checkpoints ------------------------------------------------------------
@@ -118,6 +119,8 @@ def _from_training_run(path: Path, weights: Sequence[str], step: int | None, enc
     metadata = record.get("metadata") or {}
     converted = f", converted from {metadata['converted_from']}" if "converted_from" in metadata else ""
     spec = run_config["data_spec"]
+    family = run_config.get("family", "elf")  # runs written before the baselines are ELF runs
+    family_name = "" if family == "elf" else f"{family.upper()} baseline, "
     # Nested sections, or the flat run config of checkpoints written before them.
     run = TrainConfig.from_dict(run_config.get("run") or {}, where=f"{path}: the run config stored with step {step}")
     bundles = {}
@@ -136,9 +139,10 @@ def _from_training_run(path: Path, weights: Sequence[str], step: int | None, enc
             latent_std=run.data.latent_std,
             flow=run.objective.flow,
             sampling=run.sampling.settings,
-            origin=f"{path} step {step} ({kind} weights, {preset_name(model.config)}{converted})",
+            origin=f"{path} step {step} ({kind} weights, {family_name}{preset_name(model.config)}{converted})",
             step=step,
             kind="run",
+            family=family,
         )
     return bundles
 

@@ -15,18 +15,19 @@ from jax.sharding import Mesh
 from jaxtyping import PRNGKeyArray
 
 from elf_eqx.parallel.mesh import batch_sharding, place_global, replicated
-from elf_eqx.model import ELF
 from elf_eqx.parallel.partition import tree_shardings
 from elf_eqx.sampler import Condition, Sampler, SampleOutput
+from elf_eqx.baselines.condition import TokenCondition, TokenSampleOutput
 
 
 def make_sample_fn(
-    sampler: Sampler, mesh: Mesh | None, model: ELF, *, eos_id: int | None, pad_id: int
-) -> Callable[[ELF, PRNGKeyArray, Condition], SampleOutput]:
+    sampler: Sampler | eqx.Module, mesh: Mesh | None, model: eqx.Module, *, eos_id: int | None, pad_id: int
+) -> Callable[[eqx.Module, PRNGKeyArray, Condition | TokenCondition], SampleOutput | TokenSampleOutput]:
     """``fn(model, key, condition) -> SampleOutput`` compiled once per input shape.
 
+    ``sampler`` is ELF's :class:`Sampler` or a baseline's (see :func:`elf_eqx.families.make_sampler`).
     ``condition`` is a :class:`Condition` of ``(B, L, D)`` latents and a ``(B, L)`` mask
-    (``Condition.none`` for unconditional samples); ``B`` must split over the mesh's
+    (``Condition.none`` for unconditional samples), or a baseline's ``TokenCondition``; ``B`` must split over the mesh's
     ``data × fsdp`` devices. With ``mesh=None`` the function is a plain single-device jit.
     ``model`` fixes the parameter shardings (its shapes, not its values, are used).
     """
@@ -46,7 +47,7 @@ def make_sample_fn(
         compiled = jax.jit(run, in_shardings=shardings, out_shardings=rows)
         place = lambda *args: place_global(args, shardings)  # noqa: E731
 
-    def sample(model: ELF, key: PRNGKeyArray, condition: Condition) -> SampleOutput:
+    def sample(model: eqx.Module, key: PRNGKeyArray, condition: Condition | TokenCondition) -> SampleOutput | TokenSampleOutput:
         """Samples for ``condition``'s batch from ``model`` (same structure as at construction)."""
         return compiled(*place(eqx.filter(model, eqx.is_array), jax.random.key_data(key), condition))
 

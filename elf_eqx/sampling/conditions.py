@@ -10,6 +10,7 @@ import numpy as np
 
 from elf_eqx.data import DataSpec, collate
 from elf_eqx.encoders.latent_encoder import LatentEncoder, TokenBatch
+from elf_eqx.baselines.condition import TokenCondition
 from elf_eqx.sampler import Condition
 
 
@@ -21,14 +22,17 @@ def condition_ids(tokenizer: Any, texts: Sequence[str], max_input_length: int) -
 
 
 def encode_conditions(
-    latent_encoder: LatentEncoder,
+    latent_encoder: LatentEncoder | None,
     rows: Sequence[Sequence[int] | np.ndarray],
     cond_lengths: Sequence[int] | np.ndarray,
     spec: DataSpec,
-) -> Condition:
-    """The :class:`Condition` of ``B`` rows whose first ``cond_lengths[b]`` ids are the condition
-    (ids after them, if any, are ignored): latents ``(B, L, D)`` at the condition positions, zero
-    elsewhere, and the ``(B, L)`` condition mask."""
+) -> Condition | TokenCondition:
+    """The condition of ``B`` rows whose first ``cond_lengths[b]`` ids are the condition (ids after
+    them, if any, are ignored): for ELF a :class:`Condition` of latents ``(B, L, D)`` at the
+    condition positions, zero elsewhere, and the ``(B, L)`` condition mask; with no
+    ``latent_encoder`` (the baselines) a :class:`TokenCondition` of the ids and the mask."""
     batch = TokenBatch.from_numpy(collate(rows, cond_lengths, spec))
+    if latent_encoder is None:
+        return TokenCondition(batch.input_ids, batch.cond_mask)
     latents = eqx.filter_jit(latent_encoder.encode_conditions)(batch)
     return Condition(latents, batch.cond_mask)

@@ -18,6 +18,8 @@ from elf_eqx.sampler import Sampler, SamplerMethod, SdeNoise, Solver, TimeGrid
 
 # SamplerSettings fields whose Sampler keyword is spelled differently.
 _SAMPLER_KEYWORD = {"steps": "num_steps"}
+# Settings of the baselines' samplers that ELF's Sampler does not take.
+_BASELINE_ONLY = ("top_p",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +49,8 @@ class SamplerSettings:
     """Exponent of the power grid (> 1: more steps near the noise end)."""
     grid_seed: int | None = None
     """Draw the logit-normal grid once from this seed, the same for every batch (None: per batch)."""
+    top_p: float = 1.0
+    """AR baseline only: nucleus sampling keeps the most likely tokens up to this probability (1 = off)."""
 
     flag_prefix: ClassVar[str] = "--"
     """How errors name a setting: ``--steps`` here, ``--sampling.steps`` in the training config."""
@@ -69,6 +73,8 @@ class SamplerSettings:
             raise ValueError(f"{self.flag('grid_exponent')} must be positive, got {self.grid_exponent}")
         if self.grid_seed is not None and (isinstance(self.grid_seed, bool) or not isinstance(self.grid_seed, int)):
             raise ValueError(f"{self.flag('grid_seed')} must be an integer, got {self.grid_seed!r}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"{self.flag('top_p')} must be in (0, 1], got {self.top_p}")
         if not isinstance(self.self_condition, bool):
             raise ValueError(f"{self.flag('self_condition')} must be true or false, got {self.self_condition!r}")
 
@@ -79,7 +85,7 @@ class SamplerSettings:
 
     def to_dict(self) -> dict[str, Any]:
         """``{method, steps, gamma, omega, cfg_weight, time_grid, self_condition, solver, sde_noise,
-        grid_exponent, grid_seed}``."""
+        grid_exponent, grid_seed, top_p}``."""
         return dataclasses.asdict(self)
 
     @classmethod
@@ -101,12 +107,16 @@ class SamplerSettings:
 
     def sampler(self, flow: FlowConstants = FLOW) -> Sampler:
         """The :class:`Sampler` of these settings for a model trained with the constants ``flow``."""
-        keywords = {_SAMPLER_KEYWORD.get(k, k): v for k, v in self.to_dict().items()}
+        keywords = {_SAMPLER_KEYWORD.get(k, k): v for k, v in self.to_dict().items() if k not in _BASELINE_ONLY}
         return Sampler(**keywords, **flow.to_dict())
 
-    def tag(self) -> str:
+    def tag(self, family: str = "elf") -> str:
         """A short name for file names: ``<method><steps>-w<omega>``, then ``-<solver>`` and
-        ``-consistent`` when not the reference's."""
+        ``-consistent`` when not the reference's; ``mdlm<steps>`` and ``ar`` (``-p<top_p>``) for the baselines."""
+        if family == "mdlm":
+            return f"mdlm{self.steps}"
+        if family == "ar":
+            return "ar" + (f"-p{self.top_p:g}" if self.top_p < 1 else "")
         extra = ("" if self.solver == "euler" else f"-{self.solver}") + (
             "-consistent" if self.method == "sde" and self.sde_noise == "consistent" else "")
         return f"{self.method}{self.steps}-w{self.omega:g}{extra}"

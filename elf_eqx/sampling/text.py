@@ -1,5 +1,5 @@
-"""A loaded model ready to draw text: the weights, tokenizer, frozen encoder (conditional models),
-device mesh and compiled samplers. Used by ``python -m elf_eqx.sample`` and the steps sweep.
+"""A loaded model ready to draw text: the weights, tokenizer, frozen encoder (conditional ELF
+models), device mesh and compiled samplers, for ELF and the baselines alike. Used by ``python -m elf_eqx.sample`` and the steps sweep.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ from elf_eqx.data import DataSpec
 from elf_eqx.encoders.load import check_compatible, load_text_encoder, load_tokenizer
 from elf_eqx.encoders.latent_encoder import LatentEncoder
 from elf_eqx.parallel.mesh import MeshConfig, gather, make_mesh
-from elf_eqx.model import ELF, with_runtime_options
+from elf_eqx.families import make_sampler, no_condition
+from elf_eqx.model import with_runtime_options
 from elf_eqx.release.model_source import ModelBundle, load_model_source
 from elf_eqx.sampling.records import ConditionInput, decode_outputs, sample_record
 from elf_eqx.sampling.compiled import make_sample_fn
-from elf_eqx.sampler import Condition, Sampler
+from elf_eqx.baselines.condition import TokenCondition, TokenSampleOutput
+from elf_eqx.sampler import Condition
 from elf_eqx.sampling.settings import SamplerSettings
 
 
@@ -30,12 +32,12 @@ class TextSampler:
     """A model source opened for sampling (see :meth:`open`); :meth:`draw` makes sample records."""
 
     bundle: ModelBundle
-    model: ELF
+    model: Any
     tokenizer: Any
     spec: DataSpec
     latent_encoder: LatentEncoder | None
     mesh: Mesh
-    _compiled: dict[SamplerSettings, tuple[Sampler, Callable]] = dataclasses.field(default_factory=dict)
+    _compiled: dict[SamplerSettings, tuple[Any, Callable]] = dataclasses.field(default_factory=dict)
 
     @property
     def conditional(self) -> bool:
@@ -55,7 +57,7 @@ class TextSampler:
         mesh: MeshConfig = MeshConfig(),
     ) -> "TextSampler":
         """Load ``source`` (see :func:`elf_eqx.release.model_source.load_model_source`), its tokenizer and,
-        for conditional models, its frozen encoder; check they fit the model. ``length`` overrides
+        for conditional ELF models, its frozen encoder; check they fit the model. ``length`` overrides
         the sequence length of unconditional samples."""
         bundle = load_model_source(source, weights=weights, step=step, encoder=encoder, tokenizer=tokenizer, task=task)
         model = bundle.model
@@ -70,18 +72,20 @@ class TextSampler:
         spec = DataSpec.from_tokenizer(tok, seq_length, max_input_length=bundle.max_input_length or None,
                                        pad_mode=bundle.pad_mode)
         latent_encoder = None
-        if conditional:
+        if conditional and bundle.family == "elf":
             text_encoder = load_text_encoder(bundle.encoder)
             check_compatible(tok, text_encoder, model_vocab_size=model.config.vocab_size,
                              model_encoder_dim=model.config.encoder_dim, max_length=seq_length)
             latent_encoder = LatentEncoder(text_encoder, bundle.latent_mean, bundle.latent_std, compute_dtype=compute_dtype)
         return TextSampler(bundle, model, tok, spec, latent_encoder, make_mesh(mesh))
 
-    def sampler(self, settings: SamplerSettings) -> Sampler:
-        """The :class:`Sampler` of ``settings`` with the flow constants the source was trained with."""
-        return settings.sampler(self.bundle.flow)
+    def sampler(self, settings: SamplerSettings) -> Any:
+        """The sampler of ``settings`` for this model's family (ELF's with the flow constants the
+        source was trained with; see :func:`elf_eqx.families.make_sampler`)."""
+        return make_sampler(self.bundle.family, settings, self.bundle.flow, vocab_size=self.model.config.vocab_size,
+                            length=self.spec.max_length)
 
-    def _sample_fn(self, settings: SamplerSettings) -> tuple[Sampler, Callable]:
+    def _sample_fn(self, settings: SamplerSettings) -> tuple[Any, Callable]:
         """The sampler of ``settings`` and its compiled function, built once per distinct settings."""
         if settings not in self._compiled:
             sampler = self.sampler(settings)
@@ -89,9 +93,9 @@ class TextSampler:
                                                                eos_id=self.spec.eos_id, pad_id=self.spec.pad_id)
         return self._compiled[settings]
 
-    def _condition(self, chunk: Sequence[ConditionInput] | None, batch: int) -> Condition:
+    def _condition(self, chunk: Sequence[ConditionInput] | None, batch: int) -> Condition | TokenCondition:
         if chunk is None:
-            return Condition.none(batch, self.spec.max_length, self.model.config.encoder_dim)
+            return no_condition(self.bundle.family, batch, self.spec.max_length, self.model.config)
         padded = list(chunk) + [chunk[-1]] * (batch - len(chunk))  # fixed shapes: one compilation
         rows = condition_ids(self.tokenizer, [c.text for c in padded], self.spec.max_input_length or 0)
         return encode_conditions(self.latent_encoder, rows, [len(r) for r in rows], self.spec)
@@ -119,7 +123,7 @@ class TextSampler:
         if total <= 0:
             raise ValueError("nothing to sample: num_samples must be positive")
         record_settings = {
-            **settings.to_dict(), "nfe": sampler.nfe(),
+            "family": self.bundle.family, **settings.to_dict(), "nfe": sampler.nfe(),
             **self.bundle.flow.to_dict(), "seed": seed, "batch_size": batch_size, "length": self.spec.max_length,
             "compute_dtype": self.model.config.dtype.name, "origin": self.bundle.origin, "step": self.bundle.step,
             "tokenizer": self.bundle.tokenizer, **({"encoder": self.bundle.encoder} if self.conditional else {}),
@@ -132,6 +136,10 @@ class TextSampler:
             condition = self._condition(chunk, batch_size)
             out = sample_fn(self.model, jax.random.fold_in(jax.random.key(seed), b), condition)
             texts, rows = decode_outputs(self.tokenizer, gather(out.tokens), gather(condition.mask), self.spec)
+            used = gather(out.nfe) if isinstance(out, TokenSampleOutput) else None  # MDLM's cache skips some
             for i in range(min(batch_size, total - b * batch_size)):
-                records.append(sample_record(len(records), texts[i], rows[i], record_settings, chunk[i] if chunk else None))
+                record = sample_record(len(records), texts[i], rows[i], record_settings, chunk[i] if chunk else None)
+                if used is not None:
+                    record["nfe_used"] = int(used[i])
+                records.append(record)
         return records

@@ -22,13 +22,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import equinox as eqx
 import jax
 import orbax.checkpoint as ocp
 
 from elf_eqx.training.checkpoint_integrity import damage, quiet_read_only_warning, record_sizes, set_aside
 from elf_eqx.training.signature import as_json, key_from_json, key_to_json, model_signature, signature_diff
 from elf_eqx.training.state_tree import abstract_leaf, fill_template, flatten_nested, misfits, named_leaves, to_nested, unexpected
-from elf_eqx.model import ELF
 from elf_eqx.training.step import TrainState
 
 STATE, META = "state", "meta"
@@ -307,11 +307,12 @@ class CheckpointManager:
 
 def load_model_from_checkpoint(
     path: str | os.PathLike, which: Literal["ema", "model"] = "ema", *, step: int | None = None
-) -> ELF:
+) -> eqx.Module:
     """The EMA (or raw) weights of a checkpoint, for sampling, without building an optimizer.
 
     ``path`` is a run's output directory or its ``checkpoints`` folder (newest readable step, or
-    ``step``) or one step folder. The architecture comes from the checkpoint's stored ELF config.
+    ``step``) or one step folder. The network (ELF or a baseline's) and its architecture come from
+    the checkpoint's stored run config.
     """
     from elf_eqx.training.run_directory import open_run  # it builds on this module
 

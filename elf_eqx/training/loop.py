@@ -12,7 +12,9 @@ import jax
 from tqdm.auto import tqdm
 
 from elf_eqx.training.checkpoint import CheckpointManager
-from elf_eqx.model import ELF, count_params
+from elf_eqx.families import build_network, network_template
+from elf_eqx.training.compute import training_compute
+from elf_eqx.model import count_params
 from elf_eqx.training.optim import make_optimizer
 from elf_eqx.training.schedule import make_lr_schedule
 from elf_eqx.parallel.mesh import batch_sharding, batch_split, check_global_batch, make_mesh
@@ -43,14 +45,15 @@ def train(cfg: TrainConfig) -> Path:
     out = Path(r.output_dir)
     run: TrainingRun = build_run(cfg)
     is_main = jax.process_index() == 0
-    objective = cfg.objective.objective()
+    family = run.family
+    objective = cfg.objective.loss(run.elf_config.vocab_size)
     total_steps = opt.max_steps or max(1, math.ceil(opt.epochs * run.steps_per_epoch))
     warmup = opt.warmup_steps if opt.warmup_steps is not None else round(opt.warmup_epochs * run.steps_per_epoch)
     schedule = make_lr_schedule(opt.learning_rate, total_steps, min(warmup, total_steps), opt.lr_schedule)
 
     key = jax.random.key(r.seed)
     model_key = jax.random.fold_in(key, 0)
-    abstract_model = eqx.filter_eval_shape(ELF, run.elf_config, key=model_key)
+    abstract_model = network_template(family, run.elf_config)
     optimizer = make_optimizer(abstract_model, schedule, name=opt.name, b1=opt.b1, b2=opt.b2,
                                weight_decay=opt.weight_decay, clip_norm=opt.clip_norm)
     mesh = make_mesh(cfg.mesh.config)
@@ -61,14 +64,16 @@ def train(cfg: TrainConfig) -> Path:
     split = batch_sharding(mesh)
 
     def init_state(k: jax.Array) -> TrainState:
-        return TrainState.create(ELF(run.elf_config, key=k), optimizer)
+        return TrainState.create(build_network(family, run.elf_config, k), optimizer)
 
     # Built in place on the mesh: no device (or host) ever holds the whole unsharded state.
     state_sharding = tree_shardings(eqx.filter_eval_shape(init_state, model_key), mesh)
     state = jax.jit(init_state, out_shardings=state_sharding)(model_key)
-    encoder_sharding = (tree_shardings(run.latent_encoder, mesh, tensor_rules=False) if cfg.mesh.shard_encoder
-                        else replicated_shardings(run.latent_encoder, mesh))
-    latent_encoder = jax.device_put(run.latent_encoder, encoder_sharding)
+    encoder_sharding = latent_encoder = None
+    if run.latent_encoder is not None:  # ELF's frozen encoder; the baselines read tokens
+        encoder_sharding = (tree_shardings(run.latent_encoder, mesh, tensor_rules=False) if cfg.mesh.shard_encoder
+                            else replicated_shardings(run.latent_encoder, mesh))
+        latent_encoder = jax.device_put(run.latent_encoder, encoder_sharding)
 
     manager = CheckpointManager(out, max_to_keep=r.keep_checkpoints, run_config=run.signature_config(cfg))
     start = None
@@ -86,14 +91,16 @@ def train(cfg: TrainConfig) -> Path:
     step_key = jax.random.fold_in(key, 1)
     log = (MetricsLog(out, config=cfg.to_dict(), wandb=r.wandb, tensorboard=r.tensorboard, resume_step=start or 0)
            if is_main else None)
+    per_step = training_compute(cfg, run.elf_config, 1,
+                                None if run.latent_encoder is None else run.latent_encoder.encoder.config)
+    tokens_per_step, flops_per_step = per_step["tokens"], per_step["train_flops"]
     if is_main and start is None:
-        print(f"ELF {cfg.model.name}: {count_params(state.model):,} parameters, {total_steps} steps, "
-              f"{run.steps_per_epoch} steps/epoch, lr {opt.learning_rate:g}, mesh {dict(mesh.shape)}, "
-              f"{jax.process_count()} process(es)")
+        print(f"{family.upper()} {cfg.model.name}: {count_params(state.model):,} parameters, {total_steps} steps, "
+              f"{run.steps_per_epoch} steps/epoch, lr {opt.learning_rate:g}, {flops_per_step:.3g} FLOPs/step, "
+              f"mesh {dict(mesh.shape)}, {jax.process_count()} process(es)")
 
     step = int(state.step)
     pending: list[tuple[int, dict]] = []
-    tokens_per_step = opt.global_batch * cfg.data.max_length
     last_time, last_step = time.perf_counter(), step
 
     def save(step: int) -> None:
@@ -117,10 +124,11 @@ def train(cfg: TrainConfig) -> Path:
                     lr = float(schedule(step - 1))
                     for s, m in fetched:
                         if log is not None and (s % r.log_every == 0 or s == step):
-                            log.write(s, {**m, "lr": float(schedule(s - 1)), "tokens_per_s": tok_s})
+                            log.write(s, {**m, "lr": float(schedule(s - 1)), "tokens_per_s": tok_s,
+                                          "tokens": s * tokens_per_step, "train_flops": s * flops_per_step})
                     last = fetched[-1][1]
-                    bar.set_postfix(loss=f"{last['loss']:.4f}", l2=f"{last['l2']:.4f}", ce=f"{last['ce']:.3f}",
-                                    lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}")
+                    shown = {k: f"{v:.4f}" for k, v in last.items() if k in ("loss", "l2", "ce")}
+                    bar.set_postfix(**shown, lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}")
                 bar.update(1)
                 if step % r.save_every == 0 or at_end:
                     save(step)

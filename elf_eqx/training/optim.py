@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
@@ -23,7 +24,6 @@ from jax.typing import DTypeLike
 from optax.contrib import MuonDimensionNumbers, MuonState
 
 from elf_eqx.config import resolve_compute_dtype
-from elf_eqx.model import ELF
 
 # optax.contrib.muon's defaults for its Adam side, which the reference relies on.
 MUON_ADAM_B2 = 0.999
@@ -35,7 +35,7 @@ def _key_name(entry) -> str:
     return str(getattr(entry, "name", getattr(entry, "key", entry)))
 
 
-def muon_dimension_numbers(model: ELF):
+def muon_dimension_numbers(model: eqx.Module):
     """A pytree like ``model`` with :class:`MuonDimensionNumbers` on each matrix weight and
     ``None`` elsewhere (the leaves Muon hands to AdamW)."""
 
@@ -142,7 +142,7 @@ def muon_partition(
 
 
 def make_optimizer(
-    model: ELF,
+    model: eqx.Module,
     learning_rate: float | optax.Schedule,
     *,
     name: Literal["muon", "adamw"] = "muon",

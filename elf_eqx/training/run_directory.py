@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import equinox as eqx
-import jax
 
 from elf_eqx.config import ELFConfig
-from elf_eqx.model import ELF
+from elf_eqx.families import network_template
 from elf_eqx.training.checkpoint import STATE, CheckpointManager, CheckpointMismatchError
 
 T = TypeVar("T")
@@ -45,20 +44,21 @@ class RunCheckpoints:
 
     def models(
         self, which: tuple[str, ...], check: Callable[[dict[str, Any]], None] | None = None
-    ) -> tuple[dict[str, ELF], dict[str, Any], int]:
-        """The state parts ``which`` (``"ema"``, ``"model"``) as ELFs built from the stored ELF config,
+    ) -> tuple[dict[str, eqx.Module], dict[str, Any], int]:
+        """The state parts ``which`` (``"ema"``, ``"model"``) as networks of the stored family (ELF when
+        none is stored) built from the stored architecture config,
         the step's JSON record, and the step, all from one readable step. ``check(record)`` runs
         before any array is read; what it raises is raised as it is."""
 
-        def read(step: int) -> tuple[dict[str, ELF], dict[str, Any]]:
+        def read(step: int) -> tuple[dict[str, eqx.Module], dict[str, Any]]:
             record = self.manager.metadata(step)
             if check is not None:
                 try:
                     check(record)
                 except Exception as err:
                     raise _NotDamage(err) from err
-            elf = ELFConfig(**record["signature"]["elf"])
-            template = eqx.filter_eval_shape(ELF, elf, key=jax.random.key(0))
+            signature = record["signature"]
+            template = network_template(signature.get("family", "elf"), ELFConfig(**signature["elf"]))
             return {part: self.manager.restore_part(template, part, step) for part in which}, record
 
         try:

@@ -11,6 +11,7 @@ import tyro
 
 from elf_eqx.cli.args import MeshFlags
 from elf_eqx.config import PRESETS, ELFConfig, preset
+from elf_eqx.families import Family, check_family, token_objective
 from elf_eqx.flow import FLOW, FlowConstants, TimeSchedule
 from elf_eqx.objective import Branch, FlowObjective
 from elf_eqx.sampling.settings import SamplerSettings
@@ -107,8 +108,12 @@ class DataSection:
 
 @dataclasses.dataclass(frozen=True)
 class ObjectiveSection:
-    """The flow-matching objective (see elf_eqx.objective) and condition dropping."""
+    """The model family and its objective: ELF's flow matching (see elf_eqx.objective; the fields
+    below apply to it) or a baseline's (docs/method.md#baselines), and condition dropping."""
 
+    family: Annotated[Family, tyro.conf.arg(name="objective")] = "elf"
+    """What to train: elf (flow matching in the encoder's embedding space), mdlm (masked
+    diffusion) or ar (autoregressive); the baselines use the same blocks, data and optimizer."""
     time_schedule: TimeSchedule = _OBJECTIVE.time_schedule
     """Distribution of training times t."""
     p_mean: float = FLOW.p_mean
@@ -135,6 +140,7 @@ class ObjectiveSection:
     """How steps divide between the denoise and decode branches (see elf_eqx.objective)."""
 
     def __post_init__(self) -> None:
+        check_family(self.family)
         _unit(self, "decoder_prob", "self_cond_prob", "label_drop_prob")
         FlowConstants.read(self.__dict__)  # checks the constants
 
@@ -144,9 +150,15 @@ class ObjectiveSection:
         return FlowConstants.read(self.__dict__)
 
     def objective(self, branch_groups: int = 1) -> FlowObjective:
-        """The :class:`FlowObjective` of this section (``label_drop_prob`` acts in the encoder)."""
-        values = {k: v for k, v in dataclasses.asdict(self).items() if k != "label_drop_prob"}
+        """ELF's :class:`FlowObjective` of this section (``label_drop_prob`` acts in the encoder)."""
+        values = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("label_drop_prob", "family")}
         return FlowObjective(**values, branch_groups=branch_groups)
+
+    def loss(self, vocab_size: int) -> Any:
+        """The training loss of :attr:`family`, called ``loss(model, batch, key)``: ELF's
+        :class:`FlowObjective` (on latent batches) or a baseline's (on token batches; ``vocab_size``
+        places its ``[MASK]``/``[BOS]`` id)."""
+        return self.objective() if self.family == "elf" else token_objective(self.family, vocab_size)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""Everything a training run builds before its first step: tokenizer, frozen encoder, data,
-and the sample writer. Kept apart from the loop in :mod:`elf_eqx.training.loop` so each reads alone."""
+"""Everything a training run builds before its first step: tokenizer, frozen encoder (ELF),
+data, and the sample writer. Kept apart from the loop in :mod:`elf_eqx.training.loop` so each reads alone."""
 
 from __future__ import annotations
 
@@ -17,13 +17,14 @@ from elf_eqx.sampling.conditions import encode_conditions
 from elf_eqx.data import DataSpec, Loader, PreparedData, prepare_data
 from elf_eqx.encoders.load import check_compatible, load_text_encoder, load_tokenizer
 from elf_eqx.encoders.latent_encoder import LatentEncoder, TokenBatch
+from elf_eqx.families import make_sampler, no_condition, uses_encoder
 from elf_eqx.parallel.mesh import gather
-from elf_eqx.model import ELF
 from elf_eqx.training.config import TrainConfig
 from elf_eqx.io.atomic import write_text_atomic
 from elf_eqx.sampling.compiled import make_sample_fn
 from elf_eqx.sampling.records import decode_outputs
-from elf_eqx.sampler import Condition, Sampler
+from elf_eqx.baselines.condition import TokenCondition
+from elf_eqx.sampler import Condition
 
 
 @dataclasses.dataclass
@@ -34,10 +35,14 @@ class TrainingRun:
     spec: DataSpec
     data: PreparedData
     loader: Loader
-    latent_encoder: LatentEncoder
+    family: str
+    """``elf``, ``mdlm`` or ``ar`` (see :mod:`elf_eqx.families`)."""
+    latent_encoder: LatentEncoder | None
+    """The frozen encoder (ELF); ``None`` for the baselines, which read tokens."""
     elf_config: ELFConfig
-    sampler: Sampler
-    sample_condition: Condition
+    """The network's architecture (the baselines use its blocks' fields and ``vocab_size``)."""
+    sampler: Any
+    sample_condition: Condition | TokenCondition
     """What samples are conditioned on: the first rows' encoded conditions, or none (unconditional)."""
     _sample_fn: Callable | None = None
 
@@ -53,6 +58,7 @@ class TrainingRun:
         """What must match for a checkpoint directory to be resumed: the architecture, the
         encoder and tokenizer, and the sequence layout."""
         return {
+            "family": self.family,
             "elf": dataclasses.asdict(self.elf_config),
             "encoder": cfg.data.encoder,
             "tokenizer": cfg.data.tokenizer_source,
@@ -60,7 +66,7 @@ class TrainingRun:
             "run": cfg.to_dict(),
         }
 
-    def sample_text(self, model: ELF, key: jax.Array, mesh: Mesh | None = None) -> list[str]:
+    def sample_text(self, model: Any, key: jax.Array, mesh: Mesh | None = None) -> list[str]:
         """Decode samples from ``model`` (usually the EMA), conditioned on :attr:`sample_condition`.
         Every process must call it (the sampler runs on the whole mesh)."""
         if self._sample_fn is None:
@@ -69,12 +75,14 @@ class TrainingRun:
         tokens = gather(self._sample_fn(model, key, cond).tokens)
         return decode_outputs(self.tokenizer, tokens, np.asarray(jax.device_get(cond.mask)), self.spec)[0]
 
-    def write_samples(self, model: ELF, step: int, out: Path, cfg: TrainConfig, mesh: Mesh | None = None) -> Path:
+    def write_samples(self, model: Any, step: int, out: Path, cfg: TrainConfig, mesh: Mesh | None = None) -> Path:
         """Write a few EMA samples to ``<out>/samples/step_<step>.txt`` (atomically, process 0);
         conditional runs condition on the first rows of the dataset. Every process must call it."""
         texts = self.sample_text(model, jax.random.key(cfg.run.seed + step), mesh)
         s = cfg.sampling
-        lines = [f"# step {step}, {s.steps} {s.method} steps, omega {s.omega}"]
+        sampler = (f"{s.steps} {s.method} steps, omega {s.omega}" if self.family == "elf"
+                   else f"{s.tag(self.family)}, {self.sampler.nfe()} NFE")
+        lines = [f"# step {step}, {sampler}"]
         lines += [f"[{i}] {text}" for i, text in enumerate(texts)]
         path = Path(out) / "samples" / f"step_{step:07d}.txt"
         if jax.process_index() == 0:
@@ -83,12 +91,17 @@ class TrainingRun:
 
 
 def build_run(cfg: TrainConfig) -> TrainingRun:
-    """Load the tokenizer and frozen encoder, check they fit each other and the run, prepare the
-    (cached) data and its loader for this process."""
-    d = cfg.data
+    """Load the tokenizer and (ELF) the frozen encoder, check they fit each other and the run,
+    prepare the (cached) data and its loader for this process."""
+    d, family = cfg.data, cfg.objective.family
     tokenizer = load_tokenizer(d.tokenizer_source)
-    encoder = load_text_encoder(d.encoder)
-    check_compatible(tokenizer, encoder, max_length=d.max_length)
+    latent_encoder, encoder_dim = None, ELFConfig.encoder_dim
+    if uses_encoder(family):
+        encoder = load_text_encoder(d.encoder)
+        check_compatible(tokenizer, encoder, max_length=d.max_length)
+        latent_encoder = LatentEncoder(encoder, d.latent_mean, d.latent_std, cfg.objective.label_drop_prob,
+                                       cfg.model.compute_dtype)
+        encoder_dim = encoder.dim
     spec = DataSpec.from_tokenizer(
         tokenizer, d.max_length, max_input_length=d.max_input_length or None,
         pad_mode=d.pad_mode, packing=d.packing,
@@ -96,18 +109,18 @@ def build_run(cfg: TrainConfig) -> TrainingRun:
     data = prepare_data(d.source, tokenizer, spec, split=d.data_split, cache_dir=d.cache_dir)
     loader = Loader(data.rows, spec, cfg.optimizer.global_batch, seed=cfg.run.seed,
                     process_index=jax.process_index(), process_count=jax.process_count())
-    latent_encoder = LatentEncoder(encoder, d.latent_mean, d.latent_std, cfg.objective.label_drop_prob,
-                                   cfg.model.compute_dtype)
-    elf_config = cfg.elf_config(encoder.dim, len(tokenizer))
-    sampler = cfg.sampling.settings.sampler(cfg.objective.flow)
-    return TrainingRun(tokenizer, spec, data, loader, latent_encoder, elf_config, sampler,
-                       _sample_condition(data, spec, latent_encoder, cfg.sampling.num_samples, encoder.dim))
+    elf_config = cfg.elf_config(encoder_dim, len(tokenizer))
+    sampler = make_sampler(family, cfg.sampling.settings, cfg.objective.flow, vocab_size=len(tokenizer),
+                           length=spec.max_length)
+    condition = _sample_condition(family, data, spec, latent_encoder, cfg.sampling.num_samples, elf_config)
+    return TrainingRun(tokenizer, spec, data, loader, family, latent_encoder, elf_config, sampler, condition)
 
 
-def _sample_condition(data: PreparedData, spec: DataSpec, latent_encoder: LatentEncoder, n: int, dim: int) -> Condition:
+def _sample_condition(family: str, data: PreparedData, spec: DataSpec, latent_encoder: LatentEncoder | None,
+                      n: int, config: ELFConfig) -> Condition | TokenCondition:
     """The fixed condition of a run's sample files, encoded once: the first ``n`` rows' conditions
     (conditional data) or none."""
     if not data.conditional:
-        return Condition.none(n, spec.max_length, dim)
+        return no_condition(family, n, spec.max_length, config)
     first = data.rows.select(range(min(n, len(data.rows))))
     return encode_conditions(latent_encoder, first["input_ids"], first["cond_length"], spec)

@@ -14,7 +14,8 @@ from elf_eqx.config import ELFConfig
 
 # Top-level entries of a run config that must match to resume a directory. The resolved run
 # config as a whole ("run": learning rate, max_steps, ...) may change between resumes.
-SIGNATURE_KEYS: tuple[str, ...] = ("elf", "encoder", "tokenizer", "data_spec")
+# "family" (elf, mdlm, ar) is absent from runs written before the baselines: those are ELF runs.
+SIGNATURE_KEYS: tuple[str, ...] = ("family", "elf", "encoder", "tokenizer", "data_spec")
 # ELFConfig fields that change how the same weights are run, not what they are: a run may be
 # resumed with bf16 matmuls, rematerialisation or other dropout rates.
 RUNTIME_ELF_FIELDS: tuple[str, ...] = ("compute_dtype", "remat", "attn_dropout", "proj_dropout")

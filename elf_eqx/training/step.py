@@ -1,4 +1,5 @@
-"""One ELF optimisation step (loss, gradients, optimizer update, EMA) as a pure function.
+"""One optimisation step (loss, gradients, optimizer update, EMA) as a pure function, the same for
+ELF and the baselines (the loss and, for ELF, the frozen encoder are arguments).
 
 :func:`make_train_step` jit-compiles it with donated state and, when given, explicit input and
 output shardings, so multi-device training passes shardings in rather than rewriting the step.
@@ -15,8 +16,7 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from elf_eqx.model import ELF
-from elf_eqx.objective import FlowObjective, LatentBatch
+from elf_eqx.objective import LatentBatch
 
 if TYPE_CHECKING:
     from elf_eqx.encoders.latent_encoder import LatentEncoder, TokenBatch
@@ -26,12 +26,12 @@ class TrainState(eqx.Module):
     """Everything a step updates: the weights, their EMA, the optimizer state and the step count."""
 
     step: Int[Array, ""]
-    model: ELF
-    ema: ELF
+    model: eqx.Module
+    ema: eqx.Module
     opt_state: Any
 
     @staticmethod
-    def create(model: ELF, optimizer: optax.GradientTransformation) -> "TrainState":
+    def create(model: eqx.Module, optimizer: optax.GradientTransformation) -> "TrainState":
         """Step 0: the EMA starts as a copy of the weights. The state holds its own copies, so
         donating it to a compiled step never invalidates the caller's ``model``."""
         model = jax.tree_util.tree_map(jnp.copy, model)
@@ -39,22 +39,24 @@ class TrainState(eqx.Module):
         return TrainState(jnp.zeros((), jnp.int32), model, ema, optimizer.init(model))
 
 
-def ema_update(ema: ELF, model: ELF, decay: float | Float[Array, ""]) -> ELF:
+def ema_update(ema: eqx.Module, model: eqx.Module, decay: float | Float[Array, ""]) -> eqx.Module:
     """``ema ← decay·ema + (1 − decay)·model``, leaf by leaf."""
     return jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, ema, model)
 
 
 Batch = Union[LatentBatch, "TokenBatch"]
+Loss = Callable[..., tuple[Float[Array, ""], dict[str, Float[Array, ""]]]]
+"""``loss(model, batch, key) -> (loss, metrics)``: ELF's FlowObjective or a baseline's objective."""
 
 
-def _loss_and_grads(model: ELF, batch: Batch, key: PRNGKeyArray, objective: FlowObjective, encoder):
+def _loss_and_grads(model: eqx.Module, batch: Batch, key: PRNGKeyArray, objective: Loss, encoder):
     k_encode, k_loss = jax.random.split(key)
     if encoder is not None:
         batch = encoder(batch, k_encode)
     return jax.value_and_grad(objective, has_aux=True)(model, batch, k_loss)
 
 
-def _accumulated_grads(model: ELF, batch: Batch, key: PRNGKeyArray, objective: FlowObjective, encoder, micro: int):
+def _accumulated_grads(model: eqx.Module, batch: Batch, key: PRNGKeyArray, objective: Loss, encoder, micro: int):
     """Mean loss, metrics and gradients over ``micro`` equal slices of the batch, one at a time."""
     if micro == 1:
         return _loss_and_grads(model, batch, key, objective, encoder)
@@ -80,16 +82,18 @@ def train_step(
     batch: Batch,
     key: PRNGKeyArray,
     *,
-    objective: FlowObjective,
+    objective: Loss,
     optimizer: optax.GradientTransformation,
     ema_decay: float = 0.9999,
     encoder: "LatentEncoder | None" = None,
     grad_accum: int = 1,
 ) -> tuple[TrainState, dict[str, Float[Array, ""]]]:
-    """One optimizer step on ``batch``; returns the new state and ``{loss, l2, ce, decode_frac, grad_norm}``.
+    """One optimizer step on ``batch``; returns the new state and ``{loss, grad_norm}`` with the
+    objective's metrics (ELF: ``l2, ce, decode_frac``).
 
     ``batch`` is a :class:`LatentBatch`, or a :class:`~elf_eqx.encoders.latent_encoder.TokenBatch` when
-    ``encoder`` (the frozen :class:`~elf_eqx.encoders.latent_encoder.LatentEncoder`) is given. With
+    ``encoder`` (the frozen :class:`~elf_eqx.encoders.latent_encoder.LatentEncoder`) is given or the
+    objective is a baseline's, which reads tokens. With
     ``grad_accum`` > 1 the batch is processed in that many micro-batches and their gradients
     averaged before the one update (and the one EMA update). The key is folded with the step
     count, so a resumed run draws the same randomness.
@@ -104,7 +108,7 @@ def train_step(
 
 
 def make_train_step(
-    objective: FlowObjective,
+    objective: Loss,
     optimizer: optax.GradientTransformation,
     *,
     ema_decay: float = 0.9999,

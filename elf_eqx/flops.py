@@ -1,0 +1,84 @@
+"""Analytic training FLOPs of the three families, for matching compute across them and for MFU
+(docs/method.md#baselines). Matmul FLOPs only (2 per multiply-add); elementwise work, embedding
+lookups and rematerialisation's recompute are not counted; attention's ``QKᵀ`` and ``PV`` are
+counted in full, causal or not (what the XLA path computes). A backward pass costs twice its
+forward pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from elf_eqx.config import ELFConfig
+
+
+def block_stack_flops(config: ELFConfig, tokens: int) -> float:
+    """Forward FLOPs of the transformer blocks on one sequence of ``tokens`` positions:
+    ``depth · N · (2·(4H² + 3HF) + 4·N·H)`` (qkv and proj; SwiGLU's three matrices; QKᵀ and PV)."""
+    n, h, f = tokens, config.hidden_size, config.mlp_hidden
+    return float(config.depth * n * (2 * (4 * h * h + 3 * h * f) + 4 * n * h))
+
+
+def elf_forward_flops(config: ELFConfig, length: int) -> dict[str, float]:
+    """Forward FLOPs of ELF on one sample of ``length`` text positions (plus the prefix tokens):
+    ``body`` (self-conditioning projection, bottleneck, blocks) and each head."""
+    h, d, r = config.hidden_size, config.encoder_dim, config.bottleneck_dim
+    inputs = length * (2 * 2 * d * d + 2 * d * r + 2 * r * h)
+    return {"body": block_stack_flops(config, length + config.num_prefix_tokens) + inputs,
+            "denoise_head": float(length * 2 * h * d),
+            "decode_head": float(length * (2 * h * d + 2 * d * config.vocab_size))}
+
+
+def token_forward_flops(config: ELFConfig, length: int) -> float:
+    """Forward FLOPs of a baseline network on one sequence: blocks and the vocabulary head."""
+    return block_stack_flops(config, length) + float(length * 2 * config.hidden_size * config.vocab_size)
+
+
+def encoder_forward_flops(encoder_config: Any, length: int) -> float:
+    """Forward FLOPs of the frozen text encoder on one sequence: a T5 encoder stack
+    (``layers · L · (8·d·inner + (2 or 3)·2·d·d_ff + 4·L·inner)``) or a BERT one
+    (``layers · L · (8·d² + 4·d·d_ff + 4·L·d)``), by the fields its config has."""
+    c = encoder_config
+    if hasattr(c, "d_kv"):
+        inner = c.num_heads * c.d_kv
+        ffn = (3 if c.is_gated_act else 2) * 2 * c.d_model * c.d_ff
+        return float(c.num_layers * length * (8 * c.d_model * inner + ffn + 4 * length * inner))
+    if hasattr(c, "intermediate_size"):
+        d = c.hidden_size
+        return float(c.num_hidden_layers * length * (8 * d * d + 4 * d * c.intermediate_size + 4 * length * d))
+    raise TypeError(f"no FLOP count for an encoder configured by {type(c).__name__}")
+
+
+def train_step_flops(
+    family: str,
+    config: ELFConfig,
+    batch: int,
+    length: int,
+    *,
+    objective: Any = None,
+    encoder_config: Any = None,
+) -> float:
+    """FLOPs of one training step on ``batch`` sequences of ``length`` tokens.
+
+    - ``elf``: of the batch, ``B_dec`` samples decode (the ``objective``'s split) and the rest
+      denoise. A denoise sample costs a no-grad pass plus a forward-backward (4 passes of body and
+      denoise head; 5 when dropout adds the guided no-grad pass), a decode sample a
+      forward-backward (3 passes of body and decode head), and every sample one pass of the frozen
+      encoder (``encoder_config``; none if not given).
+    - ``mdlm``, ``ar``: a forward-backward of every sequence (3 passes).
+    """
+    if family in ("mdlm", "ar"):
+        return batch * 3 * token_forward_flops(config, length)
+    if family != "elf":
+        raise ValueError(f"unknown family {family!r}")
+    if objective is None:
+        raise ValueError("ELF's step FLOPs need its FlowObjective (the denoise/decode split)")
+    fwd = elf_forward_flops(config, length)
+    groups, per_group = objective.split_sizes(batch)
+    n_dec = groups * per_group
+    denoise_passes = 5 if (config.attn_dropout > 0 or config.proj_dropout > 0) else 4
+    flops = (batch - n_dec) * denoise_passes * (fwd["body"] + fwd["denoise_head"])
+    flops += n_dec * 3 * (fwd["body"] + fwd["decode_head"])
+    if encoder_config is not None:
+        flops += batch * encoder_forward_flops(encoder_config, length)
+    return flops
