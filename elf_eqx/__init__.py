@@ -5,7 +5,9 @@ The method: :class:`ELF` (the network, configured by :class:`ELFConfig` or :func
 :class:`FlowObjective` (the training loss on a :class:`LatentBatch`), :class:`Sampler` (ODE/SDE
 sampling, built from :class:`SamplerSettings` and :class:`FlowConstants`, optionally given a
 :class:`Condition`). Around it: :func:`load_model_source` (our runs and the released checkpoints),
-:class:`TrainConfig` (``python -m elf_eqx.train``).
+:class:`TrainConfig` (``python -m elf_eqx.train``). The MDLM and AR baselines share all of it:
+:func:`build_network` and :func:`make_sampler` pick a family's network and sampler by name
+(``elf``, ``mdlm``, ``ar``); :func:`train_step_flops` counts any family's training compute.
 
     import elf_eqx
     bundle = elf_eqx.load_model_source("runs/quickstart")
@@ -33,11 +35,16 @@ _EXPORTS = {
     "load_model_source": "elf_eqx.release.model_source",
     "ModelBundle": "elf_eqx.release.model_source",
     "TrainConfig": "elf_eqx.training.config",
+    "build_network": "elf_eqx.families",
+    "make_sampler": "elf_eqx.families",
+    "train_step_flops": "elf_eqx.flops",
 }
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from elf_eqx.config import ELFConfig, preset
+    from elf_eqx.families import build_network, make_sampler
+    from elf_eqx.flops import train_step_flops
     from elf_eqx.flow import FlowConstants
     from elf_eqx.model import ELF
     from elf_eqx.objective import FlowObjective, LatentBatch

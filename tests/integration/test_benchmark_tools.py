@@ -117,3 +117,27 @@ def test_steps_vs_ppl_nfe_mode_picks_steps_per_sampler(judge_dir, corpus, tmp_pa
         assert (out / name).stat().st_size > 1000
     sample = json.loads((out / "samples" / "sde-g1.5-w3-heun-consistent-steps2.jsonl").read_text().splitlines()[0])
     assert sample["settings"]["nfe"] == 3 and sample["settings"]["solver"] == "heun"
+
+
+def test_steps_vs_ppl_puts_elf_mdlm_and_ar_in_one_table_with_their_compute(judge_dir, corpus, tmp_path):
+    from elf_eqx.train import main as train_main
+
+    elf = write_run(tmp_path / "elf", conditional=False)
+    runs = {}
+    for family in ("mdlm", "ar"):
+        runs[family] = tmp_path / family
+        train_main(["--preset", "quickstart", "--model", "ELF-T", "--objective", family, "--global-batch", "4",
+                    "--max-length", "16", "--max-steps", "2", "--data", str(corpus), "--cache-dir", str(tmp_path / "cache"),
+                    "--output-dir", str(runs[family]), "--sampling.every", "1000"])
+    out = tmp_path / "sweep"
+    load_script("steps_vs_ppl").main([
+        str(elf), str(runs["mdlm"]), str(runs["ar"]), "--names", "E", "M", "A", "--judge", str(judge_dir),
+        "--reference-data", str(corpus), "--steps", "2", "4", "--methods", "ode", "--num-samples", "2",
+        "--batch-size", "2", "--output-dir", str(out)])
+    table = (out / "steps_vs_ppl.md").read_text()
+    assert "| E | ODE ω=3 | 2 | 2 |" in table and "| M | MDLM ancestral | 4 |" in table and "| A | AR | 16 | 16 |" in table
+    assert "| M | mdlm |" in table and "| A | ar |" in table and str(judge_dir) in table
+    rows = {(r["model"], r["steps"]): r for r in csv.DictReader((out / "steps_vs_ppl.csv").open())}
+    assert float(rows["M", "4"]["train_flops"]) > 0 and float(rows["A", "16"]["tokens"]) == 2 * 4 * 16
+    assert 1 <= float(rows["M", "4"]["nfe_used"]) <= 4
+    assert (out / "samples" / "M-mdlm-steps4.jsonl").exists() and (out / "samples" / "A-ar.jsonl").exists()

@@ -5,31 +5,30 @@ from __future__ import annotations
 
 import re
 
-import equinox as eqx
 import jax
 import pytest
 from jax.sharding import AbstractMesh
 
 from elf_eqx.config import preset
-from elf_eqx.model import ELF
+from elf_eqx.families import network_template
 from elf_eqx.parallel.mesh import FSDP_AXIS, MESH_AXES, TENSOR_AXIS
 from elf_eqx.parallel.partition import TENSOR_RULES, dotted_path, leaf_spec
 
 
-def abstract_leaves(name: str = "ELF-B") -> dict[str, tuple[int, ...]]:
-    """``{dotted path: shape}`` of every array of an abstract model (nothing is allocated)."""
-    model = eqx.filter_eval_shape(lambda: ELF(preset(name, encoder_dim=512, vocab_size=32100), key=jax.random.key(0)))
+def abstract_leaves(name: str = "ELF-B", family: str = "elf") -> dict[str, tuple[int, ...]]:
+    """``{dotted path: shape}`` of every array of an abstract network of ``family`` (nothing is allocated)."""
+    model = network_template(family, preset(name, encoder_dim=512, vocab_size=32100))
     leaves = jax.tree_util.tree_leaves_with_path(model)
     return {dotted_path(path): tuple(leaf.shape) for path, leaf in leaves if hasattr(leaf, "shape")}
 
 
 @pytest.mark.parametrize("tensor", [2, 4])
 def test_every_rule_splits_its_parameters_over_tensor(tensor):
-    shapes = abstract_leaves()
+    shapes = {**abstract_leaves(), **abstract_leaves(family="mdlm")}  # ELF and the baselines' network
     mesh = AbstractMesh((1, 2, tensor), MESH_AXES)
     for pattern, dim in TENSOR_RULES:
         named = [name for name in shapes if re.search(pattern, name)]
-        assert named, f"rule {pattern!r} names no parameter of the model"
+        assert named, f"rule {pattern!r} names no parameter of any network"
         for name in named:
             spec = tuple(leaf_spec(name, shapes[name], mesh)) + (None,) * len(shapes[name])
             assert spec[len(shapes[name]) + dim] == TENSOR_AXIS, (name, spec)
