@@ -36,14 +36,6 @@ def check_family(family: str, what: str = "--objective") -> str:
     return family
 
 
-def family_of_network(model: eqx.Module) -> str:
-    """The family whose network ``model`` is."""
-    for name, cls in _NETWORK.items():
-        if type(model) is cls:
-            return name
-    raise TypeError(f"{type(model).__name__} is not the network of any family ({list(FAMILIES)})")
-
-
 def uses_encoder(family: str) -> bool:
     """Whether the family trains on latents of the frozen text encoder (only ELF does)."""
     return check_family(family) == "elf"

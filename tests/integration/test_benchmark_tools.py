@@ -141,3 +141,10 @@ def test_steps_vs_ppl_puts_elf_mdlm_and_ar_in_one_table_with_their_compute(judge
     assert float(rows["M", "4"]["train_flops"]) > 0 and float(rows["A", "16"]["tokens"]) == 2 * 4 * 16
     assert 1 <= float(rows["M", "4"]["nfe_used"]) <= 4
     assert (out / "samples" / "M-mdlm-steps4.jsonl").exists() and (out / "samples" / "A-ar.jsonl").exists()
+
+
+def test_latent_roundtrip_reports_token_accuracy_per_noise_time(corpus, tmp_path):
+    run = write_run(tmp_path / "run", conditional=False)
+    script = load_script("latent_roundtrip")
+    rows = script.roundtrip(script.Args(str(run), str(corpus), times=(0.5, 1.0), num_pieces=3))
+    assert [r["t"] for r in rows] == [0.5, 1.0] and all(0.0 <= r["token_accuracy"] <= 1.0 for r in rows)
