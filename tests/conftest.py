@@ -43,3 +43,22 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def reference_dir(shared_dir: Path) -> Path:
     return shared_dir / "reference"
+
+
+@pytest.fixture(scope="session")
+def baseline_runs(tmp_path_factory, shared_dir: Path) -> dict[str, Path]:
+    """Tiny MDLM and AR training runs (ELF-T blocks, 16 tokens, 2 steps on 12 KJV chapters, a
+    sample file at step 2), trained once for every test that needs one. Copy before writing."""
+    from elf_eqx.train import main as train_main
+
+    root = tmp_path_factory.mktemp("baselines")
+    corpus = root / "chapters.jsonl"
+    corpus.write_text("\n".join((shared_dir / "data" / "kjv" / "valid.jsonl").read_text().splitlines()[:12]) + "\n")
+    runs = {}
+    for family in ("mdlm", "ar"):
+        runs[family] = root / family
+        train_main(["--preset", "quickstart", "--model", "ELF-T", "--objective", family, "--global-batch", "4",
+                    "--max-length", "16", "--warmup-steps", "2", "--lr-schedule", "constant", "--log-every", "1",
+                    "--max-steps", "2", "--sampling.every", "2", "--sampling.steps", "3", "--sampling.num-samples", "2",
+                    "--data", str(corpus), "--cache-dir", str(root / "cache"), "--output-dir", str(runs[family])])
+    return runs

@@ -1,10 +1,11 @@
 """The baselines through the same entry points as ELF: ``python -m elf_eqx.train --objective mdlm|ar``
 (checkpoints, metrics with compute, resume, samples), ``python -m elf_eqx.sample`` (unconditional
-and conditional) on their runs."""
+and conditional) on their runs. (Bitwise resume is the shared loop's, tested on ELF in test_faults.)"""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -37,29 +38,26 @@ def metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_mdlm_trains_resumes_bitwise_and_samples(corpus, tmp_path):
-    family, network = "mdlm", BidirectionalLM  # AR runs train and sample in test_benchmark_tools too
-    whole = train(corpus, tmp_path / "whole", "--objective", family, "--max-steps", "4")
-    part = train(corpus, tmp_path / "part", "--objective", family, "--max-steps", "2")
-    train(corpus, part, "--objective", family, "--max-steps", "4")  # resumes from step 2
-    full, resumed = metrics(whole), metrics(part)
-    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
-    assert [r["loss"] for r in resumed] == [r["loss"] for r in full]
-    last = full[-1]
-    assert last["tokens"] == 4 * 4 * 16 and last["train_flops"] > 0 and "ce" in last
-    assert (whole / "samples" / "step_0000004.txt").read_text().startswith(f"# step 4, {family}")
+def test_mdlm_run_resumes_samples_and_refuses_another_family(baseline_runs, corpus, tmp_path):
+    run = tmp_path / "mdlm"
+    shutil.copytree(baseline_runs["mdlm"], run)
+    first = metrics(run)
+    assert [r["step"] for r in first] == [1, 2] and first[-1]["tokens"] == 2 * 4 * 16 and first[-1]["train_flops"] > 0
+    assert "ce" in first[-1] and "mask_frac" in first[-1]
+    assert (run / "samples" / "step_0000002.txt").read_text().startswith("# step 2, mdlm3, 3 NFE")
+    train(corpus, run, "--objective", "mdlm", "--max-steps", "3")  # resumes from step 2 (a BidirectionalLM state)
+    assert [r["step"] for r in metrics(run)] == [1, 2, 3] and metrics(run)[:2] == first
 
-    bundle = load_model_source(str(whole))
-    assert type(bundle.model) is network and bundle.family == family and family.upper() in bundle.origin
+    bundle = load_model_source(str(run))
+    assert type(bundle.model) is BidirectionalLM and bundle.family == "mdlm" and "MDLM" in bundle.origin
     out = tmp_path / "s.jsonl"
-    sample_main([str(whole), "--num-samples", "3", "--batch-size", "2", "--steps", "4", "--output", str(out), "--quiet"])
+    sample_main([str(run), "--num-samples", "3", "--batch-size", "2", "--steps", "4", "--output", str(out), "--quiet"])
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(records) == 3 and records[0]["settings"]["family"] == family
-    assert records[0]["settings"]["nfe"] == 4
-    assert 1 <= records[0]["nfe_used"] <= records[0]["settings"]["nfe"]
+    assert len(records) == 3 and records[0]["settings"]["family"] == "mdlm" and records[0]["settings"]["nfe"] == 4
+    assert 1 <= records[0]["nfe_used"] <= 4
 
     with pytest.raises(SystemExit) as stop:  # the other family's network does not fit this directory
-        train(corpus, whole, "--objective", "ar", "--max-steps", "6")
+        train(corpus, run, "--objective", "ar", "--max-steps", "6")
     assert stop.value.code == 2
 
 

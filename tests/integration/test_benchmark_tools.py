@@ -119,16 +119,9 @@ def test_steps_vs_ppl_nfe_mode_picks_steps_per_sampler(judge_dir, corpus, tmp_pa
     assert sample["settings"]["nfe"] == 3 and sample["settings"]["solver"] == "heun"
 
 
-def test_steps_vs_ppl_puts_elf_mdlm_and_ar_in_one_table_with_their_compute(judge_dir, corpus, tmp_path):
-    from elf_eqx.train import main as train_main
-
+def test_steps_vs_ppl_puts_elf_mdlm_and_ar_in_one_table_with_their_compute(judge_dir, corpus, baseline_runs, tmp_path):
     elf = write_run(tmp_path / "elf", conditional=False)
-    runs = {}
-    for family in ("mdlm", "ar"):
-        runs[family] = tmp_path / family
-        train_main(["--preset", "quickstart", "--model", "ELF-T", "--objective", family, "--global-batch", "4",
-                    "--max-length", "16", "--max-steps", "2", "--data", str(corpus), "--cache-dir", str(tmp_path / "cache"),
-                    "--output-dir", str(runs[family]), "--sampling.every", "1000"])
+    runs = baseline_runs
     out = tmp_path / "sweep"
     load_script("steps_vs_ppl").main([
         str(elf), str(runs["mdlm"]), str(runs["ar"]), "--names", "E", "M", "A", "--judge", str(judge_dir),
