@@ -15,7 +15,7 @@ import jax
 from jaxtyping import PRNGKeyArray
 
 from elf_eqx.baselines.autoregressive import AutoregressiveSampler, NextTokenObjective
-from elf_eqx.baselines.condition import TokenCondition
+from elf_eqx.baselines.token_sampling import TokenCondition
 from elf_eqx.baselines.mdlm import MaskedDiffusionObjective, MaskedDiffusionSampler
 from elf_eqx.baselines.network import BidirectionalLM, CausalLM
 from elf_eqx.config import ELFConfig

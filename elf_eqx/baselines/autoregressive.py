@@ -13,11 +13,10 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from elf_eqx.baselines.condition import TokenCondition, TokenSampleOutput
+from elf_eqx.baselines.token_sampling import TokenCondition, TokenSampler
 from elf_eqx.baselines.network import TokenTransformer
 from elf_eqx.encoders.latent_encoder import TokenBatch
 from elf_eqx.objective import masked_mean
-from elf_eqx.sampler import mask_after_eos
 
 
 def shift_right(ids: Int[Array, "B L"], bos_id: int) -> Int[Array, "B L"]:
@@ -52,7 +51,7 @@ def nucleus_logits(logits: Float[Array, "B V"], top_p: float) -> Float[Array, "B
     return jnp.where(logits >= threshold, logits, -jnp.inf)
 
 
-class AutoregressiveSampler(eqx.Module):
+class AutoregressiveSampler(TokenSampler):
     """Left to right over ``length`` positions, one network evaluation per position (no key-value
     cache: each evaluation runs the whole row). ``top_p < 1`` samples from the nucleus."""
 
@@ -68,17 +67,11 @@ class AutoregressiveSampler(eqx.Module):
         """One evaluation per position: ``length``."""
         return self.length
 
-    def __call__(
-        self,
-        model: TokenTransformer,
-        key: PRNGKeyArray,
-        *,
-        condition: TokenCondition,
-        eos_id: int | None = None,
-        pad_id: int = 0,
-    ) -> TokenSampleOutput:
-        """Sample ``(B, L)`` ids; condition positions keep ``condition.ids``."""
-        b, length = condition.ids.shape
+    def fill(
+        self, model: TokenTransformer, key: PRNGKeyArray, condition: TokenCondition
+    ) -> tuple[Int[Array, "B L"], Int[Array, ""]]:
+        """``(ids, length)``: positions filled left to right, condition positions kept."""
+        length = condition.ids.shape[1]
         if length != self.length:
             raise ValueError(f"AutoregressiveSampler was built for length {self.length}, got rows of {length}")
         x = jnp.where(condition.mask, condition.ids, 0).astype(jnp.int32)
@@ -94,6 +87,4 @@ class AutoregressiveSampler(eqx.Module):
             return jax.lax.dynamic_update_index_in_dim(x, jnp.where(given, current, token), i, axis=1), None
 
         x, _ = jax.lax.scan(step, x, (jnp.arange(length), jax.random.split(key, length)))
-        if eos_id is not None:
-            x = mask_after_eos(x, eos_id, pad_id, ~condition.mask)
-        return TokenSampleOutput(x, jnp.full((b,), length, jnp.int32))
+        return x, jnp.asarray(length, jnp.int32)

@@ -19,11 +19,10 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from elf_eqx.baselines.condition import TokenCondition, TokenSampleOutput
+from elf_eqx.baselines.token_sampling import TokenCondition, TokenSampler
 from elf_eqx.baselines.network import TokenTransformer
 from elf_eqx.encoders.latent_encoder import TokenBatch
 from elf_eqx.objective import masked_mean
-from elf_eqx.sampler import mask_after_eos
 
 
 class MaskedDiffusionObjective(eqx.Module):
@@ -78,7 +77,7 @@ class MaskedDiffusionObjective(eqx.Module):
         return loss, {"ce": ce, "mask_frac": masked_mean(masked.astype(jnp.float32), target)}
 
 
-class MaskedDiffusionSampler(eqx.Module):
+class MaskedDiffusionSampler(TokenSampler):
     """Ancestral sampling over the uniform grid ``t_i = 1 − i/n``: in each step every masked
     position draws a token from ``p_θ(·|x_t)`` and keeps it with probability ``(t − s)/t``
     (``1/(n − i)``; the last step unmasks everything). With ``cache`` a step that unmasked nothing
@@ -97,16 +96,10 @@ class MaskedDiffusionSampler(eqx.Module):
         """Network evaluations at most (one per step; the cache may skip some, see the output's ``nfe``)."""
         return self.num_steps
 
-    def __call__(
-        self,
-        model: TokenTransformer,
-        key: PRNGKeyArray,
-        *,
-        condition: TokenCondition,
-        eos_id: int | None = None,
-        pad_id: int = 0,
-    ) -> TokenSampleOutput:
-        """Sample ``(B, L)`` ids; condition positions keep ``condition.ids``."""
+    def fill(
+        self, model: TokenTransformer, key: PRNGKeyArray, condition: TokenCondition
+    ) -> tuple[Int[Array, "B L"], Int[Array, ""]]:
+        """``(ids, evaluations made)`` after the ``num_steps`` ancestral steps."""
         n = self.num_steps
         x = jnp.where(condition.mask, condition.ids, self.mask_id).astype(jnp.int32)
         logits0 = jnp.zeros((*x.shape, model.config.vocab_size), jnp.float32)
@@ -127,6 +120,4 @@ class MaskedDiffusionSampler(eqx.Module):
 
         carry = (x, logits0, jnp.array(True), jnp.zeros((), jnp.int32))
         (x, _, _, calls), _ = jax.lax.scan(step, carry, (jnp.arange(n), jax.random.split(key, n)))
-        if eos_id is not None:
-            x = mask_after_eos(x, eos_id, pad_id, ~condition.mask)
-        return TokenSampleOutput(x, jnp.full(x.shape[:1], calls))
+        return x, calls

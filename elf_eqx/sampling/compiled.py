@@ -17,7 +17,7 @@ from jaxtyping import PRNGKeyArray
 from elf_eqx.parallel.mesh import batch_sharding, place_global, replicated
 from elf_eqx.parallel.partition import tree_shardings
 from elf_eqx.sampler import Condition, Sampler, SampleOutput
-from elf_eqx.baselines.condition import TokenCondition, TokenSampleOutput
+from elf_eqx.baselines.token_sampling import TokenCondition, TokenSampleOutput
 
 
 def make_sample_fn(

@@ -10,7 +10,7 @@ import numpy as np
 
 from elf_eqx.data import DataSpec, collate
 from elf_eqx.encoders.latent_encoder import LatentEncoder, TokenBatch
-from elf_eqx.baselines.condition import TokenCondition
+from elf_eqx.baselines.token_sampling import TokenCondition
 from elf_eqx.sampler import Condition
 
 

@@ -22,7 +22,7 @@ from elf_eqx.model import with_runtime_options
 from elf_eqx.release.model_source import ModelBundle, load_model_source
 from elf_eqx.sampling.records import ConditionInput, decode_outputs, sample_record
 from elf_eqx.sampling.compiled import make_sample_fn
-from elf_eqx.baselines.condition import TokenCondition, TokenSampleOutput
+from elf_eqx.baselines.token_sampling import TokenCondition, TokenSampleOutput
 from elf_eqx.sampler import Condition
 from elf_eqx.sampling.settings import SamplerSettings
 

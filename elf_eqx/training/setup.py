@@ -23,7 +23,7 @@ from elf_eqx.training.config import TrainConfig
 from elf_eqx.io.atomic import write_text_atomic
 from elf_eqx.sampling.compiled import make_sample_fn
 from elf_eqx.sampling.records import decode_outputs
-from elf_eqx.baselines.condition import TokenCondition
+from elf_eqx.baselines.token_sampling import TokenCondition
 from elf_eqx.sampler import Condition
 
 

@@ -11,7 +11,7 @@ import optax
 import pytest
 
 from elf_eqx.baselines.autoregressive import AutoregressiveSampler, NextTokenObjective, nucleus_logits, shift_right
-from elf_eqx.baselines.condition import TokenCondition
+from elf_eqx.baselines.token_sampling import TokenCondition
 from elf_eqx.baselines.mdlm import MaskedDiffusionObjective, MaskedDiffusionSampler
 from elf_eqx.baselines.network import BidirectionalLM, CausalLM
 from elf_eqx.config import preset
