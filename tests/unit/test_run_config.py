@@ -46,6 +46,9 @@ def test_sections_build_their_objects_and_old_names_still_work(tmp_path):
     cfg = parse_train_config(["--preset", "quickstart", "--sampling.steps", "8", "--sample-omega", "2",
                               "--num-samples=3", "--mesh-fsdp", "1", "--p-mean", "-1.0", "--branch", "per_step"])
     assert (cfg.sampling.steps, cfg.sampling.omega, cfg.sampling.num_samples, cfg.sampling.every) == (8, 2.0, 3, 125)
+    # The quickstart samples with the small-model winner of the sampler study; other presets keep the released SDE.
+    assert (cfg.sampling.method, cfg.sampling.solver, cfg.sampling.sde_noise) == ("sde", "dpm2m", "consistent")
+    assert parse_train_config(["--preset", "owt_elf_b"]).sampling.settings == SamplerSettings()
     sampler = cfg.sampling.settings.sampler(cfg.objective.flow)
     assert (sampler.num_steps, sampler.omega, sampler.p_mean, sampler.noise_scale) == (8, 2.0, -1.0, 2.0)
     objective = cfg.objective.objective()
