@@ -39,6 +39,7 @@ from elf_eqx.sampling.records import write_samples_jsonl
 from elf_eqx.sampling.settings import SamplerSettings
 from elf_eqx.sampling.text import TextSampler
 from elf_eqx.encoders.load import load_encoder_config
+from elf_eqx.families import uses_encoder
 from elf_eqx.model import count_params
 from elf_eqx.release.model_source import run_record
 from elf_eqx.training.compute import training_compute
@@ -313,7 +314,7 @@ def model_compute(session: TextSampler, source: str) -> dict:
     run_config = record["run_config"]
     cfg = TrainConfig.from_dict(run_config.get("run") or {}, where=f"{source}: the stored run config")
     encoder_config = None
-    if bundle.family == "elf":
+    if uses_encoder(bundle.family):
         try:
             encoder_config = load_encoder_config(run_config["encoder"])
         except (OSError, ValueError) as err:
@@ -362,15 +363,15 @@ def sweep(cfg: SweepConfig) -> tuple[list[dict], dict | None]:
             write_samples_jsonl(out / "samples" / f"{stem}.jsonl", records)
             figures = evaluate_unconditional([r["text"] for r in records], judge, judge_tok, **score)
             used = [r["nfe_used"] for r in records if "nfe_used" in r]
-            sampler = label(setting, family)
+            sampler, nfe = label(setting, family), session.sampler(setting).nfe()
             row = {"model": name, "family": family, "sampler": sampler,
                    "curve": f"{name}: {sampler}" if several and not sampler.startswith(name) else sampler,
                    "method": setting.method if family == "elf" else family,
                    "solver": setting.solver if family == "elf" else "",
                    "sde_noise": setting.sde_noise if family == "elf" and setting.method == "sde" else "",
                    "gamma": setting.gamma if family == "elf" else "", "omega": setting.omega if family == "elf" else "",
-                   "steps": session.sampler(setting).nfe() if family == "ar" else setting.steps,
-                   "nfe": session.sampler(setting).nfe(), "nfe_used": sum(used) / len(used) if used else None,
+                   "steps": nfe if family == "ar" else setting.steps,
+                   "nfe": nfe, "nfe_used": sum(used) / len(used) if used else None,
                    **figures, **compute}
             rows.append(row)
             print(f"{row['curve']:>24} {row['steps']:>4} steps ({_nfe(row)} NFE): Gen. PPL {row['gen_ppl']:8.2f}  "

@@ -17,7 +17,7 @@ from elf_eqx.data import DataSpec
 from elf_eqx.encoders.load import check_compatible, load_text_encoder, load_tokenizer
 from elf_eqx.encoders.latent_encoder import LatentEncoder
 from elf_eqx.parallel.mesh import MeshConfig, gather, make_mesh
-from elf_eqx.families import make_sampler, no_condition
+from elf_eqx.families import make_sampler, no_condition, uses_encoder
 from elf_eqx.model import with_runtime_options
 from elf_eqx.release.model_source import ModelBundle, load_model_source
 from elf_eqx.sampling.records import ConditionInput, decode_outputs, sample_record
@@ -72,7 +72,7 @@ class TextSampler:
         spec = DataSpec.from_tokenizer(tok, seq_length, max_input_length=bundle.max_input_length or None,
                                        pad_mode=bundle.pad_mode)
         latent_encoder = None
-        if conditional and bundle.family == "elf":
+        if conditional and uses_encoder(bundle.family):
             text_encoder = load_text_encoder(bundle.encoder)
             check_compatible(tok, text_encoder, model_vocab_size=model.config.vocab_size,
                              model_encoder_dim=model.config.encoder_dim, max_length=seq_length)
