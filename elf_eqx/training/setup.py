@@ -80,9 +80,7 @@ class TrainingRun:
         conditional runs condition on the first rows of the dataset. Every process must call it."""
         texts = self.sample_text(model, jax.random.key(cfg.run.seed + step), mesh)
         s = cfg.sampling
-        sampler = (f"{s.steps} {s.method} steps, omega {s.omega}" if self.family == "elf"
-                   else f"{s.tag(self.family)}, {self.sampler.nfe()} NFE")
-        lines = [f"# step {step}, {sampler}"]
+        lines = [f"# step {step}, {s.tag(self.family)}, {self.sampler.nfe()} NFE"]
         lines += [f"[{i}] {text}" for i, text in enumerate(texts)]
         path = Path(out) / "samples" / f"step_{step:07d}.txt"
         if jax.process_index() == 0:
