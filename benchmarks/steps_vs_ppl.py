@@ -32,31 +32,23 @@ import tyro
 from elf_eqx.cli.errors import cli_main, flag_errors
 from elf_eqx.data import load_source
 from elf_eqx.evaluate.judge import load_judge, load_judge_tokenizer
-from elf_eqx.parallel.mesh import MeshConfig
 from elf_eqx.evaluate import evaluate_unconditional
 from elf_eqx.io.atomic import refuse_existing, staged_file, write_json_atomic, write_text_atomic
 from elf_eqx.sampling.records import write_samples_jsonl
-from elf_eqx.sampling.settings import SamplerSettings
 from elf_eqx.sampling.text import TextSampler
-from elf_eqx.encoders.load import load_encoder_config
-from elf_eqx.families import uses_encoder
-from elf_eqx.model import count_params
-from elf_eqx.release.model_source import run_record
-from elf_eqx.training.compute import training_compute
-from elf_eqx.training.config import TrainConfig
+from elf_eqx.sampling.sweep import (SweepOptions, compute_table, configurations, file_name, label, model_compute,
+                                    model_entry, model_names, nfe_cell, open_models)
 
 RESULT_FILES = ("steps_vs_ppl.md", "steps_vs_ppl.csv", "steps_vs_ppl.png", "ppl_vs_nfe.png", "ppl_vs_entropy.png")
 
 
-@dataclasses.dataclass(frozen=True)
-class SweepConfig:
-    """Sweep sampling steps × sampler × ω for one unconditional checkpoint; score with a GPT-2 judge."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SweepConfig(SweepOptions):
+    """Sweep sampling steps × sampler × ω for unconditional checkpoints; score with a GPT-2 judge."""
 
     sources: tyro.conf.Positional[tuple[str, ...]]
     """Training output directories (ELF, MDLM or AR runs), checkpoints, or hub ids org/repo[/subpath]
     (as for elf_eqx.sample); unconditional models."""
-    names: tuple[str, ...] | None = None
-    """A short name per source for the table and plots (default: each source's folder name)."""
     judge: str = "openai-community/gpt2-large"
     """GPT-2-family judge: hub id or a local folder (benchmarks/train_judge.py makes one offline)."""
     reference_data: str | None = None
@@ -64,40 +56,10 @@ class SweepConfig:
     Gen. PPL and entropy, on pieces as long as the samples, are the plot's reference line."""
     reference_split: str = "validation"
     """Split of a hub or DatasetDict reference dataset."""
-    steps: tuple[int, ...] = (8, 16, 32, 64, 128)
-    """Sampling step counts (unused with --nfe)."""
-    nfe: tuple[int, ...] | None = None
-    """Network-evaluation budgets: each sampler runs the most steps whose NFE fit each budget."""
-    methods: tuple[Literal["ode", "sde"], ...] = ("ode", "sde")
-    """Samplers to sweep."""
-    solvers: tuple[Literal["euler", "heun", "dpm2m"], ...] = ("euler",)
-    """Step rules to sweep."""
-    sde_noises: tuple[Literal["reference", "consistent"], ...] = ("reference",)
-    """SDE churn noises to sweep (ODE ignores them)."""
-    gammas: tuple[float, ...] = (1.5,)
-    """SDE churn values (ODE ignores them)."""
-    omegas: tuple[float, ...] = (3.0,)
-    """SC-CFG scales ω."""
-    time_grid: Literal["logit_normal", "logit_normal_quantile", "uniform", "power"] = "logit_normal"
-    """Time grid of every configuration."""
-    grid_exponent: float = 2.0
-    """Exponent of the power grid."""
-    grid_seed: int | None = None
-    """Draw the logit-normal grid once from this seed for every batch (None: per batch, as released)."""
-    top_p: float = 1.0
-    """AR sources: nucleus sampling probability (1 = plain temperature-1 sampling)."""
     num_samples: int = 1000
     """Samples per configuration (the paper uses 1,000)."""
-    batch_size: int = 32
-    """Samples per compiled sampler call."""
     length: int | None = None
     """Sample length L (default: the model's training length)."""
-    seed: int = 0
-    """Same seed for every configuration."""
-    weights: Literal["ema", "raw"] = "ema"
-    """EMA or raw weights."""
-    compute_dtype: Literal["float32", "bfloat16"] = "float32"
-    """Matmul dtype of the ELF network."""
     judge_batch_size: int = 16
     """Texts per judge call."""
     judge_dtype: Literal["float32", "bfloat16"] = "float32"
@@ -106,10 +68,6 @@ class SweepConfig:
     """Score the EOS after each text (the Gen. PPL convention; see elf_eqx.evaluate)."""
     output_dir: str = "runs/steps_vs_ppl"
     """Where the table, CSV, plot and samples go."""
-    overwrite: bool = False
-    """Replace earlier results in output_dir (otherwise an error)."""
-    mesh_data: int = -1
-    """Devices on the data axis (-1: all)."""
 
 
 def reference_texts(session: TextSampler, source: str, split: str, count: int) -> list[str]:
@@ -131,61 +89,6 @@ def reference_texts(session: TextSampler, source: str, split: str, count: int) -
     return texts
 
 
-def steps_for_nfe(setting: SamplerSettings, budget: int) -> int | None:
-    """The most steps whose NFE fit ``budget`` for ``setting``'s sampler (``None`` if even one does not)."""
-    if setting.replace(steps=1).nfe() > budget:
-        return None
-    steps = 1
-    while setting.replace(steps=steps + 1).nfe() <= budget:
-        steps += 1
-    return steps
-
-
-def configurations(cfg: SweepConfig, family: str = "elf") -> list[SamplerSettings]:
-    """Every sampler setting of the sweep for a model of ``family``, steps (or NFE budgets)
-    innermost: ELF's samplers × ω; MDLM's ancestral sampler at each step count (budget); AR's one."""
-    if family == "ar":
-        return [SamplerSettings(top_p=cfg.top_p)]
-    if family == "mdlm":
-        return [SamplerSettings(steps=n) for n in dict.fromkeys(cfg.steps if cfg.nfe is None else cfg.nfe)]
-    out = []
-    for method in cfg.methods:
-        for solver in cfg.solvers:
-            for noise in cfg.sde_noises if method == "sde" else ("reference",):
-                for gamma in cfg.gammas if method == "sde" else (0.0,):
-                    for omega in cfg.omegas:
-                        base = SamplerSettings(method=method, gamma=gamma, omega=omega, time_grid=cfg.time_grid,
-                                               solver=solver, sde_noise=noise, grid_exponent=cfg.grid_exponent,
-                                               grid_seed=cfg.grid_seed)
-                        counts = cfg.steps if cfg.nfe is None else [steps_for_nfe(base, b) for b in cfg.nfe]
-                        for steps in dict.fromkeys(c for c in counts if c is not None):
-                            out.append(base.replace(steps=steps))
-    return out
-
-
-def label(setting: SamplerSettings, family: str = "elf") -> str:
-    """``"SDE γ=1.5 ω=3"`` / ``"ODE ω=3"`` (then the solver and ``consistent`` when not the
-    reference's), ``"MDLM ancestral"``, ``"AR"`` (``top-p=…``): one curve of the plot."""
-    if family == "mdlm":
-        return "MDLM ancestral"
-    if family == "ar":
-        return "AR" + (f" top-p={setting.top_p:g}" if setting.top_p < 1 else "")
-    gamma = f" γ={setting.gamma:g}" if setting.method == "sde" else ""
-    solver = "" if setting.solver == "euler" else f" {setting.solver}"
-    noise = " consistent" if setting.method == "sde" and setting.sde_noise == "consistent" else ""
-    return f"{setting.method.upper()}{gamma} ω={setting.omega:g}{solver}{noise}"
-
-
-def file_name(setting: SamplerSettings, family: str = "elf") -> str:
-    """The samples file stem of one configuration, e.g. ``sde-g1.5-w3-steps32`` (``-heun``,
-    ``-consistent``), ``mdlm-steps32``, ``ar`` (``-p0.9``)."""
-    if family != "elf":
-        return setting.tag(family).replace("mdlm", "mdlm-steps")
-    solver = "" if setting.solver == "euler" else f"-{setting.solver}"
-    noise = "-consistent" if setting.method == "sde" and setting.sde_noise == "consistent" else ""
-    return f"{setting.method}-g{setting.gamma:g}-w{setting.omega:g}{solver}{noise}-steps{setting.steps}"
-
-
 def markdown_table(rows: list[dict], reference: dict | None, models: list[dict] | None = None) -> str:
     """The results as a markdown table, the reference text last; with several models a first
     column names each row's model, and ``models`` (their training compute) comes as a second table."""
@@ -195,27 +98,15 @@ def markdown_table(rows: list[dict], reference: dict | None, models: list[dict] 
              f"{'|---' if several else ''}|---|---|---|---|---|---|"]
     for r in rows:
         first = f"| {r['model']} " if several else ""
-        lines.append(f"{first}| {r['sampler']} | {r['steps']} | {_nfe(r)} | {r['gen_ppl']:.2f} | {r['entropy']:.3f} | "
+        lines.append(f"{first}| {r['sampler']} | {r['steps']} | {nfe_cell(r)} | {r['gen_ppl']:.2f} | {r['entropy']:.3f} | "
                      f"{r['num_samples']} |")
     if reference is not None:
         first = "| — " if several else ""
         lines.append(f"{first}| held-out real text | — | — | {reference['gen_ppl']:.2f} | {reference['entropy']:.3f} | "
                      f"{reference['num_samples']} |")
     if models:
-        lines += ["", "| model | family | parameters | train steps | tokens | train FLOPs | weights | judge |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for m in models:
-            compute = [f"{m[k]:,.0f}" if m.get(k) is not None else "—" for k in ("train_steps", "tokens")]
-            flops = f"{m['train_flops']:.3g}" if m.get("train_flops") is not None else "—"
-            lines.append(f"| {m['model']} | {m['family']} | {m['parameters']:,} | {compute[0]} | {compute[1]} | "
-                         f"{flops} | {m['origin']} | {m['judge']} |")
+        lines += ["", *compute_table(models)]
     return "\n".join(lines) + "\n"
-
-
-def _nfe(row: dict) -> str:
-    """NFE, with the evaluations MDLM's cache actually made when fewer."""
-    used = row.get("nfe_used")
-    return f"{row['nfe']} ({used:.1f} made)" if used is not None and used < row["nfe"] else str(row["nfe"])
 
 
 def csv_text(rows: list[dict], reference: dict | None) -> str:
@@ -295,50 +186,16 @@ def plot_frontier(rows: list[dict], reference: dict | None, path: Path, title: s
     _save(plt, fig, path, title)
 
 
-def model_names(cfg: SweepConfig) -> list[str]:
-    """One short name per source: ``--names``, or each source's folder name."""
-    if cfg.names is not None:
-        if len(cfg.names) != len(cfg.sources):
-            raise ValueError(f"--names gives {len(cfg.names)} names for {len(cfg.sources)} sources")
-        return list(cfg.names)
-    return [Path(source.rstrip("/")).name or source for source in cfg.sources]
-
-
-def model_compute(session: TextSampler, source: str) -> dict:
-    """Training compute of one of our runs at the loaded step (see elf_eqx.training.compute); empty
-    for releases. ELF's encoder passes are counted when its config.json can be read."""
-    bundle = session.bundle
-    if bundle.kind != "run" or bundle.step is None:
-        return {}
-    record, step, _ = run_record(Path(source), bundle.step)
-    run_config = record["run_config"]
-    cfg = TrainConfig.from_dict(run_config.get("run") or {}, where=f"{source}: the stored run config")
-    encoder_config = None
-    if uses_encoder(bundle.family):
-        try:
-            encoder_config = load_encoder_config(run_config["encoder"])
-        except (OSError, ValueError) as err:
-            print(f"note: {source}: encoder FLOPs not counted ({err})")
-    return training_compute(cfg, session.model.config, step, encoder_config)
-
-
 def sweep(cfg: SweepConfig) -> tuple[list[dict], dict | None]:
     """Run the sweep, write the result files, return the rows and the reference figures."""
     out = Path(cfg.output_dir)
     for name in RESULT_FILES:
         refuse_existing(out / name, cfg.overwrite, other="--output-dir")
-    if not cfg.sources:
-        raise ValueError("give at least one model source")
-    names = model_names(cfg)
+    names = model_names(cfg.sources, cfg.names)
     several = len(cfg.sources) > 1
-    sessions = []
-    for source in cfg.sources:
-        session = TextSampler.open(source, weights=cfg.weights, compute_dtype=cfg.compute_dtype, length=cfg.length,
-                                   mesh=MeshConfig(cfg.mesh_data, 1, 1))
-        if session.conditional:
-            raise ValueError(f"{source} is a conditional model; Gen. PPL sweeps need an unconditional one "
-                             "(evaluate conditional samples with python -m elf_eqx.eval --references ...)")
-        sessions.append(session)
+    sessions = open_models(cfg.sources, cfg, conditional=False, length=cfg.length,
+                           hint="Gen. PPL sweeps need an unconditional one (score conditional models with "
+                                "benchmarks/conditional_scores.py)")
     import jax.numpy as jnp
 
     judge = load_judge(cfg.judge)
@@ -354,8 +211,7 @@ def sweep(cfg: SweepConfig) -> tuple[list[dict], dict | None]:
     for name, source, session in zip(names, cfg.sources, sessions):
         family = session.bundle.family
         compute = model_compute(session, source)
-        models.append({"model": name, "family": family, "parameters": count_params(session.model),
-                       "origin": session.bundle.origin, "judge": cfg.judge, **compute})
+        models.append({**model_entry(name, session, compute), "judge": cfg.judge})
         for setting in configurations(cfg, family):
             records = session.draw(setting, seed=cfg.seed, batch_size=cfg.batch_size, num_samples=cfg.num_samples,
                                    extra_settings={"source": source, "weights": cfg.weights}, progress=False)
@@ -374,7 +230,7 @@ def sweep(cfg: SweepConfig) -> tuple[list[dict], dict | None]:
                    "nfe": nfe, "nfe_used": sum(used) / len(used) if used else None,
                    **figures, **compute}
             rows.append(row)
-            print(f"{row['curve']:>24} {row['steps']:>4} steps ({_nfe(row)} NFE): Gen. PPL {row['gen_ppl']:8.2f}  "
+            print(f"{row['curve']:>24} {row['steps']:>4} steps ({nfe_cell(row)} NFE): Gen. PPL {row['gen_ppl']:8.2f}  "
                   f"entropy {row['entropy']:.3f}")
     write_text_atomic(out / "steps_vs_ppl.md", markdown_table(rows, reference, models))
     write_text_atomic(out / "steps_vs_ppl.csv", csv_text(rows, reference))

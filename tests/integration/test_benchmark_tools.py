@@ -141,3 +141,26 @@ def test_latent_roundtrip_reports_token_accuracy_per_noise_time(corpus, tmp_path
     script = load_script("latent_roundtrip")
     rows = script.roundtrip(script.Args(str(run), str(corpus), times=(0.5, 1.0), num_pieces=3))
     assert [r["t"] for r in rows] == [0.5, 1.0] and all(0.0 <= r["token_accuracy"] <= 1.0 for r in rows)
+
+
+def test_conditional_scores_table_over_cfg_weights_with_the_copy_baseline(shared_dir, baseline_runs, tmp_path):
+    elf = write_run(tmp_path / "elf", conditional=True)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("\n".join((shared_dir / "data" / "kjv" / "next_verse_valid.jsonl").read_text().splitlines()[:5]))
+    out = tmp_path / "scores"
+    args = [str(elf), "--names", "E", "--inputs", str(pairs), "--num-inputs", "3", "--steps", "2",
+            "--cfg-weights", "1", "2", "--batch-size", "2", "--output-dir", str(out)]
+    script = load_script("conditional_scores")
+    script.main(args)
+    rows = list(csv.DictReader((out / "conditional_scores.csv").open()))
+    assert [(r["model"], r["sampler"], r["nfe"]) for r in rows] == [
+        ("—", "input copied", "0"), ("E", "ODE ω=1", "2"), ("E", "ODE ω=1 CFG 2", "4")]
+    assert all(0.0 <= float(r["bleu"]) <= 100.0 and r["num_samples"] == "3" for r in rows)
+    table = (out / "conditional_scores.md").read_text()
+    assert "| E | ODE ω=1 CFG 2 | 2 | 4 |" in table and "| E | elf |" in table
+    samples = [json.loads(line) for line in (out / "samples" / "E-ode-g0-w1-cfg2-steps2.jsonl").read_text().splitlines()]
+    assert len(samples) == 3 and samples[0]["settings"]["cfg_weight"] == 2.0 and samples[0]["reference"]
+    with pytest.raises(SystemExit, match="conditional_scores.md exists; pass --overwrite"):
+        script.main(args)
+    with pytest.raises(SystemExit, match="unconditional model"):
+        script.main([str(baseline_runs["ar"]), "--inputs", str(pairs), "--output-dir", str(tmp_path / "other")])
