@@ -213,7 +213,7 @@ def load_model_source_weights(
             return _from_release(path, path.parent, path.parent, str(path), **args)
         return _from_release(pick_checkpoint(path, step), path, path, str(path), **args)
     repo, _ = split_hub_release(source)
-    if repo.count("/") == 1 and is_hub_id(repo):
+    if not _reads_as_local_path(source) and repo.count("/") == 1 and is_hub_id(repo):
         try:
             root, folder = download_release(source, step)
         except FileNotFoundError as err:
@@ -222,6 +222,13 @@ def load_model_source_weights(
         return _from_release(pick_checkpoint(folder, step), folder, root, source, **args)
     raise FileNotFoundError(f"model source not found: {source} (looked for a local training output directory, "
                             "checkpoint file or folder, or a release folder; a hub release is org/repo[/subpath])")
+
+
+def _reads_as_local_path(source: str) -> bool:
+    """Whether a ``source`` that does not exist is a mistyped local path rather than a hub id: it is
+    absolute or starts with ``.``/``~``, or its first folder exists here (``runs/typo``)."""
+    parts = Path(source).parts
+    return source.startswith(("/", ".", "~")) or (len(parts) > 1 and Path(parts[0]).is_dir())
 
 
 def load_model_source(

@@ -140,7 +140,7 @@ def test_hub_failures_are_clear(monkeypatch):
         load_model_source("org/ELF-X")
 
 
-def test_bad_sources_are_named(reference_dir, tmp_path):
+def test_bad_sources_are_named(reference_dir, tmp_path, monkeypatch):
     garbage = tmp_path / "checkpoint_5"
     garbage.write_bytes(b"\x00not msgpack at all")
     with pytest.raises(ValueError, match="checkpoint_5 is not a Flax msgpack checkpoint"):
@@ -164,6 +164,10 @@ def test_bad_sources_are_named(reference_dir, tmp_path):
         load_model_source(str(tmp_path / "empty"))
     with pytest.raises(FileNotFoundError, match="model source not found: ./no/such/thing"):
         load_model_source("./no/such/thing")
+    monkeypatch.chdir(tmp_path.parent)  # mistyped local paths are never asked of the hub
+    for mistyped in (str(tmp_path / "no" / "run"), f"{tmp_path.name}/no_such_run"):
+        with pytest.raises(FileNotFoundError, match=r"model source not found: .*\(looked for a local"):
+            load_model_source(mistyped)
     with pytest.raises(ValueError, match="--task 'mt'"):
         load_model_source(str(reference_dir / "checkpoint_1234"), task="mt")
 
