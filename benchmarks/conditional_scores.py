@@ -28,8 +28,8 @@ from elf_eqx.cli.errors import cli_main, flag_errors
 from elf_eqx.evaluate import evaluate_conditional
 from elf_eqx.io.atomic import refuse_existing, write_json_atomic, write_text_atomic
 from elf_eqx.sampling.records import read_condition_inputs, write_samples_jsonl
-from elf_eqx.sampling.sweep import (SweepOptions, compute_table, configurations, file_name, label, model_compute,
-                                    model_entry, model_names, nfe_cell, open_models)
+from elf_eqx.sampling.sweep import (SweepOptions, compute_table, configurations, file_name, model_compute, model_entry,
+                                    model_names, nfe_cell, open_models, sampler_columns)
 
 RESULT_FILES = ("conditional_scores.md", "conditional_scores.csv", "sweep.json")
 FIELDS = ["model", "family", "sampler", "cfg_weight", "steps", "nfe", "nfe_used", "bleu", "rouge1", "rouge2", "rougeL",
@@ -111,13 +111,8 @@ def score(cfg: ScoresConfig) -> list[dict]:
                                    extra_settings={"source": source, "weights": cfg.weights}, progress=False)
             write_samples_jsonl(out / "samples" / f"{name}-{file_name(setting, family)}.jsonl", records)
             texts = [r["text"] for r in records]
-            used = [r["nfe_used"] for r in records if "nfe_used" in r]
-            nfe = session.sampler(setting).nfe()
-            row = {"model": name, "family": family, "sampler": label(setting, family),
-                   "cfg_weight": setting.cfg_weight if family == "elf" else "",
-                   "steps": nfe if family == "ar" else setting.steps, "nfe": nfe,
-                   "nfe_used": sum(used) / len(used) if used else None,
-                   **evaluate_conditional(texts, references), "mean_words": mean_words(texts), **compute}
+            row = {**sampler_columns(name, setting, session, records), **evaluate_conditional(texts, references),
+                   "mean_words": mean_words(texts), **compute}
             rows.append(row)
             print(f"{name:>8} {row['sampler']:>24} {row['steps']:>4} steps: BLEU {row['bleu']:6.2f}  "
                   f"ROUGE-L {row['rougeL']:6.2f}")

@@ -36,8 +36,8 @@ from elf_eqx.evaluate import evaluate_unconditional
 from elf_eqx.io.atomic import refuse_existing, staged_file, write_json_atomic, write_text_atomic
 from elf_eqx.sampling.records import write_samples_jsonl
 from elf_eqx.sampling.text import TextSampler
-from elf_eqx.sampling.sweep import (SweepOptions, compute_table, configurations, file_name, label, model_compute,
-                                    model_entry, model_names, nfe_cell, open_models)
+from elf_eqx.sampling.sweep import (SweepOptions, compute_table, configurations, file_name, model_compute, model_entry,
+                                    model_names, nfe_cell, open_models, sampler_columns)
 
 RESULT_FILES = ("steps_vs_ppl.md", "steps_vs_ppl.csv", "steps_vs_ppl.png", "ppl_vs_nfe.png", "ppl_vs_entropy.png")
 
@@ -218,17 +218,9 @@ def sweep(cfg: SweepConfig) -> tuple[list[dict], dict | None]:
             stem = f"{name}-{file_name(setting, family)}" if several else file_name(setting, family)
             write_samples_jsonl(out / "samples" / f"{stem}.jsonl", records)
             figures = evaluate_unconditional([r["text"] for r in records], judge, judge_tok, **score)
-            used = [r["nfe_used"] for r in records if "nfe_used" in r]
-            sampler, nfe = label(setting, family), session.sampler(setting).nfe()
-            row = {"model": name, "family": family, "sampler": sampler,
-                   "curve": f"{name}: {sampler}" if several and not sampler.startswith(name) else sampler,
-                   "method": setting.method if family == "elf" else family,
-                   "solver": setting.solver if family == "elf" else "",
-                   "sde_noise": setting.sde_noise if family == "elf" and setting.method == "sde" else "",
-                   "gamma": setting.gamma if family == "elf" else "", "omega": setting.omega if family == "elf" else "",
-                   "steps": nfe if family == "ar" else setting.steps,
-                   "nfe": nfe, "nfe_used": sum(used) / len(used) if used else None,
-                   **figures, **compute}
+            row = {**sampler_columns(name, setting, session, records), **figures, **compute}
+            sampler = row["sampler"]
+            row["curve"] = f"{name}: {sampler}" if several and not sampler.startswith(name) else sampler
             rows.append(row)
             print(f"{row['curve']:>24} {row['steps']:>4} steps ({nfe_cell(row)} NFE): Gen. PPL {row['gen_ppl']:8.2f}  "
                   f"entropy {row['entropy']:.3f}")

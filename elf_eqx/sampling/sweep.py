@@ -153,8 +153,7 @@ def open_models(
 
 def model_compute(session: TextSampler, source: str) -> dict:
     """Training compute of one of our runs at the loaded step (see elf_eqx.training.compute) for an
-    opened model; empty for releases. ELF's encoder passes are
-    counted when its config.json can be read."""
+    opened model; empty for releases. ELF's encoder passes are counted when its config.json can be read."""
     bundle = session.bundle
     if bundle.kind != "run" or bundle.step is None:
         return {}
@@ -175,6 +174,24 @@ def model_entry(name: str, session: TextSampler, compute: dict) -> dict:
     training ``compute`` (:func:`model_compute`)."""
     return {"model": name, "family": session.bundle.family, "parameters": count_params(session.model),
             "origin": session.bundle.origin, **compute}
+
+
+def sampler_columns(name: str, setting: SamplerSettings, session: TextSampler, records: Sequence[dict]) -> dict:
+    """The columns of one sweep row that say what drew it: model, family, sampler label, the ELF
+    sampler's settings (blank for the baselines, whose ``method`` is their family), steps (AR: its
+    length), nominal NFE and the mean evaluations ``records`` report as made (MDLM's cache)."""
+    family = session.bundle.family
+    nfe = session.sampler(setting).nfe()
+    used = [r["nfe_used"] for r in records if "nfe_used" in r]
+    if family == "elf":
+        elf = {"method": setting.method, "solver": setting.solver,
+               "sde_noise": setting.sde_noise if setting.method == "sde" else "", "gamma": setting.gamma,
+               "omega": setting.omega, "cfg_weight": setting.cfg_weight}
+    else:
+        elf = {"method": family, "solver": "", "sde_noise": "", "gamma": "", "omega": "", "cfg_weight": ""}
+    return {"model": name, "family": family, "sampler": label(setting, family), **elf,
+            "steps": nfe if family == "ar" else setting.steps, "nfe": nfe,
+            "nfe_used": sum(used) / len(used) if used else None}
 
 
 def nfe_cell(row: dict) -> str:
