@@ -1,0 +1,80 @@
+"""The one family of expected failures (docs/method.md#errors).
+
+Everything a user can get wrong — a flag, a config file or YAML key, a data file, a checkpoint, a
+weights file or pickle, a device mesh, a hub source that cannot be reached offline — is raised as a
+subclass of :class:`UserError`. The command lines catch :class:`UserError` and nothing broader: its
+message is printed as one line (``error: <what>: <why>; <what to do>``) with exit code 2. Any other
+exception is a bug in elf_eqx (or in a library it calls) and keeps its traceback.
+
+Each subclass also derives from the built-in type a Python caller would expect (``ValueError`` for
+a bad value, ``FileNotFoundError`` for a missing file, ...), so ``except ValueError`` around the
+Python API keeps working. Third-party exceptions that mean "the user's input cannot be used" (the
+hub offline, a damaged dataset folder) are translated into one of these where they are caught,
+naming the input; they are never caught wholesale at the command line.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import ClassVar
+
+
+class UserError(Exception):
+    """An expected failure caused by what the user gave, worded for them."""
+
+    hint: ClassVar[str] = ""
+    """What to do about it, added to the printed line when the message does not already say."""
+
+
+class ConfigError(UserError, ValueError):
+    """A flag, config file, YAML key, preset or setting value that cannot be used."""
+
+
+class MeshError(ConfigError):
+    """A device mesh that does not fit the devices, the batch or the target."""
+
+
+class DataError(UserError, ValueError):
+    """A data source, record, tokenizer or loader setting that the pipeline cannot use.
+
+    The message is one line naming the file, dataset or field at fault.
+    """
+
+
+class MissingInputError(UserError, FileNotFoundError):
+    """A file, folder, hub repository or checkpoint step that is not there (or not reachable)."""
+
+
+class OutputExistsError(UserError, FileExistsError):
+    """An output that already exists and would be overwritten."""
+
+    hint = "pass --overwrite or choose another output"
+
+
+class IncompatibleModelError(ConfigError):
+    """Pieces that do not fit each other: a tokenizer and a model, an encoder and a run, a
+    checkpoint and an architecture."""
+
+
+class CheckpointMismatchError(UserError, ValueError):
+    """The checkpoints do not belong to the model, or do not fit the state, being resumed or read."""
+
+    hint = "use another output directory or the original settings"
+
+
+class UnreadableCheckpointError(UserError):
+    """The chosen checkpoint, or every checkpoint of a directory, cannot be read."""
+
+    hint = "choose another checkpoint with --step (sample) or --resume-step (train)"
+
+
+class UnsafePickleError(UserError, pickle.UnpicklingError):
+    """A pickle that would import or call something outside the allowed set."""
+
+    hint = "use the released encoder pickle or a safetensors folder you trust"
+
+
+class NonFiniteLoss(UserError, RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+    hint = "lower the learning rate or resume from an earlier checkpoint with --resume-step"
