@@ -28,7 +28,7 @@ from elf_eqx.cli.errors import cli_main, flag_errors
 from elf_eqx.evaluate import evaluate_conditional
 from elf_eqx.io.atomic import refuse_existing, write_json_atomic, write_text_atomic
 from elf_eqx.sampling.records import read_condition_inputs, write_samples_jsonl
-from elf_eqx.sampling.sweep import (SweepOptions, compute_table, configurations, file_name, model_compute, model_entry,
+from elf_eqx.sampling.sweep import (SweepOptions, compute_table, model_compute, model_entry,
                                     model_names, nfe_cell, open_models, sampler_columns)
 
 RESULT_FILES = ("conditional_scores.md", "conditional_scores.csv", "sweep.json")
@@ -106,10 +106,10 @@ def score(cfg: ScoresConfig) -> list[dict]:
         family = session.bundle.family
         compute = model_compute(session, source)
         models.append(model_entry(name, session, compute))
-        for setting in configurations(cfg, family, cfg_weights=cfg.cfg_weights):
+        for setting in family.sweep_settings(cfg, cfg.cfg_weights):
             records = session.draw(setting, seed=cfg.seed, batch_size=cfg.batch_size, inputs=inputs,
                                    extra_settings={"source": source, "weights": cfg.weights}, progress=False)
-            write_samples_jsonl(out / "samples" / f"{name}-{file_name(setting, family)}.jsonl", records)
+            write_samples_jsonl(out / "samples" / f"{name}-{family.sweep_file_stem(setting)}.jsonl", records)
             texts = [r["text"] for r in records]
             row = {**sampler_columns(name, setting, session, records), **evaluate_conditional(texts, references),
                    "mean_words": mean_words(texts), **compute}

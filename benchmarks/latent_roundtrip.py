@@ -58,8 +58,8 @@ def pieces(tokenizer, source: str, length: int, count: int) -> np.ndarray:
 
 def roundtrip(args: Args) -> list[dict]:
     bundle = load_model_source(args.source)
-    if bundle.family != "elf":
-        raise ValueError(f"{args.source} is an {bundle.family} run; the round trip needs an ELF (latents)")
+    if not bundle.family.uses_encoder:
+        raise ValueError(f"{args.source} is an {bundle.family.name} run; the round trip needs an ELF (latents)")
     model, flow = bundle.model, bundle.flow
     tokenizer = load_tokenizer(bundle.tokenizer)
     encoder = LatentEncoder(load_text_encoder(bundle.encoder), bundle.latent_mean, bundle.latent_std)

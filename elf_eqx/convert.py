@@ -83,7 +83,7 @@ def release_run_config(bundle: ModelBundle, data_spec: dict[str, Any]) -> dict[s
     :class:`elf_eqx.training.config.TrainConfig` sections that matter for sampling: the latent
     normalisation and data layout, the flow constants and the release's sampler settings."""
     return {
-        "family": bundle.family,
+        "family": bundle.family.name,
         "elf": dataclasses.asdict(bundle.model.config),
         "encoder": bundle.encoder,
         "tokenizer": bundle.tokenizer,

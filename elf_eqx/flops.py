@@ -50,7 +50,7 @@ def encoder_forward_flops(encoder_config: Any, length: int) -> float:
 
 
 def train_step_flops(
-    family: str,
+    family: Any,
     config: ELFConfig,
     batch: int,
     length: int,
@@ -58,27 +58,11 @@ def train_step_flops(
     objective: Any = None,
     encoder_config: Any = None,
 ) -> float:
-    """FLOPs of one training step on ``batch`` sequences of ``length`` tokens.
+    """FLOPs of one training step of ``family`` (a name or an :class:`elf_eqx.families.Family`) on
+    ``batch`` sequences of ``length`` tokens; see each family's ``train_step_flops`` (ELF needs its
+    ``objective`` for the denoise/decode split and counts the frozen encoder when ``encoder_config``
+    is given; the baselines count a forward-backward of every sequence)."""
+    from elf_eqx.families import family_named  # the families build on this module
 
-    - ``elf``: of the batch, ``B_dec`` samples decode (the ``objective``'s split) and the rest
-      denoise. A denoise sample costs a no-grad pass plus a forward-backward (4 passes of body and
-      denoise head; 5 when dropout adds the guided no-grad pass), a decode sample a
-      forward-backward (3 passes of body and decode head), and every sample one pass of the frozen
-      encoder (``encoder_config``; none if not given).
-    - ``mdlm``, ``ar``: a forward-backward of every sequence (3 passes).
-    """
-    if family in ("mdlm", "ar"):
-        return batch * 3 * token_forward_flops(config, length)
-    if family != "elf":
-        raise ValueError(f"unknown family {family!r}")
-    if objective is None:
-        raise ValueError("ELF's step FLOPs need its FlowObjective (the denoise/decode split)")
-    fwd = elf_forward_flops(config, length)
-    groups, per_group = objective.split_sizes(batch)
-    n_dec = groups * per_group
-    denoise_passes = 5 if (config.attn_dropout > 0 or config.proj_dropout > 0) else 4
-    flops = (batch - n_dec) * denoise_passes * (fwd["body"] + fwd["denoise_head"])
-    flops += n_dec * 3 * (fwd["body"] + fwd["decode_head"])
-    if encoder_config is not None:
-        flops += batch * encoder_forward_flops(encoder_config, length)
-    return flops
+    return family_named(family, "unknown family").train_step_flops(config, batch, length, objective=objective,
+                                                           encoder_config=encoder_config)

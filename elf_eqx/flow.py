@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
+from elf_eqx.errors import ConfigError
+
 TimeSchedule = Literal["logit_normal", "uniform"]
 
 
@@ -31,19 +33,28 @@ class FlowConstants:
     t_eps: float = 0.05
     """Velocity denominator floor: (x̂ − z)/max(1 − t, t_eps)."""
 
+    def flag(self, name: str) -> str:
+        """How errors name the constant ``name`` (the training config names its flag)."""
+        return f"FlowConstants.{name}"
+
     def __post_init__(self) -> None:
         for name in ("p_std", "noise_scale", "t_eps"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"FlowConstants.{name} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"{self.flag(name)} must be positive, got {getattr(self, name)}")
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """``("p_mean", "p_std", "noise_scale", "t_eps")``."""
+        return tuple(f.name for f in dataclasses.fields(FlowConstants))
 
     def to_dict(self) -> dict[str, float]:
         """``{p_mean, p_std, noise_scale, t_eps}``."""
-        return dataclasses.asdict(self)
+        return {name: getattr(self, name) for name in FlowConstants.names()}
 
     @classmethod
     def read(cls, values: Mapping[str, Any]) -> "FlowConstants":
         """The constants named in ``values`` (other keys are ignored; missing ones take the defaults)."""
-        return cls(**{f.name: float(values[f.name]) for f in dataclasses.fields(cls) if f.name in values})
+        return FlowConstants(**{name: float(values[name]) for name in FlowConstants.names() if name in values})
 
 
 FLOW = FlowConstants()
@@ -66,6 +77,13 @@ def power_spacing(n: int, exponent: float) -> Float[Array, " n_plus_1"]:
     """``t_i = (i/n)^exponent`` for ``i = 0 … n``; an exponent above 1 puts more of the steps near
     the noise end ``t = 0`` (docs/method.md#time-grids)."""
     return (jnp.arange(n + 1, dtype=jnp.float32) / n) ** exponent
+
+
+def clipped_log_time(t: Float[Array, "*S"], t_eps: float) -> Float[Array, "*S"]:
+    """``Λ(t) = ∫₀ᵗ dτ / max(1 − τ, t_eps)``: ``−log(1 − t)`` up to ``1 − t_eps``, then linear with
+    slope ``1/t_eps``. In ``Λ`` the sampling ODE is ``dz/dΛ = x̂ − z`` (docs/method.md#solvers)."""
+    knee = 1.0 - t_eps
+    return jnp.where(t <= knee, -jnp.log1p(-jnp.minimum(t, knee)), -jnp.log(t_eps) + (t - knee) / t_eps)
 
 
 def sample_time(

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from elf_eqx.flow import FLOW, TimeSchedule, interpolate, keep_condition, sample_logit_normal, sample_sc_cfg_scale, sample_time, velocity
+from elf_eqx.flow import FLOW, FlowConstants, TimeSchedule, interpolate, keep_condition, sample_logit_normal, sample_sc_cfg_scale, sample_time, velocity
 from elf_eqx.model import ELF
 
 Branch = Literal["split", "per_step"]
@@ -65,17 +65,15 @@ def masked_mean(values: Float[Array, "B L"], mask: Bool[Array, "B L"]) -> Float[
 
 
 class FlowObjective(eqx.Module):
-    """Hyperparameters of the ELF loss; call it as ``objective(model, batch, key)``."""
+    """Hyperparameters of the ELF loss and the flow constants it trains with; call it as
+    ``objective(model, batch, key)``."""
 
+    flow: FlowConstants = eqx.field(static=True, default=FLOW)
     time_schedule: _Schedule = eqx.field(static=True, default="logit_normal")
-    p_mean: float = FLOW.p_mean
-    p_std: float = FLOW.p_std
-    noise_scale: float = FLOW.noise_scale
     decoder_noise_scale: float = 5.0
     decoder_prob: float = eqx.field(static=True, default=0.2)
     decoder_lambda_mean: float = 0.8
     decoder_lambda_std: float = 0.8
-    t_eps: float = FLOW.t_eps
     self_cond_prob: float = 0.5
     omega_min: float = 0.5
     omega_max: float = 5.0
@@ -101,9 +99,9 @@ class FlowObjective(eqx.Module):
         k_t, k_eps, k_omega, k_sc = jax.random.split(key, 4)
         b = batch.x.shape[0]
         cond = batch.cond_mask
-        t = sample_time(k_t, b, self.time_schedule, self.p_mean, self.p_std)
+        t = sample_time(k_t, b, self.time_schedule, self.flow.p_mean, self.flow.p_std)
         omega = sample_sc_cfg_scale(k_omega, b, self.omega_min, self.omega_max)
-        z = keep_condition(interpolate(batch.x, jax.random.normal(k_eps, batch.x.shape), t, self.noise_scale), batch.x, cond)
+        z = keep_condition(interpolate(batch.x, jax.random.normal(k_eps, batch.x.shape), t, self.flow.noise_scale), batch.x, cond)
         sc_zero = keep_condition(jnp.zeros_like(batch.x), batch.x, cond)
 
         # Unguided first pass (zeros as x̂_prev), no gradient, no dropout.
@@ -113,16 +111,16 @@ class FlowObjective(eqx.Module):
         sc_input = jnp.where(use_sc[:, None, None], x_uncond, sc_zero)
         x_pred = model(jnp.concatenate([z, sc_input], -1), t, omega, key=dropout_key)
 
-        v_pred = velocity(x_pred, z, t, self.t_eps)
-        v_target = velocity(batch.x, z, t, self.t_eps)
+        v_pred = velocity(x_pred, z, t, self.flow.t_eps)
+        v_target = velocity(batch.x, z, t, self.flow.t_eps)
         # SC-CFG target for the self-conditioned samples: v + (1 − 1/ω)(v_c − v_u).
-        v_u = velocity(x_uncond, z, t, self.t_eps)
+        v_u = velocity(x_uncond, z, t, self.flow.t_eps)
         if dropout_key is None:
             # Without dropout the guided pass net([z, x̂_u]) *is* the trainable pass on these samples.
             x_cond = jax.lax.stop_gradient(x_pred)
         else:
             x_cond = jax.lax.stop_gradient(model(jnp.concatenate([z, x_uncond], -1), t, omega))
-        v_c = velocity(x_cond, z, t, self.t_eps)
+        v_c = velocity(x_cond, z, t, self.flow.t_eps)
         guidance = (1.0 - 1.0 / omega)[:, None, None] * (v_c - v_u)
         v_target = v_target + jnp.where(use_sc[:, None, None], guidance, 0.0)
         per_token = jnp.mean(jnp.square(v_pred - jax.lax.stop_gradient(v_target)), axis=-1)

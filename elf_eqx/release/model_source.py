@@ -9,10 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import equinox as eqx
+
 from elf_eqx.training.checkpoint import STATE
 from elf_eqx.training.run_directory import open_run
 from elf_eqx.config import PRESETS
 from elf_eqx.encoders.sources import is_hub_id
+from elf_eqx.errors import ConfigError
+from elf_eqx.families import ELF_FAMILY, Family, family_named
 from elf_eqx.flow import FlowConstants
 from elf_eqx.release.checkpoint import WEIGHT_ENTRIES, orbax_item_folder, read_release_weights
 from elf_eqx.release.files import (
@@ -46,7 +50,7 @@ _PART = {"ema": "ema", "raw": "model"}
 class ModelBundle:
     """A model ready to sample from and everything sampling needs to know about it."""
 
-    model: Any
+    model: eqx.Module
     """The network to sample with (EMA weights by default): an ELF, or a baseline's network."""
     tokenizer: str
     """Source for :func:`elf_eqx.encoders.load_tokenizer`."""
@@ -69,8 +73,8 @@ class ModelBundle:
     step: int | None
     kind: str = "release"
     """``release`` or ``run`` (one of our training checkpoints)."""
-    family: str = "elf"
-    """``elf``, ``mdlm`` or ``ar`` (see :mod:`elf_eqx.families`); releases are ELF."""
+    family: Family = ELF_FAMILY
+    """The model's :class:`~elf_eqx.families.Family` (ELF, MDLM or AR); releases are ELF."""
 
 
 # -- our training checkpoints ------------------------------------------------------------
@@ -107,10 +111,10 @@ def _from_training_run(path: Path, weights: Sequence[str], step: int | None, enc
     def check(record: dict[str, Any]) -> None:
         for needed in ("elf", "encoder", "data_spec"):
             if needed not in (record.get("run_config") or {}):
-                raise ValueError(f"{path}: the run config stored with step {record.get('step')} has no "
+                raise ConfigError(f"{path}: the run config stored with step {record.get('step')} has no "
                                  f"{needed!r} entry; cannot sample from it")
         if "raw" in weights and (record.get("metadata") or {}).get("weights") == "ema":
-            raise ValueError(f"{path} holds only EMA weights (converted with --weights ema); use weights='ema'")
+            raise ConfigError(f"{path} holds only EMA weights (converted with --weights ema); use weights='ema'")
 
     with open_run(path, step) as ckpts:  # weights and record from one readable step
         models, record, step = ckpts.models(tuple(_PART[kind] for kind in weights), check)
@@ -119,8 +123,9 @@ def _from_training_run(path: Path, weights: Sequence[str], step: int | None, enc
     metadata = record.get("metadata") or {}
     converted = f", converted from {metadata['converted_from']}" if "converted_from" in metadata else ""
     spec = run_config["data_spec"]
-    family = run_config.get("family", "elf")  # runs written before the baselines are ELF runs
-    family_name = "" if family == "elf" else f"{family.upper()} baseline, "
+    # runs written before the baselines store no family: they are ELF runs
+    family = family_named(run_config.get("family", ELF_FAMILY.name), f"{path}: stored family")
+    family_name = f"{family.title}, " if family.title else ""
     # Nested sections, or the flat run config of checkpoints written before them.
     run = TrainConfig.from_dict(run_config.get("run") or {}, where=f"{path}: the run config stored with step {step}")
     bundles = {}

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Literal
 
 from elf_eqx.encoders.load import load_encoder_config
-from elf_eqx.families import uses_encoder
 from elf_eqx.model import count_params
 from elf_eqx.parallel.mesh import MeshConfig
 from elf_eqx.release.model_source import run_record
-from elf_eqx.sampling.settings import SamplerSettings
+from elf_eqx.sampling.settings import SamplerMethod, SamplerSettings
+from elf_eqx.solvers import SdeNoiseName, SolverName, TimeGridName
 from elf_eqx.sampling.text import TextSampler
 from elf_eqx.training.compute import training_compute
 from elf_eqx.training.config import TrainConfig
@@ -23,7 +23,7 @@ from elf_eqx.training.config import TrainConfig
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SweepOptions:
-    """The flags both sweeps share: the sampler grid (:func:`configurations` reads it) and how the
+    """The flags both sweeps share: the sampler grid (each family's ``sweep_settings`` reads it) and how the
     models are loaded and drawn from. Each sweep's config subclasses it and adds its own."""
 
     names: tuple[str, ...] | None = None
@@ -33,17 +33,17 @@ class SweepOptions:
     nfe: tuple[int, ...] | None = None
     """Network-evaluation budgets: each sampler runs the most steps whose NFE fit each budget
     (CFG's second pass counts)."""
-    methods: tuple[Literal["ode", "sde"], ...] = ("ode", "sde")
+    methods: tuple[SamplerMethod, ...] = ("ode", "sde")
     """ELF samplers to sweep."""
-    solvers: tuple[Literal["euler", "heun", "dpm2m"], ...] = ("euler",)
+    solvers: tuple[SolverName, ...] = ("euler",)
     """ELF step rules to sweep."""
-    sde_noises: tuple[Literal["reference", "consistent"], ...] = ("reference",)
+    sde_noises: tuple[SdeNoiseName, ...] = ("reference",)
     """SDE churn noises to sweep (ODE ignores them)."""
     gammas: tuple[float, ...] = (1.5,)
     """SDE churn values (ODE ignores them)."""
     omegas: tuple[float, ...] = (3.0,)
     """SC-CFG scales ω."""
-    time_grid: Literal["logit_normal", "logit_normal_quantile", "uniform", "power"] = "logit_normal"
+    time_grid: TimeGridName = "logit_normal"
     """Time grid of every ELF configuration."""
     grid_exponent: float = 2.0
     """Exponent of the power grid."""
@@ -63,65 +63,6 @@ class SweepOptions:
     """Replace earlier results in output_dir (otherwise an error)."""
     mesh_data: int = -1
     """Devices on the data axis (-1: all)."""
-
-
-def steps_for_nfe(setting: SamplerSettings, budget: int) -> int | None:
-    """The most steps whose NFE fit ``budget`` for ``setting``'s sampler (``None`` if even one does not)."""
-    if setting.replace(steps=1).nfe() > budget:
-        return None
-    steps = 1
-    while setting.replace(steps=steps + 1).nfe() <= budget:
-        steps += 1
-    return steps
-
-
-def configurations(axes: SweepOptions, family: str = "elf", cfg_weights: Sequence[float] = (1.0,)) -> list[SamplerSettings]:
-    """Every sampler setting of the sweep for a model of ``family``, steps (or NFE budgets)
-    innermost: ELF's samplers × ω × CFG weight; MDLM's ancestral sampler at each step count
-    (budget); AR's one. With ``axes.nfe`` a CFG weight ≠ 1 halves the steps that fit a budget."""
-    if family == "ar":
-        return [SamplerSettings(top_p=axes.top_p)]
-    if family == "mdlm":
-        return [SamplerSettings(steps=n) for n in dict.fromkeys(axes.steps if axes.nfe is None else axes.nfe)]
-    out = []
-    for method in axes.methods:
-        for solver in axes.solvers:
-            for noise in axes.sde_noises if method == "sde" else ("reference",):
-                for gamma in axes.gammas if method == "sde" else (0.0,):
-                    for omega in axes.omegas:
-                        for weight in cfg_weights:
-                            base = SamplerSettings(method=method, gamma=gamma, omega=omega, cfg_weight=weight,
-                                                   time_grid=axes.time_grid, solver=solver, sde_noise=noise,
-                                                   grid_exponent=axes.grid_exponent, grid_seed=axes.grid_seed)
-                            counts = axes.steps if axes.nfe is None else [steps_for_nfe(base, b) for b in axes.nfe]
-                            for steps in dict.fromkeys(c for c in counts if c is not None):
-                                out.append(base.replace(steps=steps))
-    return out
-
-
-def label(setting: SamplerSettings, family: str = "elf") -> str:
-    """``"SDE γ=1.5 ω=3"`` / ``"ODE ω=3"`` (then the solver and ``consistent`` when not the
-    reference's, ``CFG 2`` when guided), ``"MDLM ancestral"``, ``"AR"`` (``top-p=…``): one curve."""
-    if family == "mdlm":
-        return "MDLM ancestral"
-    if family == "ar":
-        return "AR" + (f" top-p={setting.top_p:g}" if setting.top_p < 1 else "")
-    gamma = f" γ={setting.gamma:g}" if setting.method == "sde" else ""
-    solver = "" if setting.solver == "euler" else f" {setting.solver}"
-    noise = " consistent" if setting.method == "sde" and setting.sde_noise == "consistent" else ""
-    guidance = f" CFG {setting.cfg_weight:g}" if setting.cfg_weight != 1.0 else ""
-    return f"{setting.method.upper()}{gamma} ω={setting.omega:g}{solver}{noise}{guidance}"
-
-
-def file_name(setting: SamplerSettings, family: str = "elf") -> str:
-    """The samples file stem of one configuration, e.g. ``sde-g1.5-w3-steps32`` (``-heun``,
-    ``-consistent``, ``-cfg2``), ``mdlm-steps32``, ``ar`` (``-p0.9``)."""
-    if family != "elf":
-        return setting.tag(family).replace("mdlm", "mdlm-steps")
-    solver = "" if setting.solver == "euler" else f"-{setting.solver}"
-    noise = "-consistent" if setting.method == "sde" and setting.sde_noise == "consistent" else ""
-    guidance = f"-cfg{setting.cfg_weight:g}" if setting.cfg_weight != 1.0 else ""
-    return f"{setting.method}-g{setting.gamma:g}-w{setting.omega:g}{solver}{noise}{guidance}-steps{setting.steps}"
 
 
 def model_names(sources: Sequence[str], names: Sequence[str] | None) -> list[str]:
@@ -161,7 +102,7 @@ def model_compute(session: TextSampler, source: str) -> dict:
     run_config = record["run_config"]
     cfg = TrainConfig.from_dict(run_config.get("run") or {}, where=f"{source}: the stored run config")
     encoder_config = None
-    if uses_encoder(bundle.family):
+    if bundle.family.uses_encoder:
         try:
             encoder_config = load_encoder_config(run_config["encoder"])
         except (OSError, ValueError) as err:
@@ -172,7 +113,7 @@ def model_compute(session: TextSampler, source: str) -> dict:
 def model_entry(name: str, session: TextSampler, compute: dict) -> dict:
     """The models-table entry of one opened model: name, family, parameters, origin and its
     training ``compute`` (:func:`model_compute`)."""
-    return {"model": name, "family": session.bundle.family, "parameters": count_params(session.model),
+    return {"model": name, "family": session.bundle.family.name, "parameters": count_params(session.model),
             "origin": session.bundle.origin, **compute}
 
 
@@ -183,15 +124,8 @@ def sampler_columns(name: str, setting: SamplerSettings, session: TextSampler, r
     family = session.bundle.family
     nfe = session.sampler(setting).nfe()
     used = [r["nfe_used"] for r in records if "nfe_used" in r]
-    if family == "elf":
-        elf = {"method": setting.method, "solver": setting.solver,
-               "sde_noise": setting.sde_noise if setting.method == "sde" else "", "gamma": setting.gamma,
-               "omega": setting.omega, "cfg_weight": setting.cfg_weight}
-    else:
-        elf = {"method": family, "solver": "", "sde_noise": "", "gamma": "", "omega": "", "cfg_weight": ""}
-    return {"model": name, "family": family, "sampler": label(setting, family), **elf,
-            "steps": nfe if family == "ar" else setting.steps, "nfe": nfe,
-            "nfe_used": sum(used) / len(used) if used else None}
+    return {"model": name, "family": family.name, "sampler": family.sweep_label(setting),
+            **family.sweep_columns(setting, nfe), "nfe": nfe, "nfe_used": sum(used) / len(used) if used else None}
 
 
 def nfe_cell(row: dict) -> str:

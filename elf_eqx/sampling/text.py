@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import equinox as eqx
 import jax
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
@@ -17,7 +18,7 @@ from elf_eqx.data import DataSpec
 from elf_eqx.encoders.load import check_compatible, load_text_encoder, load_tokenizer
 from elf_eqx.encoders.latent_encoder import LatentEncoder
 from elf_eqx.parallel.mesh import MeshConfig, gather, make_mesh
-from elf_eqx.families import make_sampler, no_condition, uses_encoder
+from elf_eqx.families import ModelSampler
 from elf_eqx.model import with_runtime_options
 from elf_eqx.release.model_source import ModelBundle, load_model_source
 from elf_eqx.sampling.records import ConditionInput, decode_outputs, sample_record
@@ -32,12 +33,12 @@ class TextSampler:
     """A model source opened for sampling (see :meth:`open`); :meth:`draw` makes sample records."""
 
     bundle: ModelBundle
-    model: Any
+    model: eqx.Module
     tokenizer: Any
     spec: DataSpec
     latent_encoder: LatentEncoder | None
     mesh: Mesh
-    _compiled: dict[SamplerSettings, tuple[Any, Callable]] = dataclasses.field(default_factory=dict)
+    _compiled: dict[SamplerSettings, tuple[ModelSampler, Callable]] = dataclasses.field(default_factory=dict)
 
     @property
     def conditional(self) -> bool:
@@ -72,20 +73,20 @@ class TextSampler:
         spec = DataSpec.from_tokenizer(tok, seq_length, max_input_length=bundle.max_input_length or None,
                                        pad_mode=bundle.pad_mode)
         latent_encoder = None
-        if conditional and uses_encoder(bundle.family):
+        if conditional and bundle.family.uses_encoder:
             text_encoder = load_text_encoder(bundle.encoder)
             check_compatible(tok, text_encoder, model_vocab_size=model.config.vocab_size,
                              model_encoder_dim=model.config.encoder_dim, max_length=seq_length)
             latent_encoder = LatentEncoder(text_encoder, bundle.latent_mean, bundle.latent_std, compute_dtype=compute_dtype)
         return TextSampler(bundle, model, tok, spec, latent_encoder, make_mesh(mesh))
 
-    def sampler(self, settings: SamplerSettings) -> Any:
+    def sampler(self, settings: SamplerSettings) -> ModelSampler:
         """The sampler of ``settings`` for this model's family (ELF's with the flow constants the
-        source was trained with; see :func:`elf_eqx.families.make_sampler`)."""
-        return make_sampler(self.bundle.family, settings, self.bundle.flow, vocab_size=self.model.config.vocab_size,
-                            length=self.spec.max_length)
+        source was trained with; see :meth:`elf_eqx.families.Family.sampler`)."""
+        return self.bundle.family.sampler(settings, self.bundle.flow, vocab_size=self.model.config.vocab_size,
+                                          length=self.spec.max_length)
 
-    def _sample_fn(self, settings: SamplerSettings) -> tuple[Any, Callable]:
+    def _sample_fn(self, settings: SamplerSettings) -> tuple[ModelSampler, Callable]:
         """The sampler of ``settings`` and its compiled function, built once per distinct settings."""
         if settings not in self._compiled:
             sampler = self.sampler(settings)
@@ -95,7 +96,7 @@ class TextSampler:
 
     def _condition(self, chunk: Sequence[ConditionInput] | None, batch: int) -> Condition | TokenCondition:
         if chunk is None:
-            return no_condition(self.bundle.family, batch, self.spec.max_length, self.model.config)
+            return self.bundle.family.no_condition(batch, self.spec.max_length, self.model.config)
         padded = list(chunk) + [chunk[-1]] * (batch - len(chunk))  # fixed shapes: one compilation
         rows = condition_ids(self.tokenizer, [c.text for c in padded], self.spec.max_input_length or 0)
         return encode_conditions(self.latent_encoder, rows, [len(r) for r in rows], self.spec)
@@ -123,7 +124,7 @@ class TextSampler:
         if total <= 0:
             raise ValueError("nothing to sample: num_samples must be positive")
         record_settings = {
-            "family": self.bundle.family, **settings.to_dict(), "nfe": sampler.nfe(),
+            "family": self.bundle.family.name, **settings.to_dict(), "nfe": sampler.nfe(),
             **self.bundle.flow.to_dict(), "seed": seed, "batch_size": batch_size, "length": self.spec.max_length,
             "compute_dtype": self.model.config.dtype.name, "origin": self.bundle.origin, "step": self.bundle.step,
             "tokenizer": self.bundle.tokenizer, **({"encoder": self.bundle.encoder} if self.conditional else {}),

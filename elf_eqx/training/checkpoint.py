@@ -26,6 +26,7 @@ import equinox as eqx
 import jax
 import orbax.checkpoint as ocp
 
+from elf_eqx.errors import CheckpointMismatchError, UnreadableCheckpointError, UserError
 from elf_eqx.training.checkpoint_integrity import damage, quiet_read_only_warning, record_sizes, set_aside
 from elf_eqx.training.signature import as_json, key_from_json, key_to_json, model_signature, signature_diff
 from elf_eqx.training.state_tree import abstract_leaf, fill_template, flatten_nested, misfits, named_leaves, to_nested, unexpected
@@ -35,14 +36,6 @@ STATE, META = "state", "meta"
 FORMAT = 1
 _MAX_LISTED = 8
 T = TypeVar("T")
-
-
-class CheckpointMismatchError(ValueError):
-    """The checkpoints do not belong to the model, or do not fit the state, being resumed."""
-
-
-class UnreadableCheckpointError(Exception):
-    """The chosen checkpoint, or every checkpoint of a directory, cannot be read."""
 
 
 def _reason(err: BaseException) -> str:
@@ -132,7 +125,8 @@ class CheckpointManager:
         """``(read(s), s)`` for the newest step ``s`` that passes :meth:`damage` and whose ``read``
         succeeds; each step skipped is reported in one warning line and left in place. An explicit
         ``step`` is the only one tried: if it cannot be read, :class:`UnreadableCheckpointError`.
-        A :class:`CheckpointMismatchError` (a different model, not damage) is raised at once."""
+        A :class:`~elf_eqx.errors.UserError` from ``read`` (a checkpoint of a different model, or one
+        that does not fit what is asked of it: not damage) is raised at once."""
         steps = [self._resolve_step(step)] if step is not None else self.all_steps()[::-1]
         if not steps:
             raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
@@ -142,7 +136,7 @@ class CheckpointManager:
             if why is None:
                 try:
                     return read(s), s
-                except CheckpointMismatchError:
+                except UserError:
                     raise
                 except Exception as err:  # a restore that fails in spite of the cheap checks
                     why = _reason(err)

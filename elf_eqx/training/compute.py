@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from elf_eqx.config import ELFConfig
-from elf_eqx.flops import train_step_flops
 from elf_eqx.training.config import TrainConfig
 
 
@@ -16,7 +15,7 @@ def training_compute(
     """``{"train_steps", "tokens", "train_flops"}`` after ``steps`` optimizer steps of the run ``cfg``
     with network ``config``; ``encoder_config`` (ELF's frozen encoder) adds the encoder's passes."""
     batch, length = cfg.optimizer.global_batch, cfg.data.max_length
-    objective = cfg.objective.objective() if cfg.objective.family == "elf" else None
-    per_step = train_step_flops(cfg.objective.family, config, batch, length, objective=objective,
-                                encoder_config=encoder_config)
+    family = cfg.objective.model_family
+    per_step = family.train_step_flops(config, batch, length, objective=cfg.objective.loss(config.vocab_size),
+                                       encoder_config=encoder_config)
     return {"train_steps": steps, "tokens": float(steps * batch * length), "train_flops": steps * per_step}

@@ -13,18 +13,10 @@ from typing import Any, TypeVar
 import equinox as eqx
 
 from elf_eqx.config import ELFConfig
-from elf_eqx.families import network_template
-from elf_eqx.training.checkpoint import STATE, CheckpointManager, CheckpointMismatchError
+from elf_eqx.families import ELF_FAMILY, family_named
+from elf_eqx.training.checkpoint import STATE, CheckpointManager
 
 T = TypeVar("T")
-
-
-class _NotDamage(CheckpointMismatchError):
-    """Carries an error about what a readable checkpoint holds past the damage fallback."""
-
-    def __init__(self, err: Exception):
-        super().__init__(str(err))
-        self.err = err
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,23 +40,19 @@ class RunCheckpoints:
         """The state parts ``which`` (``"ema"``, ``"model"``) as networks of the stored family (ELF when
         none is stored) built from the stored architecture config,
         the step's JSON record, and the step, all from one readable step. ``check(record)`` runs
-        before any array is read; what it raises is raised as it is."""
+        before any array is read; the :class:`~elf_eqx.errors.UserError` it raises is raised as it is
+        (a checkpoint that does not fit the request is not damage)."""
 
         def read(step: int) -> tuple[dict[str, eqx.Module], dict[str, Any]]:
             record = self.manager.metadata(step)
             if check is not None:
-                try:
-                    check(record)
-                except Exception as err:
-                    raise _NotDamage(err) from err
+                check(record)
             signature = record["signature"]
-            template = network_template(signature.get("family", "elf"), ELFConfig(**signature["elf"]))
+            family = family_named(signature.get("family", ELF_FAMILY.name), f"{self.run_dir}: stored family")
+            template = family.network_template(ELFConfig(**signature["elf"]))
             return {part: self.manager.restore_part(template, part, step) for part in which}, record
 
-        try:
-            (models, record), step = self.load(read)
-        except _NotDamage as wrapped:
-            raise wrapped.err from None
+        (models, record), step = self.load(read)
         return models, record, step
 
     def close(self) -> None:

@@ -11,8 +11,9 @@ import tyro
 
 from elf_eqx.cli.args import MeshFlags
 from elf_eqx.config import PRESETS, ELFConfig, preset
-from elf_eqx.families import Family, check_family, token_objective
-from elf_eqx.flow import FLOW, FlowConstants, TimeSchedule
+from elf_eqx.errors import ConfigError
+from elf_eqx.families import Family, FamilyName, family_named
+from elf_eqx.flow import FlowConstants, TimeSchedule
 from elf_eqx.objective import Branch, FlowObjective
 from elf_eqx.sampling.settings import SamplerSettings
 
@@ -25,13 +26,13 @@ _OBJECTIVE = FlowObjective()  # the objective's defaults: its hyperparameters ha
 def _positive(section: Any, *names: str) -> None:
     for name in names:
         if getattr(section, name) <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(section, name)}")
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(section, name)}")
 
 
 def _unit(section: Any, *names: str) -> None:
     for name in names:
         if not 0.0 <= getattr(section, name) <= 1.0:
-            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(section, name)}")
+            raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(section, name)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +56,7 @@ class ModelSection:
 
     def __post_init__(self) -> None:
         if self.name not in PRESETS:
-            raise ValueError(f"--model {self.name!r} is not a preset; choose one of {sorted(PRESETS)}")
+            raise ConfigError(f"--model {self.name!r} is not a preset; choose one of {sorted(PRESETS)}")
 
     def elf_config(self, encoder_dim: int, vocab_size: int) -> ELFConfig:
         """The architecture for an encoder of width ``encoder_dim`` and a tokenizer of ``vocab_size``."""
@@ -96,9 +97,9 @@ class DataSection:
     def __post_init__(self) -> None:
         _positive(self, "max_length")
         if not 0 <= self.max_input_length < self.max_length:
-            raise ValueError(f"--max-input-length {self.max_input_length} must be in [0, max_length={self.max_length})")
+            raise ConfigError(f"--max-input-length {self.max_input_length} must be in [0, max_length={self.max_length})")
         if self.latent_std <= 0:
-            raise ValueError(f"--latent-std must be positive, got {self.latent_std}")
+            raise ConfigError(f"--latent-std must be positive, got {self.latent_std}")
 
     @property
     def tokenizer_source(self) -> str:
@@ -107,27 +108,20 @@ class DataSection:
 
 
 @dataclasses.dataclass(frozen=True)
-class ObjectiveSection:
+class ObjectiveSection(FlowConstants):
     """The model family and its objective: ELF's flow matching (see elf_eqx.objective; the fields
-    below apply to it) or a baseline's (docs/method.md#baselines), and condition dropping."""
+    below apply to it) with its flow constants (elf_eqx.flow.FlowConstants, which the run's samplers
+    use too), or a baseline's (docs/method.md#baselines), and condition dropping."""
 
-    family: Annotated[Family, tyro.conf.arg(name="objective")] = "elf"
+    family: Annotated[FamilyName, tyro.conf.arg(name="objective")] = "elf"
     """What to train: elf (flow matching in the encoder's embedding space), mdlm (masked
     diffusion) or ar (autoregressive); the baselines use the same blocks, data and optimizer."""
     time_schedule: TimeSchedule = _OBJECTIVE.time_schedule
     """Distribution of training times t."""
-    p_mean: float = FLOW.p_mean
-    """Mean of the logit-normal t (training, and the sampler's logit-normal grid)."""
-    p_std: float = FLOW.p_std
-    """Std of the logit-normal t."""
-    noise_scale: float = FLOW.noise_scale
-    """s in z_t = t·x + (1 − t)·s·ε (and the sampler's start noise)."""
     decoder_noise_scale: float = _OBJECTIVE.decoder_noise_scale
     """s_dec of the decode branch's corruption λ·x + (1 − λ)·s_dec·ε."""
     decoder_prob: float = _OBJECTIVE.decoder_prob
     """Share of the decode branch."""
-    t_eps: float = FLOW.t_eps
-    """Velocity denominator floor: (x̂ − z)/max(1 − t, t_eps)."""
     self_cond_prob: float = _OBJECTIVE.self_cond_prob
     """Probability that a sample is self-conditioned."""
     omega_min: float = _OBJECTIVE.omega_min
@@ -139,27 +133,35 @@ class ObjectiveSection:
     branch: Branch = _OBJECTIVE.branch
     """How steps divide between the denoise and decode branches (see elf_eqx.objective)."""
 
+    def flag(self, name: str) -> str:
+        return "--" + name.replace("_", "-")
+
     def __post_init__(self) -> None:
-        check_family(self.family)
+        super().__post_init__()  # the flow constants
+        family_named(self.family)
         _unit(self, "decoder_prob", "self_cond_prob", "label_drop_prob")
-        FlowConstants.read(self.__dict__)  # checks the constants
 
     @property
     def flow(self) -> FlowConstants:
-        """The flow constants (the samplers of this run use them too)."""
+        """The flow constants alone (the samplers of this run use them too)."""
         return FlowConstants.read(self.__dict__)
+
+    @property
+    def model_family(self) -> Family:
+        """The :class:`~elf_eqx.families.Family` this section trains."""
+        return family_named(self.family)
 
     def objective(self, branch_groups: int = 1) -> FlowObjective:
         """ELF's :class:`FlowObjective` of this section (``label_drop_prob`` acts in the encoder)."""
-        values = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("label_drop_prob", "family")}
-        return FlowObjective(**values, branch_groups=branch_groups)
+        names = [f.name for f in dataclasses.fields(FlowObjective) if f.name not in ("flow", "branch_groups")]
+        values = {name: getattr(self, name) for name in names if hasattr(self, name)}
+        return FlowObjective(flow=self.flow, **values, branch_groups=branch_groups)
 
     def loss(self, vocab_size: int) -> Any:
-        """The training loss of :attr:`family`, called ``loss(model, batch, key)``: ELF's
+        """The training loss of :attr:`model_family`, called ``loss(model, batch, key)``: ELF's
         :class:`FlowObjective` (on latent batches) or a baseline's (on token batches; ``vocab_size``
         places its ``[MASK]``/``[BOS]`` id)."""
-        return self.objective() if self.family == "elf" else token_objective(self.family, vocab_size)
-
+        return self.model_family.objective(self, vocab_size)
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerSection:
@@ -197,7 +199,7 @@ class OptimizerSection:
     def __post_init__(self) -> None:
         _positive(self, "global_batch", "grad_accum")
         if self.global_batch % self.grad_accum:
-            raise ValueError(f"--global-batch {self.global_batch} is not divisible by --grad-accum {self.grad_accum}")
+            raise ConfigError(f"--global-batch {self.global_batch} is not divisible by --grad-accum {self.grad_accum}")
         _unit(self, "ema_decay")
 
     @property
@@ -221,7 +223,7 @@ class SamplingSection(SamplerSettings):
         super().__post_init__()
         for name in ("every", "num_samples"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{self.flag(name)} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"{self.flag(name)} must be positive, got {getattr(self, name)}")
 
     @property
     def settings(self) -> SamplerSettings:

@@ -17,7 +17,7 @@ from elf_eqx.sampling.conditions import encode_conditions
 from elf_eqx.data import DataSpec, Loader, PreparedData, prepare_data
 from elf_eqx.encoders.load import check_compatible, load_text_encoder, load_tokenizer
 from elf_eqx.encoders.latent_encoder import LatentEncoder, TokenBatch
-from elf_eqx.families import make_sampler, no_condition, uses_encoder
+from elf_eqx.families import Family, ModelSampler
 from elf_eqx.parallel.mesh import gather
 from elf_eqx.training.config import TrainConfig
 from elf_eqx.io.atomic import write_text_atomic
@@ -35,13 +35,13 @@ class TrainingRun:
     spec: DataSpec
     data: PreparedData
     loader: Loader
-    family: str
-    """``elf``, ``mdlm`` or ``ar`` (see :mod:`elf_eqx.families`)."""
+    family: Family
+    """ELF, MDLM or AR (see :mod:`elf_eqx.families`)."""
     latent_encoder: LatentEncoder | None
     """The frozen encoder (ELF); ``None`` for the baselines, which read tokens."""
     elf_config: ELFConfig
     """The network's architecture (the baselines use its blocks' fields and ``vocab_size``)."""
-    sampler: Any
+    sampler: ModelSampler
     sample_condition: Condition | TokenCondition
     """What samples are conditioned on: the first rows' encoded conditions, or none (unconditional)."""
     _sample_fn: Callable | None = None
@@ -58,7 +58,7 @@ class TrainingRun:
         """What must match for a checkpoint directory to be resumed: the architecture, the
         encoder and tokenizer, and the sequence layout."""
         return {
-            "family": self.family,
+            "family": self.family.name,
             "elf": dataclasses.asdict(self.elf_config),
             "encoder": cfg.data.encoder,
             "tokenizer": cfg.data.tokenizer_source,
@@ -80,7 +80,7 @@ class TrainingRun:
         conditional runs condition on the first rows of the dataset. Every process must call it."""
         texts = self.sample_text(model, jax.random.key(cfg.run.seed + step), mesh)
         s = cfg.sampling
-        lines = [f"# step {step}, {s.tag(self.family)}, {self.sampler.nfe()} NFE"]
+        lines = [f"# step {step}, {self.family.sample_tag(s)}, {self.sampler.nfe()} NFE"]
         lines += [f"[{i}] {text}" for i, text in enumerate(texts)]
         path = Path(out) / "samples" / f"step_{step:07d}.txt"
         if jax.process_index() == 0:
@@ -91,10 +91,10 @@ class TrainingRun:
 def build_run(cfg: TrainConfig) -> TrainingRun:
     """Load the tokenizer and (ELF) the frozen encoder, check they fit each other and the run,
     prepare the (cached) data and its loader for this process."""
-    d, family = cfg.data, cfg.objective.family
+    d, family = cfg.data, cfg.objective.model_family
     tokenizer = load_tokenizer(d.tokenizer_source)
     latent_encoder, encoder_dim = None, ELFConfig.encoder_dim
-    if uses_encoder(family):
+    if family.uses_encoder:
         encoder = load_text_encoder(d.encoder)
         check_compatible(tokenizer, encoder, max_length=d.max_length)
         latent_encoder = LatentEncoder(encoder, d.latent_mean, d.latent_std, cfg.objective.label_drop_prob,
@@ -108,17 +108,17 @@ def build_run(cfg: TrainConfig) -> TrainingRun:
     loader = Loader(data.rows, spec, cfg.optimizer.global_batch, seed=cfg.run.seed,
                     process_index=jax.process_index(), process_count=jax.process_count())
     elf_config = cfg.elf_config(encoder_dim, len(tokenizer))
-    sampler = make_sampler(family, cfg.sampling.settings, cfg.objective.flow, vocab_size=len(tokenizer),
-                           length=spec.max_length)
+    sampler = family.sampler(cfg.sampling.settings, cfg.objective.flow, vocab_size=len(tokenizer),
+                             length=spec.max_length)
     condition = _sample_condition(family, data, spec, latent_encoder, cfg.sampling.num_samples, elf_config)
     return TrainingRun(tokenizer, spec, data, loader, family, latent_encoder, elf_config, sampler, condition)
 
 
-def _sample_condition(family: str, data: PreparedData, spec: DataSpec, latent_encoder: LatentEncoder | None,
+def _sample_condition(family: Family, data: PreparedData, spec: DataSpec, latent_encoder: LatentEncoder | None,
                       n: int, config: ELFConfig) -> Condition | TokenCondition:
     """The fixed condition of a run's sample files, encoded once: the first ``n`` rows' conditions
     (conditional data) or none."""
     if not data.conditional:
-        return no_condition(family, n, spec.max_length, config)
+        return family.no_condition(n, spec.max_length, config)
     first = data.rows.select(range(min(n, len(data.rows))))
     return encode_conditions(latent_encoder, first["input_ids"], first["cond_length"], spec)

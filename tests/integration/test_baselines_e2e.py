@@ -49,7 +49,7 @@ def test_mdlm_run_resumes_samples_and_refuses_another_family(baseline_runs, corp
     assert [r["step"] for r in metrics(run)] == [1, 2, 3] and metrics(run)[:2] == first
 
     bundle = load_model_source(str(run))
-    assert type(bundle.model) is BidirectionalLM and bundle.family == "mdlm" and "MDLM" in bundle.origin
+    assert type(bundle.model) is BidirectionalLM and bundle.family.name == "mdlm" and "MDLM" in bundle.origin
     out = tmp_path / "s.jsonl"
     sample_main([str(run), "--num-samples", "3", "--batch-size", "2", "--steps", "4", "--output", str(out), "--quiet"])
     records = [json.loads(line) for line in out.read_text().splitlines()]

@@ -52,7 +52,7 @@ def test_sections_build_their_objects_and_old_names_still_work(tmp_path):
     sampler = cfg.sampling.settings.sampler(cfg.objective.flow)
     assert (sampler.num_steps, sampler.omega, sampler.p_mean, sampler.noise_scale) == (8, 2.0, -1.0, 2.0)
     objective = cfg.objective.objective()
-    assert (objective.branch, objective.p_mean, objective.decoder_noise_scale) == ("per_step", -1.0, 5.0)
+    assert (objective.branch, objective.flow.p_mean, objective.decoder_noise_scale) == ("per_step", -1.0, 5.0)
     assert cfg.mesh.config.fsdp == 1 and cfg.elf_config(16, 40).depth == 4  # ELF-XS
     old = tmp_path / "old.yaml"  # a user's flat YAML of the earlier spelling
     old.write_text("model: ELF-T\nsample_steps: 6\nsample_method: ode\nsample_every: 5\n")

@@ -1,0 +1,105 @@
+"""What differs between the model families one harness trains, samples and scores
+(docs/method.md#baselines): each family is one :class:`Family` object, chosen once from the config
+(:func:`elf_eqx.families.family_named`) and asked for its network, objective, sampler, conditions,
+FLOP count and how its sampler settings are named. Data, optimizer, step, checkpoints, sharding and
+evaluation are shared."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+import equinox as eqx
+import jax
+from jaxtyping import PRNGKeyArray
+
+from elf_eqx.config import ELFConfig
+from elf_eqx.flow import FlowConstants
+from elf_eqx.sampling.settings import SamplerSettings
+
+if TYPE_CHECKING:
+    from elf_eqx.baselines.token_sampling import TokenCondition
+    from elf_eqx.sampler import Condition
+
+
+@runtime_checkable
+class ModelSampler(Protocol):
+    """A family's sampler: ``sampler(model, key, condition=…, eos_id=…, pad_id=…)`` and its ``nfe()``."""
+
+    def __call__(self, model: Any, key: PRNGKeyArray, *, condition: Any = None, eos_id: int | None = None,
+                 pad_id: int = 0) -> Any: ...
+
+    def nfe(self) -> int: ...
+
+
+class Family(abc.ABC):
+    """A model family. Instances are the singletons of :data:`elf_eqx.families.FAMILIES`."""
+
+    name: ClassVar[str]
+    """``elf``, ``mdlm`` or ``ar``: the ``--objective`` value and what run configs and sample records store."""
+    network: ClassVar[type[eqx.Module]]
+    """The network class, built from an :class:`~elf_eqx.config.ELFConfig`."""
+    uses_encoder: ClassVar[bool] = False
+    """Whether the family trains on latents of a frozen text encoder (only ELF does)."""
+    title: ClassVar[str] = ""
+    """How a loaded model's origin names the family ("" for ELF)."""
+
+    def __repr__(self) -> str:
+        return f"<{self.name} family>"
+
+    # -- the network --------------------------------------------------------------------------
+
+    def build_network(self, config: ELFConfig, key: PRNGKeyArray) -> eqx.Module:
+        """A freshly initialised network with architecture ``config``."""
+        return self.network(config, key=key)
+
+    def network_template(self, config: ELFConfig) -> eqx.Module:
+        """The network's shapes and structure without its values (for restoring checkpoints)."""
+        return eqx.filter_eval_shape(self.build_network, config, jax.random.key(0))
+
+    # -- training ------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def objective(self, section: Any, vocab_size: int) -> eqx.Module:
+        """The training loss, called ``loss(model, batch, key)``, from the training config's
+        objective section (``vocab_size`` places a baseline's extra ``[MASK]``/``[BOS]`` id)."""
+
+    @abc.abstractmethod
+    def train_step_flops(self, config: ELFConfig, batch: int, length: int, *, objective: Any = None,
+                         encoder_config: Any = None) -> float:
+        """Analytic FLOPs of one training step on ``batch`` rows of ``length`` tokens (:mod:`elf_eqx.flops`)."""
+
+    # -- sampling ------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def sampler(self, settings: SamplerSettings, flow: FlowConstants, *, vocab_size: int, length: int) -> ModelSampler:
+        """The family's sampler for ``settings`` (ELF's with the flow constants ``flow`` it was
+        trained with; the baselines read the settings that apply to them)."""
+
+    @abc.abstractmethod
+    def no_condition(self, batch: int, length: int, config: ELFConfig) -> "Condition | TokenCondition":
+        """The condition of ``batch`` unconditional samples of ``length`` positions."""
+
+    @abc.abstractmethod
+    def sample_tag(self, settings: SamplerSettings) -> str:
+        """A short name of ``settings`` for file names (``sde32-w3``, ``mdlm32``, ``ar``)."""
+
+    # -- sweeps (benchmarks/steps_vs_ppl.py, benchmarks/conditional_scores.py) -----------------
+
+    @abc.abstractmethod
+    def sweep_settings(self, axes: Any, cfg_weights: Sequence[float] = (1.0,)) -> list[SamplerSettings]:
+        """Every sampler setting a sweep (:class:`elf_eqx.sampling.sweep.SweepOptions`) runs for this family."""
+
+    @abc.abstractmethod
+    def sweep_label(self, settings: SamplerSettings) -> str:
+        """The curve ``settings`` belong to in a sweep's table and plots."""
+
+    @abc.abstractmethod
+    def sweep_file_stem(self, settings: SamplerSettings) -> str:
+        """The samples file stem of one sweep configuration."""
+
+    @abc.abstractmethod
+    def sweep_columns(self, settings: SamplerSettings, nfe: int) -> dict[str, Any]:
+        """A sweep row's sampler columns: ``method, solver, sde_noise, gamma, omega, cfg_weight``
+        (blank where they do not apply) and ``steps``."""
