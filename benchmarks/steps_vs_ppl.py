@@ -86,7 +86,7 @@ def reference_texts(session: TextSampler, source: str, split: str, count: int) -
             if len(texts) == count:
                 return texts
     if not texts:
-        raise ValueError(f"--reference-data {source}: no document has {length} tokens")
+        raise DataError(f"--reference-data {source}: no document has {length} tokens")
     return texts
 
 
