@@ -25,6 +25,7 @@ from typing import Literal
 import tyro
 
 from elf_eqx.cli.errors import cli_main, flag_errors
+from elf_eqx.errors import ConfigError, DataError
 from elf_eqx.evaluate import evaluate_conditional
 from elf_eqx.io.atomic import refuse_existing, write_json_atomic, write_text_atomic
 from elf_eqx.sampling.records import read_condition_inputs, write_samples_jsonl
@@ -89,13 +90,14 @@ def score(cfg: ScoresConfig) -> list[dict]:
         refuse_existing(out / name, cfg.overwrite, other="--output-dir")
     names = model_names(cfg.sources, cfg.names)
     if cfg.num_inputs is not None and cfg.num_inputs < 1:
-        raise ValueError(f"--num-inputs must be positive, got {cfg.num_inputs}")
+        raise ConfigError(f"--num-inputs must be positive, got {cfg.num_inputs}")
     inputs = read_condition_inputs(cfg.inputs)[: cfg.num_inputs]
     if not inputs:
-        raise ValueError(f"--inputs {cfg.inputs}: no records")
+        raise DataError(f"--inputs {cfg.inputs}: no records")
     missing = sum(i.reference is None for i in inputs)
     if missing:
-        raise ValueError(f"--inputs {cfg.inputs}: {missing} of {len(inputs)} records have no \"output\" to score against")
+        raise DataError(f"--inputs {cfg.inputs}: {missing} of {len(inputs)} records have no \"output\" "
+                        "to score against")
     references = [i.reference for i in inputs]
     sessions = open_models(cfg.sources, cfg, conditional=True, hint="score it with benchmarks/steps_vs_ppl.py")
     copied = [i.text for i in inputs]

@@ -22,6 +22,7 @@ from elf_eqx.cli.errors import run_parsed
 from elf_eqx.data import load_source
 from elf_eqx.encoders.latent_encoder import LatentEncoder, TokenBatch
 from elf_eqx.encoders.load import load_text_encoder, load_tokenizer
+from elf_eqx.errors import DataError, IncompatibleModelError
 from elf_eqx.flow import interpolate
 from elf_eqx.release.model_source import load_model_source
 
@@ -52,14 +53,14 @@ def pieces(tokenizer, source: str, length: int, count: int) -> np.ndarray:
         if len(rows) >= count:
             break
     if not rows:
-        raise ValueError(f"--data {source}: no document has {length} tokens")
+        raise DataError(f"--data {source}: no document has {length} tokens")
     return np.asarray(rows[:count], np.int32)
 
 
 def roundtrip(args: Args) -> list[dict]:
     bundle = load_model_source(args.source)
     if not bundle.family.uses_encoder:
-        raise ValueError(f"{args.source} is an {bundle.family.name} run; the round trip needs an ELF (latents)")
+        raise IncompatibleModelError(f"{args.source} is an {bundle.family.name} run; the round trip needs an ELF (latents)")
     model, flow = bundle.model, bundle.flow
     tokenizer = load_tokenizer(bundle.tokenizer)
     encoder = LatentEncoder(load_text_encoder(bundle.encoder), bundle.latent_mean, bundle.latent_std)

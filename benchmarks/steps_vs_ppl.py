@@ -31,6 +31,7 @@ import tyro
 
 from elf_eqx.cli.errors import cli_main, flag_errors
 from elf_eqx.data import load_source
+from elf_eqx.errors import ConfigError, DataError
 from elf_eqx.evaluate.judge import load_judge, load_judge_tokenizer
 from elf_eqx.evaluate import evaluate_unconditional
 from elf_eqx.io.atomic import refuse_existing, staged_file, write_json_atomic, write_text_atomic
@@ -75,7 +76,7 @@ def reference_texts(session: TextSampler, source: str, split: str, count: int) -
     the model's tokenizer: real text normalised exactly as the samples are (case, spacing)."""
     loaded = load_source(source, split)
     if loaded.kind != "text":
-        raise ValueError(f"--reference-data {source}: needs plain text records (a 'text' field), got {loaded.kind}")
+        raise DataError(f"--reference-data {source}: needs plain text records (a 'text' field), got {loaded.kind}")
     length, tok = session.spec.max_length, session.tokenizer
     texts: list[str] = []
     for document in loaded.dataset["text"]:
@@ -85,7 +86,7 @@ def reference_texts(session: TextSampler, source: str, split: str, count: int) -
             if len(texts) == count:
                 return texts
     if not texts:
-        raise ValueError(f"--reference-data {source}: no document has {length} tokens")
+        raise DataError(f"--reference-data {source}: no document has {length} tokens")
     return texts
 
 
@@ -191,6 +192,8 @@ def sweep(cfg: SweepConfig) -> tuple[list[dict], dict | None]:
     out = Path(cfg.output_dir)
     for name in RESULT_FILES:
         refuse_existing(out / name, cfg.overwrite, other="--output-dir")
+    if cfg.judge_batch_size < 1:
+        raise ConfigError(f"--judge-batch-size must be at least 1, got {cfg.judge_batch_size}")
     names = model_names(cfg.sources, cfg.names)
     several = len(cfg.sources) > 1
     sessions = open_models(cfg.sources, cfg, conditional=False, length=cfg.length,

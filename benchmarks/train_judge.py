@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from elf_eqx.cli.errors import CLIError, cli_main, flag_errors
 from elf_eqx.data import load_source
+from elf_eqx.errors import ConfigError, DataError
 from elf_eqx.io.atomic import refuse_existing, staged_folder
 from elf_eqx.evaluate import evaluate_unconditional
 from elf_eqx.evaluate.judge import load_judge, load_judge_tokenizer
@@ -85,7 +86,7 @@ def read_texts(source: str, split: str, lowercase: bool, roundtrip: Any | None) 
     """The normalised ``text`` records of a data source."""
     loaded = load_source(source, split)
     if loaded.kind != "text":
-        raise ValueError(f"{source}: the judge trains on plain text records (a 'text' field), got {loaded.kind}")
+        raise DataError(f"{source}: the judge trains on plain text records (a 'text' field), got {loaded.kind}")
     return normalise_texts(list(loaded.dataset["text"]), lowercase=lowercase, roundtrip=roundtrip)
 
 
@@ -93,7 +94,7 @@ def train_judge(cfg: JudgeConfig) -> dict:
     """Train and save the judge described by ``cfg``; returns the record written beside it."""
     refuse_existing(cfg.output, cfg.overwrite)
     if cfg.block_size > cfg.n_positions:
-        raise ValueError(f"--block-size {cfg.block_size} exceeds --n-positions {cfg.n_positions}")
+        raise ConfigError(f"--block-size {cfg.block_size} exceeds --n-positions {cfg.n_positions}")
     roundtrip = None
     if cfg.roundtrip_tokenizer:
         from elf_eqx.encoders import load_tokenizer

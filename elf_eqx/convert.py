@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 import tyro
 
 from elf_eqx.cli.errors import cli_main, flag_errors
+from elf_eqx.errors import ConfigError, OutputExistsError
 from elf_eqx.io.atomic import refuse_existing, staged_file, staged_folder
 from elf_eqx.training.checkpoint import CheckpointManager
 from elf_eqx.release.model_source import ModelBundle, load_model_source_weights, run_record
@@ -109,7 +110,7 @@ def _copy_encoder(encoder: str, out: Path) -> Path:
     """Copy a local encoder file or folder into ``out`` (staged under a hidden name, then renamed)."""
     source = Path(encoder)
     if not source.exists():
-        raise ValueError(f"--copy-encoder: the encoder {encoder!r} is not a local file or folder")
+        raise ConfigError(f"--copy-encoder: the encoder {encoder!r} is not a local file or folder")
     target = refuse_existing(out / source.name, flag=None)
     if source.is_dir():
         with staged_folder(target, flag=None) as partial:
@@ -126,7 +127,7 @@ def convert(cfg: ConvertConfig) -> Path:
     checkpoints = out / "checkpoints"
     # Only complete steps count: orbax replaces a killed save's temporary folder.
     if checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir()):
-        raise FileExistsError(f"{out} already holds checkpoints; converting never overwrites: choose a new directory")
+        raise OutputExistsError(f"{out} already holds checkpoints; converting never overwrites: choose a new directory")
     kinds = ("raw", "ema") if cfg.weights == "both" else (cfg.weights,)
     bundles = load_model_source_weights(cfg.source, kinds, step=cfg.step, encoder=cfg.encoder,
                                         tokenizer=cfg.tokenizer, task=cfg.task, architecture=cfg.architecture)

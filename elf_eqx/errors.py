@@ -1,4 +1,4 @@
-"""The one family of expected failures (docs/method.md#errors).
+"""The one family of expected failures (README.md, "Errors").
 
 Everything a user can get wrong — a flag, a config file or YAML key, a data file, a checkpoint, a
 weights file or pickle, a device mesh, a hub source that cannot be reached offline — is raised as a
@@ -29,9 +29,13 @@ class UserError(Exception):
 class ConfigError(UserError, ValueError):
     """A flag, config file, YAML key, preset or setting value that cannot be used."""
 
+    hint = "see --help"
+
 
 class MeshError(ConfigError):
     """A device mesh that does not fit the devices, the batch or the target."""
+
+    hint = "choose --mesh-data, --mesh-fsdp and --mesh-tensor to fit the devices and the batch"
 
 
 class DataError(UserError, ValueError):
@@ -48,12 +52,19 @@ class MissingInputError(UserError, FileNotFoundError):
 class OutputExistsError(UserError, FileExistsError):
     """An output that already exists and would be overwritten."""
 
-    hint = "pass --overwrite or choose another output"
+    hint = "choose another output, or remove this one"
 
 
 class IncompatibleModelError(ConfigError):
     """Pieces that do not fit each other: a tokenizer and a model, an encoder and a run, a
     checkpoint and an architecture."""
+
+    hint = ""  # the message lists what differs
+
+
+class BadWeightsError(UserError, ValueError):
+    """A weights file or release checkpoint that cannot be read as one: not safetensors, Flax
+    msgpack or orbax, cut short, or without the entries it should hold."""
 
 
 class CheckpointMismatchError(UserError, ValueError):

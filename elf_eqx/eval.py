@@ -21,6 +21,7 @@ from typing import Any, Literal
 import tyro
 
 from elf_eqx.cli.errors import cli_main, flag_errors
+from elf_eqx.errors import ConfigError
 from elf_eqx.evaluate.samples_file import SampleRecord, align_references, own_references, read_references, read_samples
 from elf_eqx.io.atomic import refuse_existing, write_json_atomic
 
@@ -67,7 +68,7 @@ def chosen_metrics(requested: tuple[str, ...], have_references: bool) -> tuple[s
     """The metrics to compute, in a fixed order, with ``auto`` resolved."""
     if "auto" in requested:
         if len(requested) > 1:
-            raise ValueError("--metrics auto cannot be combined with other metrics")
+            raise ConfigError("--metrics auto cannot be combined with other metrics")
         return REFERENCE_METRICS if have_references else JUDGE_METRICS
     return tuple(m for m in JUDGE_METRICS + REFERENCE_METRICS if m in requested)
 
@@ -76,9 +77,9 @@ def output_path(cfg: EvalConfig) -> Path:
     """Where the results go, refused when it would replace a file without ``--overwrite`` or a samples file."""
     out = Path(cfg.output or f"{cfg.samples[0]}.eval.json")
     if any(out.resolve() == Path(s).resolve() for s in cfg.samples):
-        raise ValueError(f"--output {out} is one of the samples files")
+        raise ConfigError(f"--output {out} is one of the samples files")
     if out.is_dir():
-        raise ValueError(f"--output {out} is a directory")
+        raise ConfigError(f"--output {out} is a directory")
     return refuse_existing(out, cfg.overwrite, other="--output")
 
 
@@ -139,9 +140,9 @@ def json_safe(value: Any) -> Any:
 def evaluate(cfg: EvalConfig) -> tuple[Path, dict[str, Any]]:
     """Compute what ``cfg`` asks for and write it to the output JSON; returns its path and contents."""
     if cfg.max_samples is not None and cfg.max_samples < 1:
-        raise ValueError(f"--max-samples must be at least 1, got {cfg.max_samples}")
+        raise ConfigError(f"--max-samples must be at least 1, got {cfg.max_samples}")
     if cfg.batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {cfg.batch_size}")
+        raise ConfigError(f"--batch-size must be at least 1, got {cfg.batch_size}")
     out = output_path(cfg)
     per_file = [(name, read_samples(name)) for name in cfg.samples]
     records = [record for _, file_records in per_file for record in file_records]
@@ -154,7 +155,7 @@ def evaluate(cfg: EvalConfig) -> tuple[Path, dict[str, Any]]:
     gold = None if gold is None else gold[: len(records)]
     wanted = chosen_metrics(cfg.metrics, gold is not None)
     if gold is None and any(m in REFERENCE_METRICS for m in wanted):
-        raise ValueError("BLEU/ROUGE need references: samples with a 'reference' field, or --references FILE")
+        raise ConfigError("BLEU/ROUGE need references: samples with a 'reference' field, or --references FILE")
     texts = [record.text for record in records]
     distinct = settings_summary(records)
     result: dict[str, Any] = {

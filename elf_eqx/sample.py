@@ -19,6 +19,7 @@ import jax
 
 from elf_eqx.cli.errors import cli_main, flag_errors
 from elf_eqx.families import ELF_FAMILY, Family
+from elf_eqx.errors import ConfigError
 from elf_eqx.sampling.config import SampleConfig, parse_sample_config
 from elf_eqx.sampling.records import ConditionInput, check_writable, read_condition_inputs, write_samples_jsonl
 from elf_eqx.sampling.settings import SamplerSettings
@@ -38,7 +39,7 @@ def sample(cfg: SampleConfig) -> tuple[Path, list[dict[str, Any]]]:
     """Draw the samples ``cfg`` describes, write them to the output JSONL (process 0) and return
     its path and the records."""
     if not cfg.source:
-        raise ValueError("give the model source: a training output directory, a checkpoint, or a hub id")
+        raise ConfigError("give the model source: a training output directory, a checkpoint, or a hub id")
     load, draw, given = cfg.load, cfg.draw, cfg.inputs
     inputs = read_condition_inputs(given.input) if given.input else [ConditionInput(p) for p in given.prompt]
     if inputs and draw.num_samples is not None:

@@ -7,6 +7,8 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from elf_eqx.errors import ConfigError
+
 EOS_TOKEN = "<|endoftext|>"
 
 
@@ -16,7 +18,7 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, folder: str | Pat
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     if vocab_size < 300:
-        raise ValueError(f"--vocab-size {vocab_size} is too small for a byte-level BPE (256 bytes + merges)")
+        raise ConfigError(f"--vocab-size {vocab_size} is too small for a byte-level BPE (256 bytes + merges)")
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()

@@ -14,6 +14,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from elf_eqx.errors import ConfigError, DataError
 from elf_eqx.evaluate.judge import GPT2, token_nll
 
 
@@ -23,7 +24,7 @@ def pack_blocks(documents: Sequence[Sequence[int]], eos_id: int, block_size: int
     stream = np.fromiter((t for doc in documents for t in (*doc, eos_id)), np.int32)
     n = len(stream) // block_size
     if n == 0:
-        raise ValueError(f"the corpus has {len(stream)} tokens, fewer than one block of {block_size}")
+        raise DataError(f"the corpus has {len(stream)} tokens, fewer than one block of {block_size}")
     return stream[: n * block_size].reshape(n, block_size)
 
 
@@ -102,9 +103,9 @@ def train_lm(
     ``key`` and the model. ``on_step(step, loss)`` runs after each step; with ``valid_blocks`` and
     ``eval_every > 0``, ``on_eval(step, valid block perplexity)`` runs every ``eval_every`` steps."""
     if steps < 2:
-        raise ValueError(f"--steps must be at least 2, got {steps}")
+        raise ConfigError(f"--steps must be at least 2, got {steps}")
     if len(blocks) < batch_size:
-        raise ValueError(f"{len(blocks)} training blocks are fewer than one batch of {batch_size}")
+        raise DataError(f"{len(blocks)} training blocks are fewer than one batch of {batch_size}")
     optimizer = judge_optimizer(learning_rate, steps, warmup, weight_decay)
     opt_state = optimizer.init(eqx.filter(model, eqx.is_array))
     step = make_lm_step(optimizer)

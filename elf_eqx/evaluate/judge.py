@@ -24,6 +24,7 @@ from elf_eqx.nn.norm import LayerNorm
 from elf_eqx.encoders.layers import activation, attend, scan_layers, split_heads
 from elf_eqx.encoders.sources import read_config, resolve_source
 from elf_eqx.encoders.weights import Slot, fill_module, shape_template, strip_prefix
+from elf_eqx.errors import IncompatibleModelError, MissingInputError
 from elf_eqx.io.safetensors_io import read_safetensors_folder
 from elf_eqx.nn import Linear
 
@@ -53,10 +54,13 @@ class GPT2Config:
         """From a GPT-2 ``config.json`` dict; options that change the attention are refused."""
         for option in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
             if config.get(option, False):
-                raise ValueError(f"GPT-2 judge: {option}=True is not supported")
+                raise IncompatibleModelError(f"GPT-2 judge: {option}=True is not supported")
         if not config.get("scale_attn_weights", True):
-            raise ValueError("GPT-2 judge: scale_attn_weights=False is not supported")
-        activation(config.get("activation_function", "gelu_new"))
+            raise IncompatibleModelError("GPT-2 judge: scale_attn_weights=False is not supported")
+        try:
+            activation(config.get("activation_function", "gelu_new"))
+        except ValueError as err:
+            raise IncompatibleModelError(f"GPT-2 judge: {err}") from None
         fields = {f.name for f in dataclasses.fields(GPT2Config)}
         known = {k: v for k, v in config.items() if k in fields and v is not None}
         return GPT2Config(**{**known, "n_inner": config.get("n_inner")})
@@ -218,7 +222,8 @@ def load_judge(source: str | Path, *, dtype: Any = jnp.float32) -> GPT2:
     path = resolve_source(source)
     raw = read_config(path)
     if raw.get("model_type") != "gpt2":
-        raise ValueError(f"{source}: the judge must be a GPT-2 checkpoint, got model_type {raw.get('model_type')!r}")
+        raise IncompatibleModelError(f"{source}: the judge must be a GPT-2 checkpoint, "
+                                     f"got model_type {raw.get('model_type')!r}")
     return gpt2_from_hf_tensors(GPT2Config.from_hf(raw), read_safetensors_folder(path),
                                 what=f"GPT-2 checkpoint {source}", dtype=dtype)
 
@@ -227,4 +232,10 @@ def load_judge_tokenizer(source: str | Path) -> Any:
     """The judge's tokenizer (``transformers.AutoTokenizer``) from the same hub id or folder."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(resolve_source(source)))
+    path = resolve_source(source)
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except OSError as err:  # no tokenizer files in the folder
+        raise MissingInputError(f"could not load the judge's tokenizer from {source} ({path}): {err}") from err
+    except ValueError as err:  # tokenizer files transformers cannot use
+        raise IncompatibleModelError(f"could not load the judge's tokenizer from {source} ({path}): {err}") from err

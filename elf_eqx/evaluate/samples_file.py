@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from elf_eqx.errors import DataError
 from elf_eqx.io.jsonl import json_lines
 
 
@@ -27,7 +28,7 @@ def optional_str(record: dict[str, Any], field: str, where: str) -> str | None:
     """``record[field]`` when present; an error when it is present but not a string."""
     value = record.get(field)
     if value is not None and not isinstance(value, str):
-        raise ValueError(f"{where}: '{field}' must be a string, got {type(value).__name__}")
+        raise DataError(f"{where}: '{field}' must be a string, got {type(value).__name__}")
     return value
 
 
@@ -37,13 +38,13 @@ def read_samples(path: str | Path) -> list[SampleRecord]:
     for number, raw in json_lines(path, "--samples"):
         where = f"{path}:{number}"
         if not isinstance(raw.get("text"), str):
-            raise ValueError(f"{where}: a sample needs a string 'text' field")
+            raise DataError(f"{where}: a sample needs a string 'text' field")
         settings = raw.get("settings")
         records.append(SampleRecord(text=raw["text"], where=where, input=optional_str(raw, "input", where),
                                     reference=optional_str(raw, "reference", where),
                                     settings=settings if isinstance(settings, dict) else None))
     if not records:
-        raise ValueError(f"{path}: no samples")
+        raise DataError(f"{path}: no samples")
     return records
 
 
@@ -62,10 +63,10 @@ def read_references(path: str | Path) -> list[ReferencePair]:
         where = f"{path}:{number}"
         output = optional_str(raw, "output", where)
         if output is None:
-            raise ValueError(f"{where}: a reference record needs a string 'output' field")
+            raise DataError(f"{where}: a reference record needs a string 'output' field")
         pairs.append(ReferencePair(optional_str(raw, "input", where), output))
     if not pairs:
-        raise ValueError(f"{path}: no references")
+        raise DataError(f"{path}: no references")
     return pairs
 
 
@@ -79,12 +80,12 @@ def align_references(samples: Sequence[SampleRecord], pairs: Sequence[ReferenceP
     """
     inputs_known = all(s.input is not None and p.input is not None for s, p in zip(samples, pairs))
     if len(pairs) < len(samples) or (len(pairs) > len(samples) and not inputs_known):
-        raise ValueError(f"--references {path} has {len(pairs)} records but there are {len(samples)} samples "
-                         "(they are paired by order)")
+        raise DataError(f"--references {path} has {len(pairs)} records but there are {len(samples)} samples "
+                        "(they are paired by order)")
     for number, (sample, pair) in enumerate(zip(samples, pairs), start=1):
         if sample.input is not None and pair.input is not None and sample.input != pair.input:
-            raise ValueError(f"{sample.where}: its input differs from record {number} of --references {path}; "
-                             "the files are not aligned")
+            raise DataError(f"{sample.where}: its input differs from record {number} of --references {path}; "
+                            "the files are not aligned")
     return [pair.output for pair in pairs[: len(samples)]]
 
 
@@ -95,6 +96,6 @@ def own_references(samples: Sequence[SampleRecord]) -> list[str] | None:
     if len(missing) == len(samples):
         return None
     if missing:
-        raise ValueError(f"{missing[0].where}: no 'reference' field while other samples have one; "
-                         "pass --references FILE to score them all")
+        raise DataError(f"{missing[0].where}: no 'reference' field while other samples have one; "
+                        "pass --references FILE to score them all")
     return [s.reference for s in samples]

@@ -8,6 +8,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from elf_eqx.errors import IncompatibleModelError
 from elf_eqx.evaluate.judge import GPT2, JUDGE_MAX_LENGTH
 from elf_eqx.evaluate.bleu import corpus_bleu
 from elf_eqx.evaluate.entropy import mean_entropy
@@ -20,11 +21,11 @@ MIN_JUDGE_VOCAB = 256  # a byte-level BPE has at least the 256 byte tokens
 def check_judge_tokenizer(judge_tokenizer: Any) -> int:
     """The tokenizer's EOS id, after refusing a tokenizer without EOS or without a vocabulary."""
     if judge_tokenizer.eos_token_id is None:
-        raise ValueError("the judge tokenizer has no EOS token")
+        raise IncompatibleModelError("the judge tokenizer has no EOS token")
     if len(judge_tokenizer) < MIN_JUDGE_VOCAB:
         # transformers builds an empty GPT-2 tokenizer, silently, from a folder without tokenizer files.
-        raise ValueError(f"the judge tokenizer has only {len(judge_tokenizer)} ids; is the judge folder "
-                         "missing tokenizer.json (or vocab.json + merges.txt)?")
+        raise IncompatibleModelError(f"the judge tokenizer has only {len(judge_tokenizer)} ids; is the judge "
+                                     "folder missing tokenizer.json (or vocab.json + merges.txt)?")
     return judge_tokenizer.eos_token_id
 
 
@@ -69,8 +70,8 @@ def evaluate_unconditional(
     rows = judge_token_rows(judge_tokenizer, texts)
     largest = max([max(row) for row in rows if row] + [eos_id])
     if largest >= judge.config.vocab_size:
-        raise ValueError(f"the judge tokenizer gives id {largest} but the judge's vocabulary has "
-                         f"{judge.config.vocab_size} ids: tokenizer and judge do not belong together")
+        raise IncompatibleModelError(f"the judge tokenizer gives id {largest} but the judge's vocabulary has "
+                                     f"{judge.config.vocab_size} ids: tokenizer and judge do not belong together")
     entropy, num_empty = mean_entropy(rows)
     context = min(max_length, judge.config.n_positions)
     judged = scored_rows(rows, eos_id=eos_id, max_length=context, append_eos=append_eos)

@@ -19,18 +19,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from elf_eqx.errors import OutputExistsError
+
 
 def refuse_existing(path: str | Path, overwrite: bool = False, *, flag: str | None = "--overwrite",
                     other: str | None = None) -> Path:
-    """``path`` as a :class:`Path`; ``FileExistsError`` when it exists and ``overwrite`` is off.
+    """``path`` as a :class:`Path`; :class:`~elf_eqx.errors.OutputExistsError` (a
+    ``FileExistsError``) when it exists and ``overwrite`` is off.
 
     The message names the path and the flag that allows replacing it (``flag=None``: the tool
     never replaces anything) and, with ``other``, the flag that picks another destination."""
     path = Path(path)
     if path.exists() and not overwrite:
         if flag is None:
-            raise FileExistsError(f"{path} exists and is never overwritten" + (f"; choose another {other}" if other else ""))
-        raise FileExistsError(f"{path} exists; pass {flag} to replace it" + (f", or another {other}" if other else ""))
+            raise OutputExistsError(f"{path} exists and is never overwritten"
+                                    + (f"; choose another {other}" if other else ""))
+        raise OutputExistsError(f"{path} exists; pass {flag} to replace it"
+                                + (f", or another {other}" if other else ""))
     return path
 
 
@@ -107,7 +112,7 @@ def staged_folder(destination: str | Path, *, overwrite: bool = False, flag: str
             shutil.rmtree(staging, ignore_errors=True)
             return
         if not overwrite:
-            raise FileExistsError(f"{destination} appeared during this run; the finished result is kept at {staging}")
+            raise OutputExistsError(f"{destination} appeared during this run; the finished result is kept at {staging}")
         shutil.rmtree(destination)
     try:
         staging.rename(destination)

@@ -15,6 +15,8 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from elf_eqx.errors import BadWeightsError, MissingInputError
+
 _EXT_NDARRAY, _EXT_COMPLEX, _EXT_NPSCALAR = 1, 2, 3
 _CHUNKED_MARKER = "__msgpack_chunked_array__"
 
@@ -47,14 +49,14 @@ def read_flax_msgpack(path: str | Path) -> dict[str, Any]:
     """The nested dict stored in a Flax msgpack checkpoint file, arrays as NumPy arrays."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Flax checkpoint file not found: {path}")
+        raise MissingInputError(f"Flax checkpoint file not found: {path}")
     try:
         tree = msgpack.unpackb(path.read_bytes(), ext_hook=_ext_hook, raw=False, strict_map_key=False)
     except (msgpack.exceptions.ExtraData, msgpack.exceptions.UnpackException, ValueError) as err:
         hint = " (the file ends early: truncated or incomplete download?)" if "incomplete" in str(err) else ""
-        raise ValueError(f"{path} is not a Flax msgpack checkpoint: {err}{hint}") from err
+        raise BadWeightsError(f"{path} is not a Flax msgpack checkpoint: {err}{hint}") from err
     if not isinstance(tree, dict):
-        raise ValueError(f"{path} holds a {type(tree).__name__}, not a Flax checkpoint dict")
+        raise BadWeightsError(f"{path} holds a {type(tree).__name__}, not a Flax checkpoint dict")
     return _unchunk(tree)
 
 

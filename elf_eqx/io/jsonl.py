@@ -7,9 +7,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from elf_eqx.errors import DataError, MissingInputError
+
 
 def json_objects(
-    lines: Iterable[str], where: str, error: type[Exception] = ValueError
+    lines: Iterable[str], where: str, error: type[Exception] = DataError
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` for each non-blank JSONL line of ``lines``; a line that is not a
     JSON object raises ``error`` naming ``where:<line number>``."""
@@ -27,9 +29,13 @@ def json_objects(
 
 def json_lines(path: str | Path, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` for each non-blank line of a JSONL file; ``what`` names the file's
-    role (e.g. ``--samples``) in errors."""
+    role (e.g. ``--samples``) in errors: :class:`~elf_eqx.errors.MissingInputError` when it is
+    not there, :class:`~elf_eqx.errors.DataError` for a line that is not a JSON object."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} file not found: {path}")
+        raise MissingInputError(f"{what} file not found: {path}")
     with path.open(encoding="utf-8") as lines:
-        yield from json_objects(lines, str(path))
+        try:
+            yield from json_objects(lines, str(path))
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: not UTF-8 text") from None

@@ -15,11 +15,14 @@ from typing import Any
 
 import numpy as np
 
+# UnsafePickleError is imported from here too.
+from elf_eqx.errors import BadWeightsError, MissingInputError, UnsafePickleError
+
 
 def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
     """What protocol-2 pickles call as ``_codecs.encode`` to rebuild ``bytes``; only latin-1."""
     if not isinstance(text, str) or encoding != "latin1":
-        raise pickle.UnpicklingError(f"_codecs.encode is only allowed as (str, 'latin1'), got encoding {encoding!r}")
+        raise UnsafePickleError(f"_codecs.encode is only allowed as (str, 'latin1'), got encoding {encoding!r}")
     return text.encode("latin1")
 
 
@@ -44,10 +47,6 @@ _CORE: dict[tuple[str, str], tuple[str, str]] = {
     for package in ("numpy.core", "numpy._core")
     for sub, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))
 }
-
-
-class UnsafePickleError(pickle.UnpicklingError):
-    """The pickle asked for a global outside the NumPy/plain-container allow-list."""
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -77,8 +76,14 @@ def safe_loads(data: bytes, *, source: str = "<bytes>") -> Any:
 
 
 def safe_load(path: str | Path) -> Any:
-    """Unpickle the file at ``path`` with the restrictions of :func:`safe_loads`."""
+    """Unpickle the file at ``path`` with the restrictions of :func:`safe_loads`; a file that is
+    not a whole pickle is a :class:`~elf_eqx.errors.BadWeightsError` naming it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"pickle file not found: {path}")
-    return safe_loads(path.read_bytes(), source=str(path))
+        raise MissingInputError(f"pickle file not found: {path}")
+    try:
+        return safe_loads(path.read_bytes(), source=str(path))
+    except UnsafePickleError:
+        raise
+    except Exception as err:  # damaged or foreign bytes: unpickling raises many types (EOFError, ...)
+        raise BadWeightsError(f"{path}: not a readable pickle ({type(err).__name__}: {err})") from err

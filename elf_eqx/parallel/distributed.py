@@ -6,6 +6,8 @@ import os
 
 import jax
 
+from elf_eqx.errors import ConfigError
+
 # Environment variables by which cluster launchers announce a multi-process job; with none of
 # them set (a plain machine), jax.distributed is not started.
 CLUSTER_ENV = ("SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS",
@@ -20,10 +22,10 @@ def initialize_distributed(
     Must run before anything touches a device."""
     given = [coordinator_address is not None, num_processes is not None, process_id is not None]
     if any(given) and not all(given):
-        raise ValueError("--coordinator-address, --num-processes and --process-id go together (give all three)")
+        raise ConfigError("--coordinator-address, --num-processes and --process-id go together (give all three)")
     if all(given):
         if not 0 <= process_id < num_processes:
-            raise ValueError(f"--process-id {process_id} is not in [0, --num-processes={num_processes})")
+            raise ConfigError(f"--process-id {process_id} is not in [0, --num-processes={num_processes})")
         jax.distributed.initialize(coordinator_address, num_processes, process_id)
         return True
     if any(os.environ.get(name) for name in CLUSTER_ENV):

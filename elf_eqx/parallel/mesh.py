@@ -17,6 +17,8 @@ import numpy as np
 from jax.sharding import AbstractMesh, AxisType, Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Shaped
 
+from elf_eqx.errors import MeshError
+
 DATA_AXIS, FSDP_AXIS, TENSOR_AXIS = "data", "fsdp", "tensor"
 MESH_AXES = (DATA_AXIS, FSDP_AXIS, TENSOR_AXIS)
 BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
@@ -34,18 +36,18 @@ class MeshConfig:
         """``(data, fsdp, tensor)`` for ``device_count`` devices; a clear error when they do not fit."""
         for name in ("fsdp", "tensor"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--mesh-{name} must be at least 1, got {getattr(self, name)}")
+                raise MeshError(f"--mesh-{name} must be at least 1, got {getattr(self, name)}")
         data = self.data
         if data == -1:
             if device_count % (self.fsdp * self.tensor):
-                raise ValueError(f"{device_count} devices do not split into fsdp {self.fsdp} × tensor {self.tensor}")
+                raise MeshError(f"{device_count} devices do not split into fsdp {self.fsdp} × tensor {self.tensor}")
             data = device_count // (self.fsdp * self.tensor)
         elif data < 1:
-            raise ValueError(f"--mesh-data must be -1 or at least 1, got {data}")
+            raise MeshError(f"--mesh-data must be -1 or at least 1, got {data}")
         size = data * self.fsdp * self.tensor
         if size > device_count:
-            raise ValueError(f"mesh (data {data}, fsdp {self.fsdp}, tensor {self.tensor}) needs {size} devices, "
-                             f"but only {device_count} are available")
+            raise MeshError(f"mesh (data {data}, fsdp {self.fsdp}, tensor {self.tensor}) needs {size} devices, "
+                            f"but only {device_count} are available")
         return data, self.fsdp, self.tensor
 
 
@@ -83,7 +85,7 @@ def check_global_batch(global_batch: int, mesh: Mesh | AbstractMesh) -> None:
     n = batch_split(mesh)
     if global_batch % n:
         axes = "×".join(batch_axes(mesh))
-        raise ValueError(f"--global-batch {global_batch} is not divisible by the {n} devices of the {axes} axis")
+        raise MeshError(f"--global-batch {global_batch} is not divisible by the {n} devices of the {axes} axis")
 
 
 def shard_batch(local: Any, sharding: NamedSharding) -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from elf_eqx.errors import BadWeightsError, MissingInputError, UserError
 from elf_eqx.io.flax_msgpack import flatten_params, read_flax_msgpack
 
 # Which entry of the release dict holds which weights.
@@ -54,8 +55,8 @@ def _check_weights(weights: Sequence[str]) -> list[str]:
 def _require_entries(path: Path, entries: Sequence[str], present: Sequence[str]) -> None:
     missing = [e for e in entries if e not in present]
     if missing:
-        raise ValueError(f"{path} has no {', '.join(map(repr, missing))} entry: it holds {sorted(present)}, "
-                         "not a released ELF checkpoint")
+        raise BadWeightsError(f"{path} has no {', '.join(map(repr, missing))} entry: it holds {sorted(present)}, "
+                              "not a released ELF checkpoint")
 
 
 def _read_orbax_entries(folder: Path, entries: Sequence[str]) -> dict[str, Any]:
@@ -67,27 +68,29 @@ def _read_orbax_entries(folder: Path, entries: Sequence[str]) -> dict[str, Any]:
         with ocp.PyTreeCheckpointer() as checkpointer:
             stored = checkpointer.metadata(folder.absolute()).item_metadata.tree
             if not isinstance(stored, dict):
-                raise ValueError(f"holds a {type(stored).__name__}, not a checkpoint dict")
+                raise BadWeightsError(f"{folder}: cannot read this orbax checkpoint "
+                                      f"(holds a {type(stored).__name__}, not a checkpoint dict)")
             _require_entries(folder, entries, list(stored))
             wanted = {name: stored[name] for name in [*entries, "step"] if name in stored}
             item = jax.tree.map(lambda _: 0, wanted)
             as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
             restore = ocp.args.PyTreeRestore(item=item, restore_args=as_numpy, partial_restore=True)
             return checkpointer.restore(folder.absolute(), args=restore)
+    except UserError:
+        raise
     except ValueError as err:
-        if str(folder) in str(err):
-            raise
-        raise ValueError(f"{folder}: cannot read this orbax checkpoint ({err})") from err
+        raise BadWeightsError(f"{folder}: cannot read this orbax checkpoint ({err})") from err
     except Exception as err:  # orbax/tensorstore raise many types for a damaged folder
-        raise ValueError(f"{folder}: cannot read this orbax checkpoint ({type(err).__name__}: {err})") from err
+        raise BadWeightsError(f"{folder}: cannot read this orbax checkpoint ({type(err).__name__}: {err})") from err
 
 
 def read_release_weights(path: str | Path, weights: Sequence[str] = ("ema",)) -> ReleaseWeights:
     """The ``weights`` (``"ema"`` → ``ema_params1``, ``"raw"`` → ``params``) of the release
     checkpoint file or orbax folder at ``path``, flattened to reference names, and its step.
 
-    Raises ``FileNotFoundError`` when ``path`` is neither, ``ValueError`` naming ``path`` when it
-    cannot be decoded (truncated, garbage) or lacks an entry.
+    Raises :class:`~elf_eqx.errors.MissingInputError` when ``path`` is neither,
+    :class:`~elf_eqx.errors.BadWeightsError` naming ``path`` when it cannot be decoded (truncated,
+    garbage) or lacks an entry.
     """
     path = Path(path)
     entries = _check_weights(weights)
@@ -97,11 +100,11 @@ def read_release_weights(path: str | Path, weights: Sequence[str] = ("ema",)) ->
     elif (folder := orbax_item_folder(path)) is not None:
         tree = _read_orbax_entries(folder, entries)
     else:
-        raise FileNotFoundError(f"{path} is neither a Flax msgpack checkpoint file nor an orbax checkpoint folder")
+        raise MissingInputError(f"{path} is neither a Flax msgpack checkpoint file nor an orbax checkpoint folder")
     params = {}
     for kind, entry in zip(weights, entries):
         if not isinstance(tree[entry], dict):
-            raise ValueError(f"{path}: {entry!r} is a {type(tree[entry]).__name__}, not a parameter dict")
+            raise BadWeightsError(f"{path}: {entry!r} is a {type(tree[entry]).__name__}, not a parameter dict")
         params[kind] = flatten_params(tree[entry])
     step = tree.get("step")
     return ReleaseWeights(params=params, step=None if step is None else int(np.asarray(step)))

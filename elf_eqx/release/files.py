@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from elf_eqx.errors import MissingInputError
+
 CHECKPOINT_NAME = re.compile(r"^checkpoint_(\d+)$")
 ENCODER_PICKLE_NAME = "t5_small_encoder_jax.pkl"
 
@@ -27,12 +29,12 @@ def pick_checkpoint(folder: Path, step: int | None = None) -> Path:
     """The newest ``checkpoint_<step>`` under ``folder``, or the one of ``step``."""
     found = release_checkpoints(folder)
     if not found:
-        raise FileNotFoundError(f"{folder} holds no release checkpoint (a checkpoint_<step> file or folder) "
+        raise MissingInputError(f"{folder} holds no release checkpoint (a checkpoint_<step> file or folder) "
                                 "and no training checkpoints (checkpoints/<step>/)")
     if step is None:
         return found[max(found)]
     if step not in found:
-        raise FileNotFoundError(f"{folder} has no checkpoint_{step}; its steps: {sorted(found)}")
+        raise MissingInputError(f"{folder} has no checkpoint_{step}; its steps: {sorted(found)}")
     return found[step]
 
 
@@ -71,9 +73,9 @@ def _newest_on_hub(repo: str, prefix: str, step: int | None) -> str | None:
         if name.startswith(prefix) and (match := CHECKPOINT_NAME.match(name[len(prefix):].split("/")[0])):
             steps[int(match.group(1))] = prefix + name[len(prefix):].split("/")[0]
     if not steps:
-        raise FileNotFoundError(f"hub repo {repo} has no checkpoint_<step> under {prefix or 'its root'}")
+        raise MissingInputError(f"hub repo {repo} has no checkpoint_<step> under {prefix or 'its root'}")
     if step is not None and step not in steps:
-        raise FileNotFoundError(f"hub repo {repo} has no {prefix}checkpoint_{step}; its steps: {sorted(steps)}")
+        raise MissingInputError(f"hub repo {repo} has no {prefix}checkpoint_{step}; its steps: {sorted(steps)}")
     return steps[step if step is not None else max(steps)]
 
 
@@ -91,9 +93,9 @@ def download_release(hub_id: str, step: int | None = None) -> tuple[Path, Path]:
     try:
         root = Path(snapshot_download(repo, allow_patterns=[*checkpoints, "*.pkl"]))
     except Exception as err:  # hub client errors have many types; all mean "cannot have it"
-        raise FileNotFoundError(f"could not fetch the release {hub_id!r} from the Hugging Face hub "
+        raise MissingInputError(f"could not fetch the release {hub_id!r} from the Hugging Face hub "
                                 f"({type(err).__name__}: {err}); offline, pass a local checkpoint path") from err
     folder = root / sub if sub else root
     if not folder.is_dir():
-        raise FileNotFoundError(f"hub release {hub_id!r}: the downloaded repo has no folder {sub!r}")
+        raise MissingInputError(f"hub release {hub_id!r}: the downloaded repo has no folder {sub!r}")
     return root, folder

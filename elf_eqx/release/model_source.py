@@ -15,7 +15,7 @@ from elf_eqx.training.checkpoint import STATE
 from elf_eqx.training.run_directory import open_run
 from elf_eqx.config import PRESETS
 from elf_eqx.encoders.sources import is_hub_id
-from elf_eqx.errors import ConfigError
+from elf_eqx.errors import ConfigError, IncompatibleModelError, MissingInputError, UserError
 from elf_eqx.families import ELF_FAMILY, Family, family_named
 from elf_eqx.flow import FlowConstants
 from elf_eqx.release.checkpoint import WEIGHT_ENTRIES, orbax_item_folder, read_release_weights
@@ -111,8 +111,8 @@ def _from_training_run(path: Path, weights: Sequence[str], step: int | None, enc
     def check(record: dict[str, Any]) -> None:
         for needed in ("elf", "encoder", "data_spec"):
             if needed not in (record.get("run_config") or {}):
-                raise ConfigError(f"{path}: the run config stored with step {record.get('step')} has no "
-                                 f"{needed!r} entry; cannot sample from it")
+                raise IncompatibleModelError(f"{path}: the run config stored with step {record.get('step')} "
+                                             f"has no {needed!r} entry; cannot sample from it")
         if "raw" in weights and (record.get("metadata") or {}).get("weights") == "ema":
             raise ConfigError(f"{path} holds only EMA weights (converted with --weights ema); use weights='ema'")
 
@@ -132,7 +132,8 @@ def _from_training_run(path: Path, weights: Sequence[str], step: int | None, enc
     for kind in weights:
         model = models[_PART[kind]]
         if architecture is not None and preset_name(model.config) != architecture:
-            raise ValueError(f"{path}: the model is {preset_name(model.config)} ({model.config}), not {architecture}")
+            raise IncompatibleModelError(f"{path}: the model is {preset_name(model.config)} ({model.config}), "
+                                         f"not {architecture}")
         bundles[kind] = ModelBundle(
             model=model,
             tokenizer=tokenizer or run_config.get("tokenizer") or run_config["encoder"],
@@ -167,8 +168,10 @@ def _from_release(checkpoint: Path, folder: Path, repo_root: Path, name: str, we
         flat = release.params[kind]
         try:
             model = model_from_reference_params(flat, release_config(flat, architecture))
-        except ValueError as err:
-            raise ValueError(f"{checkpoint} ({WEIGHT_ENTRIES[kind]}): {err}") from err
+        except UserError as err:  # weights that are no ELF, or not the --architecture asked for
+            raise type(err)(f"{checkpoint} ({WEIGHT_ENTRIES[kind]}): {err}") from err
+        except ValueError as err:  # ELFConfig refusing the architecture the weights' shapes imply
+            raise IncompatibleModelError(f"{checkpoint} ({WEIGHT_ENTRIES[kind]}): {err}") from err
         bundles[kind] = ModelBundle(
             model=model,
             tokenizer=tokenizer or RELEASE_TOKENIZER,
@@ -203,9 +206,9 @@ def load_model_source_weights(
     """:func:`load_model_source` for several ``weights`` kinds at once (the checkpoint is read
     once): ``{kind: bundle}``."""
     if not weights or any(w not in _PART for w in weights):
-        raise ValueError(f"weights must be among 'ema', 'raw', got {list(weights)}")
+        raise ConfigError(f"weights must be among 'ema', 'raw', got {list(weights)}")
     if architecture is not None and architecture not in PRESETS:
-        raise ValueError(f"unknown ELF preset {architecture!r}; choose one of {sorted(PRESETS)}")
+        raise ConfigError(f"unknown ELF preset {architecture!r}; choose one of {sorted(PRESETS)}")
     args = dict(weights=weights, encoder=encoder, tokenizer=tokenizer, task=task, architecture=architecture)
     path = Path(source).expanduser()
     if path.exists():
@@ -214,7 +217,7 @@ def load_model_source_weights(
         if path.is_file() or orbax_item_folder(path) is not None:
             named = CHECKPOINT_NAME.match(path.name)
             if step is not None and not (named and int(named.group(1)) == step):
-                raise ValueError(f"step={step} cannot be chosen for the single checkpoint {path}")
+                raise ConfigError(f"step={step} cannot be chosen for the single checkpoint {path}")
             return _from_release(path, path.parent, path.parent, str(path), **args)
         return _from_release(pick_checkpoint(path, step), path, path, str(path), **args)
     repo, _ = split_hub_release(source)
@@ -222,10 +225,10 @@ def load_model_source_weights(
         try:
             root, folder = download_release(source, step)
         except FileNotFoundError as err:
-            raise FileNotFoundError(f"model source not found: {source} is no local file or folder; as a hub "
+            raise MissingInputError(f"model source not found: {source} is no local file or folder; as a hub "
                                     f"release org/repo[/subpath]: {err}") from err
         return _from_release(pick_checkpoint(folder, step), folder, root, source, **args)
-    raise FileNotFoundError(f"model source not found: {source} (looked for a local training output directory, "
+    raise MissingInputError(f"model source not found: {source} (looked for a local training output directory, "
                             "checkpoint file or folder, or a release folder; a hub release is org/repo[/subpath])")
 
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from elf_eqx.config import ELFConfig
+from elf_eqx.errors import BadWeightsError, IncompatibleModelError
 from elf_eqx.release.checkpoint import WEIGHT_ENTRIES, read_release_weights
 from elf_eqx.model import ELF
 
@@ -67,7 +68,7 @@ _BLOCK: dict[str, Callable[[ELF], Any]] = {
 def _reference_depth(flat: Mapping[str, np.ndarray]) -> int:
     indices = {int(name.split("/")[0].removeprefix("blocks_")) for name in flat if name.startswith("blocks_")}
     if indices != set(range(len(indices))):
-        raise ValueError(f"reference parameters have non-contiguous block indices {sorted(indices)}")
+        raise BadWeightsError(f"reference parameters have non-contiguous block indices {sorted(indices)}")
     return len(indices)
 
 
@@ -81,7 +82,7 @@ def config_from_reference(flat: Mapping[str, np.ndarray], **overrides) -> ELFCon
                 "blocks_0/attn/q_norm/weight", "blocks_0/mlp/w3/kernel", "self_cond_cfg_tokens", "mode_tokens"]
     missing = [n for n in required if n not in flat]
     if missing:
-        raise ValueError(f"not an ELF parameter set: missing {missing}")
+        raise BadWeightsError(f"not an ELF parameter set: missing {missing}")
     hidden = flat["t_emb_tokens"].shape[-1]
     head_dim = flat["blocks_0/attn/q_norm/weight"].shape[0]
     inferred = dict(
@@ -98,7 +99,7 @@ def config_from_reference(flat: Mapping[str, np.ndarray], **overrides) -> ELFCon
     config = ELFConfig(**{**inferred, **overrides})
     mlp_hidden = flat["blocks_0/mlp/w3/kernel"].shape[0]
     if config.mlp_hidden != mlp_hidden:
-        raise ValueError(
+        raise IncompatibleModelError(
             f"SwiGLU width {mlp_hidden} in the checkpoint does not match mlp_ratio={config.mlp_ratio} "
             f"(which gives {config.mlp_hidden}); pass mlp_ratio explicitly"
         )
@@ -135,7 +136,8 @@ def model_from_reference_params(flat: Mapping[str, np.ndarray], config: ELFConfi
         if n in flat and tuple(np.shape(flat[n])) != shape
     ]
     if problems:
-        raise ValueError("reference parameters do not fit ELF " + repr(config) + ":\n  " + "\n  ".join(problems))
+        raise IncompatibleModelError("reference parameters do not fit ELF " + repr(config) + ":\n  "
+                                     + "\n  ".join(problems))
 
     leaves, wheres = [], []
     for name, where in _TOP.items():

@@ -16,6 +16,7 @@ import numpy as np
 
 from elf_eqx.config import PRESETS, ELFConfig, preset
 from elf_eqx.data.spec import DataSpec
+from elf_eqx.errors import ConfigError
 from elf_eqx.flow import FLOW, FlowConstants
 from elf_eqx.release.names import config_from_reference
 from elf_eqx.sampling.settings import SamplerSettings
@@ -60,7 +61,7 @@ def task_of(name: str, task: str | None = None) -> Task:
     given, else what the name says, else ``owt``."""
     if task is not None:
         if task not in RELEASED_TASKS:
-            raise ValueError(f"--task {task!r} is unknown; released tasks: {sorted(RELEASED_TASKS)}")
+            raise ConfigError(f"--task {task!r} is unknown; released tasks: {sorted(RELEASED_TASKS)}")
         return task
     lowered = name.lower()
     if "xsum" in lowered:

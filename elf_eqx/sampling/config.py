@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 import tyro
 
 from elf_eqx.cli.args import SAMPLE_PRESET_PREFIX, MeshFlags, optional_fields, parse_cli
+from elf_eqx.errors import ConfigError
 from elf_eqx.release.tasks import Task
 from elf_eqx.sampling.settings import SamplerSettings
 
@@ -61,7 +62,7 @@ class DrawSection:
         for name in ("batch_size", "num_samples", "length"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +77,7 @@ class InputSection:
 
     def __post_init__(self) -> None:
         if self.input and self.prompt:
-            raise ValueError("give conditions with --input or --prompt, not both")
+            raise ConfigError("give conditions with --input or --prompt, not both")
 
 
 @dataclasses.dataclass(frozen=True)

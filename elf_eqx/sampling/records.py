@@ -23,6 +23,7 @@ from jaxtyping import Bool, Int
 
 from elf_eqx.data import DataSpec
 
+from elf_eqx.errors import ConfigError, DataError
 from elf_eqx.io.jsonl import json_lines
 from elf_eqx.io.atomic import refuse_existing, write_text_atomic
 
@@ -41,11 +42,11 @@ def read_condition_inputs(path: str | Path) -> list[ConditionInput]:
     inputs = []
     for number, record in json_lines(path, "--input"):
         if not isinstance(record.get("input"), str):
-            raise ValueError(f"{path}:{number}: expected an object with a string 'input' field")
+            raise DataError(f"{path}:{number}: expected an object with a string 'input' field")
         reference = record.get("output")
         inputs.append(ConditionInput(record["input"], reference if isinstance(reference, str) else None))
     if not inputs:
-        raise ValueError(f"{path}: no records")
+        raise DataError(f"{path}: no records")
     return inputs
 
 
@@ -100,7 +101,7 @@ def check_writable(path: str | Path, overwrite: bool) -> Path:
     """``path`` if writing it would destroy nothing (or ``overwrite`` is set); else an error."""
     path = refuse_existing(path, overwrite, other="--output")
     if path.is_dir():
-        raise IsADirectoryError(f"--output {path} is a folder; give a .jsonl file name")
+        raise ConfigError(f"--output {path} is a folder; give a .jsonl file name")
     return path
 
 

@@ -26,7 +26,8 @@ import equinox as eqx
 import jax
 import orbax.checkpoint as ocp
 
-from elf_eqx.errors import CheckpointMismatchError, UnreadableCheckpointError, UserError
+# CheckpointMismatchError and UnreadableCheckpointError are imported from here too.
+from elf_eqx.errors import CheckpointMismatchError, MissingInputError, UnreadableCheckpointError, UserError
 from elf_eqx.training.checkpoint_integrity import damage, quiet_read_only_warning, record_sizes, set_aside
 from elf_eqx.training.signature import as_json, key_from_json, key_to_json, model_signature, signature_diff
 from elf_eqx.training.state_tree import abstract_leaf, fill_template, flatten_nested, misfits, named_leaves, to_nested, unexpected
@@ -71,7 +72,7 @@ class CheckpointManager:
     ):
         self.directory = (Path(output_dir) / subdir).absolute()
         if read_only and not self.directory.is_dir():
-            raise FileNotFoundError(f"no checkpoint directory at {self.directory}")
+            raise MissingInputError(f"no checkpoint directory at {self.directory}")
         if read_only:
             quiet_read_only_warning()
         options = ocp.CheckpointManagerOptions(
@@ -103,9 +104,9 @@ class CheckpointManager:
     def _resolve_step(self, step: int | None) -> int:
         steps = self.all_steps()
         if step is not None and step not in steps:
-            raise FileNotFoundError(f"no complete checkpoint for step {step} in {self.directory}; steps: {steps}")
+            raise MissingInputError(f"no complete checkpoint for step {step} in {self.directory}; steps: {steps}")
         if not steps:
-            raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
+            raise MissingInputError(f"no complete checkpoint in {self.directory}")
         return steps[-1] if step is None else step
 
     def damage(self, step: int) -> str | None:
@@ -129,7 +130,7 @@ class CheckpointManager:
         that does not fit what is asked of it: not damage) is raised at once."""
         steps = [self._resolve_step(step)] if step is not None else self.all_steps()[::-1]
         if not steps:
-            raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
+            raise MissingInputError(f"no complete checkpoint in {self.directory}")
         failures = []
         for s in steps:
             why = self.damage(s)
@@ -229,7 +230,7 @@ class CheckpointManager:
         if diffs:
             raise CheckpointMismatchError(
                 f"{self.directory} holds checkpoints of a different model (latest step {latest}); "
-                f"differing: {'; '.join(diffs)}. Use another output directory or the original settings."
+                f"differing: {'; '.join(diffs)}; use another output directory or the original settings"
             )
 
     def wait_until_finished(self) -> None:

@@ -24,6 +24,7 @@ from jax.typing import DTypeLike
 from optax.contrib import MuonDimensionNumbers, MuonState
 
 from elf_eqx.config import resolve_compute_dtype
+from elf_eqx.errors import ConfigError
 
 # optax.contrib.muon's defaults for its Adam side, which the reference relies on.
 MUON_ADAM_B2 = 0.999
@@ -167,5 +168,5 @@ def make_optimizer(
     elif name == "adamw":
         core = optax.adamw(learning_rate, b1=b1, b2=ADAMW_B2 if b2 is None else b2, weight_decay=weight_decay)
     else:
-        raise ValueError(f"unknown optimizer {name!r} (muon, adamw)")
+        raise ConfigError(f"unknown optimizer {name!r} (muon, adamw)")
     return optax.chain(optax.clip_by_global_norm(clip_norm), core) if clip_norm else core
