@@ -8,6 +8,8 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from elf_eqx.errors import ConfigError
+
 ComputeDtype = Literal["auto", "float32", "bfloat16"]
 RematPolicy = Literal["none", "dots_saveable", "full"]
 AttentionImpl = Literal["auto", "xla", "cudnn"]
@@ -24,7 +26,7 @@ def resolve_compute_dtype(name: str, backend: str | None = None) -> jnp.dtype:
         backend = jax.default_backend() if backend is None else backend
         return jnp.dtype(jnp.float32 if backend == "cpu" else jnp.bfloat16)
     if name not in ("float32", "bfloat16"):
-        raise ValueError(f"compute_dtype must be auto, float32 or bfloat16, got {name!r}")
+        raise ConfigError(f"compute_dtype must be auto, float32 or bfloat16, got {name!r}")
     return jnp.dtype(name)
 
 
@@ -33,7 +35,7 @@ def normalize_remat(value: str | bool | None) -> str:
     if value is True or value is False:
         return "full" if value else "none"
     if value not in REMAT_POLICIES:
-        raise ValueError(f"remat must be one of {list(REMAT_POLICIES)} (or a bool), got {value!r}")
+        raise ConfigError(f"remat must be one of {list(REMAT_POLICIES)} (or a bool), got {value!r}")
     return value
 
 
@@ -78,30 +80,30 @@ class ELFConfig:
     def __post_init__(self) -> None:
         for name in ("depth", "hidden_size", "num_heads", "encoder_dim", "vocab_size", "bottleneck_dim"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"ELFConfig.{name} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"ELFConfig.{name} must be positive, got {getattr(self, name)}")
         if self.hidden_size % self.num_heads:
-            raise ValueError(
+            raise ConfigError(
                 f"ELFConfig.hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}"
             )
         if self.head_dim % 2:
-            raise ValueError(
+            raise ConfigError(
                 f"ELFConfig head dimension {self.head_dim} (hidden_size {self.hidden_size} / num_heads "
                 f"{self.num_heads}) must be even: RoPE rotates interleaved pairs"
             )
         for name in ("attn_dropout", "proj_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"ELFConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+                raise ConfigError(f"ELFConfig.{name} must be in [0, 1), got {getattr(self, name)}")
         if self.compute_dtype not in ("auto", "float32", "bfloat16"):
-            raise ValueError(
+            raise ConfigError(
                 f"ELFConfig.compute_dtype must be auto, float32 or bfloat16, got {self.compute_dtype!r}"
             )
         try:
             # Old configs and checkpoints stored remat as a bool.
             object.__setattr__(self, "remat", normalize_remat(self.remat))
-        except ValueError as err:
-            raise ValueError(f"ELFConfig.{err}") from None
+        except ConfigError as err:
+            raise ConfigError(f"ELFConfig.{err}") from None
         if self.attention not in ("auto", "xla", "cudnn"):
-            raise ValueError(f"ELFConfig.attention must be auto, xla or cudnn, got {self.attention!r}")
+            raise ConfigError(f"ELFConfig.attention must be auto, xla or cudnn, got {self.attention!r}")
 
     @property
     def dtype(self) -> jnp.dtype:
@@ -149,10 +151,10 @@ def preset(name: str, **overrides) -> ELFConfig:
     """The :class:`ELFConfig` of a named preset (``ELF-B``, ``ELF-M``, ``ELF-L``, ``ELF-S``,
     ``ELF-XS``, ``ELF-T``), with any field overridden by keyword."""
     if name not in PRESETS:
-        raise ValueError(f"unknown ELF preset {name!r}; choose one of {sorted(PRESETS)}")
+        raise ConfigError(f"unknown ELF preset {name!r}; choose one of {sorted(PRESETS)}")
     fields = {f.name for f in dataclasses.fields(ELFConfig)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise ValueError(f"unknown ELFConfig field(s) {unknown}; known fields: {sorted(fields)}")
+        raise ConfigError(f"unknown ELFConfig field(s) {unknown}; known fields: {sorted(fields)}")
     defaults = {**PRESETS[name], "remat": PRESET_REMAT.get(name, "none")}
     return ELFConfig(**{**defaults, **overrides})

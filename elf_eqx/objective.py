@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
+from elf_eqx.errors import ConfigError
 from elf_eqx.flow import FLOW, FlowConstants, TimeSchedule, interpolate, keep_condition, sample_logit_normal, sample_sc_cfg_scale, sample_time, velocity
 from elf_eqx.model import ELF
 
@@ -147,12 +148,12 @@ class FlowObjective(eqx.Module):
         """``(groups, decode samples per group)`` for the ``split`` branch mode."""
         g = self.branch_groups
         if batch_size % g:
-            raise ValueError(f"batch size {batch_size} is not divisible by FlowObjective.branch_groups={g}")
+            raise ConfigError(f"batch size {batch_size} is not divisible by FlowObjective.branch_groups={g}")
         per_group = batch_size // g
         if self.decoder_prob in (0.0, 1.0):
             return g, int(self.decoder_prob) * per_group
         if per_group < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"branch='split' needs at least 2 samples per group to hold both branches "
                 f"(batch {batch_size}, branch_groups {g}); use branch='per_step' or a larger batch"
             )

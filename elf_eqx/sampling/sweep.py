@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+from elf_eqx.errors import ConfigError
 from elf_eqx.encoders.load import load_encoder_config
 from elf_eqx.model import count_params
 from elf_eqx.parallel.mesh import MeshConfig
@@ -69,7 +70,7 @@ def model_names(sources: Sequence[str], names: Sequence[str] | None) -> list[str
     """One short name per source: ``names``, or each source's folder name."""
     if names is not None:
         if len(names) != len(sources):
-            raise ValueError(f"--names gives {len(names)} names for {len(sources)} sources")
+            raise ConfigError(f"--names gives {len(names)} names for {len(sources)} sources")
         return list(names)
     return [Path(source.rstrip("/")).name or source for source in sources]
 
@@ -80,14 +81,14 @@ def open_models(
     """Open every source for sampling (``options``' weights, dtype and data mesh); a source that is
     not ``conditional`` as required is an error ending with ``hint`` (where to take it instead)."""
     if not sources:
-        raise ValueError("give at least one model source")
+        raise ConfigError("give at least one model source")
     sessions = []
     for source in sources:
         session = TextSampler.open(source, weights=options.weights, compute_dtype=options.compute_dtype,
                                    length=length, mesh=MeshConfig(options.mesh_data, 1, 1))
         if session.conditional != conditional:
             kind = "a conditional" if session.conditional else "an unconditional"
-            raise ValueError(f"{source} is {kind} model; {hint}")
+            raise ConfigError(f"{source} is {kind} model; {hint}")
         sessions.append(session)
     return sessions
 

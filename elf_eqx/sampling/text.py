@@ -13,6 +13,7 @@ import jax
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
+from elf_eqx.errors import ConfigError, IncompatibleModelError
 from elf_eqx.sampling.conditions import condition_ids, encode_conditions
 from elf_eqx.data import DataSpec
 from elf_eqx.encoders.load import check_compatible, load_text_encoder, load_tokenizer
@@ -66,7 +67,7 @@ class TextSampler:
             model = with_runtime_options(model, compute_dtype=compute_dtype)
         tok = load_tokenizer(bundle.tokenizer)
         if len(tok) != model.config.vocab_size:
-            raise ValueError(f"tokenizer {bundle.tokenizer} has {len(tok)} ids but the model's vocabulary head has "
+            raise IncompatibleModelError(f"tokenizer {bundle.tokenizer} has {len(tok)} ids but the model's vocabulary head has "
                              f"{model.config.vocab_size}: pass the tokenizer the model was trained with (--tokenizer)")
         conditional = bundle.max_input_length > 0
         seq_length = bundle.max_length if conditional or length is None else length
@@ -116,13 +117,13 @@ class TextSampler:
         one per condition in ``inputs``, in batches of ``batch_size``. Batch ``b`` uses the key
         ``fold_in(key(seed), b)``, so the same seed and settings give the same samples."""
         if self.conditional and not inputs:
-            raise ValueError("this model is conditional: give conditions (--input FILE.jsonl or --prompt TEXT)")
+            raise ConfigError("this model is conditional: give conditions (--input FILE.jsonl or --prompt TEXT)")
         if not self.conditional and inputs:
-            raise ValueError("this model is unconditional (trained without condition tokens); give no conditions")
+            raise ConfigError("this model is unconditional (trained without condition tokens); give no conditions")
         sampler, sample_fn = self._sample_fn(settings)
         total = len(inputs) if inputs else int(num_samples or 0)
         if total <= 0:
-            raise ValueError("nothing to sample: num_samples must be positive")
+            raise ConfigError("nothing to sample: num_samples must be positive")
         record_settings = {
             "family": self.bundle.family.name, **settings.to_dict(), "nfe": sampler.nfe(),
             **self.bundle.flow.to_dict(), "seed": seed, "batch_size": batch_size, "length": self.spec.max_length,

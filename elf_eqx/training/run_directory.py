@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import equinox as eqx
 
+from elf_eqx.errors import ConfigError, MissingInputError
 from elf_eqx.config import ELFConfig
 from elf_eqx.families import ELF_FAMILY, family_named
 from elf_eqx.training.checkpoint import STATE, CheckpointManager
@@ -78,8 +79,8 @@ def open_run(path: str | os.PathLike, step: int | None = None) -> RunCheckpoints
     elif path.is_dir():
         manager, folder_step, run_dir = CheckpointManager(path, read_only=True, subdir=""), None, path.parent
     else:
-        raise FileNotFoundError(f"{path} is neither an output directory nor a checkpoint step folder")
+        raise MissingInputError(f"{path} is neither an output directory nor a checkpoint step folder")
     if folder_step is not None and step is not None and step != folder_step:
         manager.close()
-        raise ValueError(f"step={step} conflicts with the step folder {path}")
+        raise ConfigError(f"step={step} conflicts with the step folder {path}")
     return RunCheckpoints(manager, run_dir, step if step is not None else folder_step)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from elf_eqx.errors import ConfigError
 from elf_eqx.objective import LatentBatch
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def _accumulated_grads(model: eqx.Module, batch: Batch, key: PRNGKeyArray, objec
         return _loss_and_grads(model, batch, key, objective, encoder)
     size = jax.tree_util.tree_leaves(batch)[0].shape[0]
     if size % micro:
-        raise ValueError(f"batch of {size} does not split into grad_accum={micro} micro-batches")
+        raise ConfigError(f"batch of {size} does not split into grad_accum={micro} micro-batches")
     slices = jax.tree_util.tree_map(lambda a: a.reshape(micro, size // micro, *a.shape[1:]), batch)
 
     def one(carry, inputs):
