@@ -18,15 +18,17 @@ Timed, for ``--steps`` batches, ``--repeats`` passes each (every pass a fresh lo
 seed, so other rows): ``next(loader)`` alone (the NumPy batch); with the training step's
 ``TokenBatch.from_numpy`` placement (``jax.make_array_from_process_local_data`` onto a batch
 sharding over this machine's devices, waited for); and the same through a
-``elf_eqx.data.prefetch.Prefetcher`` of ``--prefetch`` batches. Warm: the row files were just
-read, so they sit in the page cache; cold (``--cold``): every pass first evicts the row files'
-pages (``posix_fadvise(DONTNEED)`` on those files only). The appetite at ``s`` seconds per step is
+``elf_eqx.data.prefetch.Prefetcher`` of ``--prefetch`` batches. Every pass maps the row files
+afresh (``datasets.load_from_disk``). Warm: the files were just read, so they sit in the page
+cache; cold (``--cold``): the pass first evicts the files' pages (``fsync`` and
+``posix_fadvise(DONTNEED)`` on those files only), so its rows come from the disk. The appetite at ``s`` seconds per step is
 ``global_batch / hosts / s`` rows/s; the margin is rows/s over that.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import statistics
@@ -135,23 +137,27 @@ def _evict(files: list[str]) -> None:
     for file in files:
         fd = os.open(file, os.O_RDONLY)
         try:
+            os.fsync(fd)  # a just-written file's dirty pages cannot be dropped
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
 
 
-def _rate(rows_per_batch: int, steps: int, make: Callable[[int], Iterator], consume: Callable, repeats: int,
-          before: Callable[[], None]) -> list[float]:
-    """Rows/s of ``repeats`` passes of ``steps`` batches; pass ``r`` reads ``make(r)`` (its own seed)."""
+def _rate(rows_per_batch: int, steps: int, make: Callable[[datasets.Dataset, int], Iterator], consume: Callable,
+          repeats: int, prepare: Callable[[], None], reopen: Callable[[], datasets.Dataset]) -> list[float]:
+    """Rows/s of ``repeats`` passes of ``steps`` batches. Each pass runs ``prepare()`` (warm or evict the
+    row files) while no mapping of them is open, then reads ``make(reopen(), r)`` (seed ``r``: other rows)."""
     rates = []
     for r in range(repeats):
-        before()
-        source = make(r)
+        gc.collect()  # the last pass's memory map is gone: its pages can be evicted
+        prepare()
+        source = make(reopen(), r)
         start = time.perf_counter()
         for _ in range(steps):
             consume(next(source))
         rates.append(rows_per_batch * steps / (time.perf_counter() - start))
         getattr(source, "close", lambda: None)()
+        del source
     return rates
 
 
@@ -200,26 +206,28 @@ def run(args: Args) -> None:
     size = sum(os.path.getsize(f) for f in files) / 2**20
     print(f"source {source} ({built:.1f} s); rows {len(data.rows):,} in {len(files)} file(s), {size:,.0f} MiB "
           f"({prepared:.1f} s, from cache: {data.rows_from_cache})")
+    rows_dir = str(Path(files[0]).parent)
+    del data  # every pass maps the rows afresh: pages a process has mapped cannot be evicted
 
-    def loader(seed: int) -> Loader:
-        return Loader(data.rows, spec, args.global_batch, seed=args.seed + seed,
+    def loader(rows: datasets.Dataset, seed: int) -> Loader:
+        return Loader(rows, spec, args.global_batch, seed=args.seed + seed,
                       process_index=args.host_index, process_count=args.hosts)
 
     sharding = batch_sharding(make_mesh())
     place = lambda batch: jax.block_until_ready(TokenBatch.from_numpy(batch, sharding))  # noqa: E731
-    settings: list[tuple[str, Callable[[int], Iterator], Callable]] = [
+    settings: list[tuple[str, Callable[[datasets.Dataset, int], Iterator], Callable]] = [
         ("Loader.__next__ (NumPy batch)", loader, lambda batch: None),
         ("Loader + TokenBatch.from_numpy", loader, place),
     ]
     if args.prefetch:
         settings.append((f"Prefetcher(depth {args.prefetch}) + from_numpy",
-                         lambda seed: Prefetcher(loader(seed), args.prefetch), place))
-    caches = [("warm", lambda: None)] + ([("cold", lambda: _evict(files))] if args.cold else [])
-    _warm(files)
+                         lambda rows, seed: Prefetcher(loader(rows, seed), args.prefetch), place))
+    caches = [("warm", lambda: _warm(files))] + ([("cold", lambda: _evict(files))] if args.cold else [])
     results = []
-    for cache, before in caches:
+    for cache, prepare in caches:
         for name, make, consume in settings:
-            rates = _rate(local, args.steps, make, consume, args.repeats, before)
+            rates = _rate(local, args.steps, make, consume, args.repeats, prepare,
+                          lambda: datasets.load_from_disk(rows_dir))
             results.append({"setting": name, "page_cache": cache, "rows_per_s": rates})
     print(f"\none host of {args.hosts}: {local} rows of {args.length} ids per step; "
           f"{args.steps} batches per pass, {args.repeats} passes: median (min–max) rows/s")
@@ -241,7 +249,8 @@ def run(args: Args) -> None:
     stages = None
     if args.breakdown:
         _warm(files)
-        stages = _breakdown(loader(0), data.rows, spec, sharding, args.steps)
+        rows = datasets.load_from_disk(rows_dir)
+        stages = _breakdown(loader(rows, 0), rows, spec, sharding, args.steps)
         print("ms per batch, warm: " + ", ".join(f"{k} {v:.3f}" for k, v in stages.items()))
     if args.json_out is not None:
         settings_used = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()}
