@@ -10,7 +10,7 @@ read-ahead, so a checkpoint saved between steps — also on SIGTERM, when the tr
 finishes its step and saves — resumes at exactly the next unconsumed row. ``close()`` stops the
 thread, drops the read-ahead and rewinds the loader to that position; a later ``next()`` starts
 a new thread from there. An exception raised by the loader reaches the consumer at the batch
-where it happened, after every batch before it.
+where it happened, after every batch before it; the next call starts again at that batch.
 """
 
 from __future__ import annotations
