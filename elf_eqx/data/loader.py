@@ -111,13 +111,15 @@ class Loader:
         self._epoch, self._step = epoch, step
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
-        if self._order is None or self._order[0] != epoch:
+        # Read the cache once: a prefetch thread and a batch_indices() caller may ask for two epochs at once.
+        cached = self._order
+        if cached is None or cached[0] != epoch:
             if self.shuffle:
                 order = np.random.default_rng([self.seed, epoch]).permutation(self.num_rows)
             else:
                 order = np.arange(self.num_rows)
-            self._order = (epoch, order)
-        return self._order[1]
+            cached = self._order = (epoch, order)
+        return cached[1]
 
     def _fetch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         table = self._rows[indices.tolist()]
