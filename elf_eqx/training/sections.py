@@ -93,9 +93,13 @@ class DataSection:
     """Concatenate documents (EOS-separated) into full rows instead of chunking each one."""
     cache_dir: str | None = None
     """Where tokenized datasets are cached (default: <output_dir>/../.elf_cache)."""
+    prefetch: int = 0
+    """Batches read ahead in a background thread (0: none; the order of rows and resume are unchanged)."""
 
     def __post_init__(self) -> None:
         _positive(self, "max_length")
+        if self.prefetch < 0:
+            raise ConfigError(f"--prefetch must be non-negative, got {self.prefetch}")
         if not 0 <= self.max_input_length < self.max_length:
             raise ConfigError(f"--max-input-length {self.max_input_length} must be in [0, max_length={self.max_length})")
         if self.latent_std <= 0:

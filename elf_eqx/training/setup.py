@@ -15,6 +15,7 @@ from jax.sharding import Mesh
 from elf_eqx.config import ELFConfig
 from elf_eqx.sampling.conditions import encode_conditions
 from elf_eqx.data import DataSpec, Loader, PreparedData, prepare_data
+from elf_eqx.data.prefetch import Prefetcher, prefetch
 from elf_eqx.encoders.load import check_compatible, load_text_encoder, load_tokenizer
 from elf_eqx.encoders.latent_encoder import LatentEncoder, TokenBatch
 from elf_eqx.families import Family, ModelSampler
@@ -34,7 +35,7 @@ class TrainingRun:
     tokenizer: Any
     spec: DataSpec
     data: PreparedData
-    loader: Loader
+    loader: Loader | Prefetcher
     family: Family
     """ELF, MDLM or AR (see :mod:`elf_eqx.families`)."""
     latent_encoder: LatentEncoder | None
@@ -45,6 +46,11 @@ class TrainingRun:
     sample_condition: Condition | TokenCondition
     """What samples are conditioned on: the first rows' encoded conditions, or none (unconditional)."""
     _sample_fn: Callable | None = None
+
+    def close(self) -> None:
+        """Stop a prefetching loader's thread (a plain loader holds nothing)."""
+        if isinstance(self.loader, Prefetcher):
+            self.loader.close()
 
     @property
     def steps_per_epoch(self) -> int:
@@ -105,8 +111,8 @@ def build_run(cfg: TrainConfig) -> TrainingRun:
         pad_mode=d.pad_mode, packing=d.packing,
     )
     data = prepare_data(d.source, tokenizer, spec, split=d.data_split, cache_dir=d.cache_dir)
-    loader = Loader(data.rows, spec, cfg.optimizer.global_batch, seed=cfg.run.seed,
-                    process_index=jax.process_index(), process_count=jax.process_count())
+    loader = prefetch(Loader(data.rows, spec, cfg.optimizer.global_batch, seed=cfg.run.seed,
+                             process_index=jax.process_index(), process_count=jax.process_count()), d.prefetch)
     elf_config = cfg.elf_config(encoder_dim, len(tokenizer))
     sampler = family.sampler(cfg.sampling.settings, cfg.objective.flow, vocab_size=len(tokenizer),
                              length=spec.max_length)

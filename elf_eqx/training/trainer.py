@@ -164,5 +164,6 @@ class Trainer:
                 f"{flops:.3g} FLOPs/step, mesh {dict(self.mesh.shape)}, {jax.process_count()} process(es)")
 
     def close(self) -> None:
-        """Wait for a pending save and release the checkpoint manager."""
+        """Wait for a pending save, release the checkpoint manager, stop a prefetching loader."""
         self.manager.close()
+        self.run.close()
