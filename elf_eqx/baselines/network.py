@@ -36,6 +36,7 @@ class TokenTransformer(eqx.Module):
     head: Linear
     config: ELFConfig = eqx.field(static=True)
     causal: ClassVar[bool] = False
+    logical_axes: ClassVar[dict[str, tuple[str, ...]]] = {"embed": ("vocab_rows", "embed")}
 
     def __init__(self, config: ELFConfig, *, key: PRNGKeyArray):
         k_embed, k_blocks, k_head = jax.random.split(key, 3)
@@ -43,8 +44,8 @@ class TokenTransformer(eqx.Module):
         self.config = config
         self.embed = 0.02 * jax.random.normal(k_embed, (config.vocab_size + 1, h))
         self.blocks = stacked_blocks(config, k_blocks)
-        self.final_norm = RMSNorm(h, config.norm_eps)
-        self.head = Linear(h, config.vocab_size, key=k_head)
+        self.final_norm = RMSNorm(h, config.norm_eps, axis="embed")
+        self.head = Linear(h, config.vocab_size, key=k_head, in_axis="embed", out_axis="vocab")
 
     @property
     def extra_id(self) -> int:

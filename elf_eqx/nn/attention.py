@@ -143,10 +143,11 @@ class SelfAttention(eqx.Module):
     ):
         k1, k2 = jax.random.split(key)
         head_dim = hidden_size // num_heads
-        self.qkv = Linear(hidden_size, 3 * hidden_size, key=k1)
-        self.proj = Linear(hidden_size, hidden_size, key=k2)
-        self.q_norm = RMSNorm(head_dim, eps)
-        self.k_norm = RMSNorm(head_dim, eps)
+        # qkv's columns are [q | k | v], each heads × head_dim; proj's rows are the heads' outputs.
+        self.qkv = Linear(hidden_size, 3 * hidden_size, key=k1, in_axis="embed", out_axis="qkv")
+        self.proj = Linear(hidden_size, hidden_size, key=k2, in_axis="heads", out_axis="embed")
+        self.q_norm = RMSNorm(head_dim, eps, axis="head_dim")
+        self.k_norm = RMSNorm(head_dim, eps, axis="head_dim")
         self.num_heads = num_heads
         self.implementation = implementation
 

@@ -30,9 +30,9 @@ class Block(eqx.Module):
     def __init__(self, config: ELFConfig, *, key: PRNGKeyArray):
         k1, k2 = jax.random.split(key)
         h = config.hidden_size
-        self.norm1 = RMSNorm(h, config.norm_eps)
+        self.norm1 = RMSNorm(h, config.norm_eps, axis="embed")
         self.attn = SelfAttention(h, config.num_heads, eps=config.norm_eps, implementation=config.attention, key=k1)
-        self.norm2 = RMSNorm(h, config.norm_eps)
+        self.norm2 = RMSNorm(h, config.norm_eps, axis="embed")
         self.mlp = SwiGLU(h, config.mlp_hidden, key=k2)
 
     def __call__(
