@@ -9,6 +9,7 @@ blocks with in-context conditioning only, then either the zero-initialised denoi
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -48,25 +49,30 @@ class ELF(eqx.Module):
     decoder_proj: Linear
     unembed: Linear
     config: ELFConfig = eqx.field(static=True)
+    # The logical axes of the arrays held here (sub-layers declare their own; elf_eqx/nn/axes.py).
+    logical_axes: ClassVar[dict[str, tuple[str, ...]]] = {
+        name: ("prefix", "embed") for name in ("time_tokens", "sc_cfg_tokens", "mode_tokens")
+    }
 
     def __init__(self, config: ELFConfig, *, key: PRNGKeyArray):
         keys = jax.random.split(key, 11)
         h, d = config.hidden_size, config.encoder_dim
         self.config = config
-        self.self_cond_proj = Linear(2 * d, d, key=keys[0])
-        self.text_proj1 = Linear(d, config.bottleneck_dim, use_bias=False, key=keys[1])
-        self.text_proj2 = Linear(config.bottleneck_dim, h, key=keys[2])
+        self.self_cond_proj = Linear(2 * d, d, key=keys[0], in_axis="latent_pair", out_axis="latent")
+        self.text_proj1 = Linear(d, config.bottleneck_dim, use_bias=False, key=keys[1],
+                                 in_axis="latent", out_axis="bottleneck")
+        self.text_proj2 = Linear(config.bottleneck_dim, h, key=keys[2], in_axis="bottleneck", out_axis="embed")
         self.t_embedder = ScalarEmbedder(h, key=keys[3])
         self.sc_cfg_embedder = ScalarEmbedder(h, key=keys[4])
         self.time_tokens = 0.02 * jax.random.normal(keys[5], (config.num_time_tokens, h))
         self.sc_cfg_tokens = 0.02 * jax.random.normal(keys[6], (config.num_sc_cfg_tokens, h))
         self.mode_tokens = 0.02 * jax.random.normal(keys[7], (config.num_mode_tokens, h))
         self.blocks = stacked_blocks(config, keys[8])
-        self.final_norm = RMSNorm(h, config.norm_eps)
-        self.final_linear = Linear(h, d, key=keys[9], init="zeros")
+        self.final_norm = RMSNorm(h, config.norm_eps, axis="embed")
+        self.final_linear = Linear(h, d, key=keys[9], init="zeros", in_axis="embed", out_axis="latent")
         k_proj, k_unembed = jax.random.split(keys[10])
-        self.decoder_proj = Linear(h, d, key=k_proj)
-        self.unembed = Linear(d, config.vocab_size, key=k_unembed)
+        self.decoder_proj = Linear(h, d, key=k_proj, in_axis="embed", out_axis="latent")
+        self.unembed = Linear(d, config.vocab_size, key=k_unembed, in_axis="latent", out_axis="vocab")
 
     @property
     def compute_dtype(self) -> jnp.dtype:

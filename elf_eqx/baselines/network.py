@@ -35,16 +35,17 @@ class TokenTransformer(eqx.Module):
     final_norm: RMSNorm
     head: Linear
     config: ELFConfig = eqx.field(static=True)
-    causal: ClassVar[bool] = False
+    causal: ClassVar[bool] = False  # builds causal blocks (CausalLM)
+    logical_axes: ClassVar[dict[str, tuple[str, ...]]] = {"embed": ("vocab_rows", "embed")}
 
     def __init__(self, config: ELFConfig, *, key: PRNGKeyArray):
         k_embed, k_blocks, k_head = jax.random.split(key, 3)
         h = config.hidden_size
         self.config = config
         self.embed = 0.02 * jax.random.normal(k_embed, (config.vocab_size + 1, h))
-        self.blocks = stacked_blocks(config, k_blocks)
-        self.final_norm = RMSNorm(h, config.norm_eps)
-        self.head = Linear(h, config.vocab_size, key=k_head)
+        self.blocks = stacked_blocks(config, k_blocks, causal=self.causal)
+        self.final_norm = RMSNorm(h, config.norm_eps, axis="embed")
+        self.head = Linear(h, config.vocab_size, key=k_head, in_axis="embed", out_axis="vocab")
 
     @property
     def extra_id(self) -> int:
@@ -56,7 +57,7 @@ class TokenTransformer(eqx.Module):
         cfg = self.config
         x = self.embed.astype(cfg.dtype)[ids]
         cos, sin = rope_angles(0, ids.shape[1], cfg.head_dim, cfg.rope_theta)
-        x = run_blocks(self.blocks, cfg, x, cos, sin, key, causal=self.causal)
+        x = run_blocks(self.blocks, cfg, x, cos, sin, key)
         return self.head(self.final_norm(x)).astype(jnp.float32)
 
 

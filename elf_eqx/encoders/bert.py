@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -63,14 +63,15 @@ class BertLayer(eqx.Module):
     def __init__(self, config: BertConfig, *, key: PRNGKeyArray):
         d, f = config.hidden_size, config.intermediate_size
         kq, kk, kv, ko, ki, kf = jax.random.split(key, 6)
-        self.query = Linear(d, d, key=kq, init="normal")
-        self.key = Linear(d, d, key=kk, init="normal")
-        self.value = Linear(d, d, key=kv, init="normal")
-        self.attn_out = Linear(d, d, key=ko, init="normal")
-        self.attn_norm = LayerNorm(d, config.layer_norm_eps)
-        self.intermediate = Linear(d, f, key=ki, init="normal")
-        self.output = Linear(f, d, key=kf, init="normal")
-        self.out_norm = LayerNorm(d, config.layer_norm_eps)
+        heads_in, heads_out = dict(in_axis="embed", out_axis="heads"), dict(in_axis="heads", out_axis="embed")
+        self.query = Linear(d, d, key=kq, init="normal", **heads_in)
+        self.key = Linear(d, d, key=kk, init="normal", **heads_in)
+        self.value = Linear(d, d, key=kv, init="normal", **heads_in)
+        self.attn_out = Linear(d, d, key=ko, init="normal", **heads_out)
+        self.attn_norm = LayerNorm(d, config.layer_norm_eps, axis="embed")
+        self.intermediate = Linear(d, f, key=ki, init="normal", in_axis="embed", out_axis="mlp")
+        self.output = Linear(f, d, key=kf, init="normal", in_axis="mlp", out_axis="embed")
+        self.out_norm = LayerNorm(d, config.layer_norm_eps, axis="embed")
         self.num_heads = config.num_attention_heads
         self.act = config.hidden_act
 
@@ -94,6 +95,10 @@ class BertEncoder(eqx.Module):
     token_type_embeddings: Float[Array, "T D"]
     embed_norm: LayerNorm
     layers: BertLayer  # stacked over a leading layer axis
+    # The logical axes of the arrays held here (elf_eqx/nn/axes.py).
+    logical_axes: ClassVar[dict[str, tuple[str, ...]]] = {
+        "word_embeddings": ("vocab_rows", "embed"), "position_embeddings": ("positions", "embed"),
+        "token_type_embeddings": ("token_types", "embed")}
 
     def __init__(self, config: BertConfig, *, key: PRNGKeyArray):
         """Random weights (for tests and benchmarks); real ones come from :mod:`elf_eqx.encoders.load`."""
@@ -103,7 +108,7 @@ class BertEncoder(eqx.Module):
         self.word_embeddings = 0.02 * jax.random.normal(kw, (config.vocab_size, d), jnp.float32)
         self.position_embeddings = 0.02 * jax.random.normal(kp, (config.max_position_embeddings, d), jnp.float32)
         self.token_type_embeddings = 0.02 * jax.random.normal(kt, (config.type_vocab_size, d), jnp.float32)
-        self.embed_norm = LayerNorm(d, config.layer_norm_eps)
+        self.embed_norm = LayerNorm(d, config.layer_norm_eps, axis="embed")
         keys = jax.random.split(kl, config.num_hidden_layers)
         self.layers = eqx.filter_vmap(lambda k: BertLayer(config, key=k))(keys)
 

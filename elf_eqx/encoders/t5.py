@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -64,10 +64,11 @@ class T5Attention(eqx.Module):
         inner = config.num_heads * config.d_kv
         kq, kk, kv, ko = jax.random.split(key, 4)
         std = config.d_model**-0.5
-        self.q = Linear(config.d_model, inner, use_bias=False, key=kq, init="normal", std=std)
-        self.k = Linear(config.d_model, inner, use_bias=False, key=kk, init="normal", std=std)
-        self.v = Linear(config.d_model, inner, use_bias=False, key=kv, init="normal", std=std)
-        self.o = Linear(inner, config.d_model, use_bias=False, key=ko, init="normal", std=inner**-0.5)
+        heads_in, heads_out = dict(in_axis="embed", out_axis="heads"), dict(in_axis="heads", out_axis="embed")
+        self.q = Linear(config.d_model, inner, use_bias=False, key=kq, init="normal", std=std, **heads_in)
+        self.k = Linear(config.d_model, inner, use_bias=False, key=kk, init="normal", std=std, **heads_in)
+        self.v = Linear(config.d_model, inner, use_bias=False, key=kv, init="normal", std=std, **heads_in)
+        self.o = Linear(inner, config.d_model, use_bias=False, key=ko, init="normal", std=inner**-0.5, **heads_out)
         self.num_heads = config.num_heads
 
     def __call__(
@@ -89,10 +90,11 @@ class T5FeedForward(eqx.Module):
     def __init__(self, config: T5Config, *, key: PRNGKeyArray):
         ki, kg, ko = jax.random.split(key, 3)
         d, f = config.d_model, config.d_ff
-        self.wi = Linear(d, f, use_bias=False, key=ki, init="normal", std=d**-0.5)
-        self.wi_linear = (Linear(d, f, use_bias=False, key=kg, init="normal", std=d**-0.5)
+        self.wi = Linear(d, f, use_bias=False, key=ki, init="normal", std=d**-0.5, in_axis="embed", out_axis="mlp")
+        self.wi_linear = (Linear(d, f, use_bias=False, key=kg, init="normal", std=d**-0.5, in_axis="embed",
+                                 out_axis="mlp")
                           if config.is_gated_act else None)
-        self.wo = Linear(f, d, use_bias=False, key=ko, init="normal", std=f**-0.5)
+        self.wo = Linear(f, d, use_bias=False, key=ko, init="normal", std=f**-0.5, in_axis="mlp", out_axis="embed")
         self.act = config.dense_act_fn
 
     def __call__(self, x: Float[Array, "B L D"]) -> Float[Array, "B L D"]:
@@ -113,9 +115,9 @@ class T5Layer(eqx.Module):
 
     def __init__(self, config: T5Config, *, key: PRNGKeyArray):
         ka, kf = jax.random.split(key)
-        self.attn_norm = RMSNorm(config.d_model, config.layer_norm_epsilon)
+        self.attn_norm = RMSNorm(config.d_model, config.layer_norm_epsilon, axis="embed")
         self.attn = T5Attention(config, key=ka)
-        self.ffn_norm = RMSNorm(config.d_model, config.layer_norm_epsilon)
+        self.ffn_norm = RMSNorm(config.d_model, config.layer_norm_epsilon, axis="embed")
         self.ffn = T5FeedForward(config, key=kf)
 
     def __call__(
@@ -160,6 +162,9 @@ class T5Encoder(eqx.Module):
     relative_attention_bias: Float[Array, "buckets H"]
     layers: T5Layer  # stacked over a leading layer axis
     final_norm: RMSNorm
+    # The logical axes of the arrays held here (elf_eqx/nn/axes.py): one bias column per head.
+    logical_axes: ClassVar[dict[str, tuple[str, ...]]] = {
+        "embedding": ("vocab_rows", "embed"), "relative_attention_bias": ("buckets", "attn_heads")}
 
     def __init__(self, config: T5Config, *, key: PRNGKeyArray):
         """Random weights (for tests and benchmarks); real ones come from :mod:`elf_eqx.encoders.load`."""
@@ -170,7 +175,7 @@ class T5Encoder(eqx.Module):
             kb, (config.relative_attention_num_buckets, config.num_heads), jnp.float32
         )
         self.layers = eqx.filter_vmap(lambda k: T5Layer(config, key=k))(jax.random.split(kl, config.num_layers))
-        self.final_norm = RMSNorm(config.d_model, config.layer_norm_epsilon)
+        self.final_norm = RMSNorm(config.d_model, config.layer_norm_epsilon, axis="embed")
 
     @property
     def dim(self) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -81,12 +81,12 @@ class GPT2Block(eqx.Module):
     def __init__(self, config: GPT2Config, *, key: PRNGKeyArray):
         d = config.n_embd
         ka, kp, kf, km = jax.random.split(key, 4)
-        self.ln_1 = LayerNorm(d, config.layer_norm_epsilon)
-        self.c_attn = Linear(d, 3 * d, key=ka, init="normal")
-        self.attn_proj = Linear(d, d, key=kp, init="normal")
-        self.ln_2 = LayerNorm(d, config.layer_norm_epsilon)
-        self.c_fc = Linear(d, config.inner, key=kf, init="normal")
-        self.mlp_proj = Linear(config.inner, d, key=km, init="normal")
+        self.ln_1 = LayerNorm(d, config.layer_norm_epsilon, axis="embed")
+        self.c_attn = Linear(d, 3 * d, key=ka, init="normal", in_axis="embed", out_axis="qkv")
+        self.attn_proj = Linear(d, d, key=kp, init="normal", in_axis="heads", out_axis="embed")
+        self.ln_2 = LayerNorm(d, config.layer_norm_epsilon, axis="embed")
+        self.c_fc = Linear(d, config.inner, key=kf, init="normal", in_axis="embed", out_axis="mlp")
+        self.mlp_proj = Linear(config.inner, d, key=km, init="normal", in_axis="mlp", out_axis="embed")
         self.num_heads = config.n_head
         self.act = config.activation_function
 
@@ -106,6 +106,8 @@ class GPT2(eqx.Module):
     wpe: Float[Array, "P D"]
     blocks: GPT2Block  # stacked over a leading layer axis
     ln_f: LayerNorm
+    # The logical axes of the arrays held here (elf_eqx/nn/axes.py); wte is also the tied LM head.
+    logical_axes: ClassVar[dict[str, tuple[str, ...]]] = {"wte": ("vocab_rows", "embed"), "wpe": ("positions", "embed")}
 
     def __init__(self, config: GPT2Config, *, key: PRNGKeyArray):
         """Random weights (for tests and benchmarks); real ones come from :func:`load_judge`."""
@@ -114,7 +116,7 @@ class GPT2(eqx.Module):
         self.wte = 0.02 * jax.random.normal(kt, (config.vocab_size, config.n_embd), jnp.float32)
         self.wpe = 0.01 * jax.random.normal(kp, (config.n_positions, config.n_embd), jnp.float32)
         self.blocks = eqx.filter_vmap(lambda k: GPT2Block(config, key=k))(jax.random.split(kb, config.n_layer))
-        self.ln_f = LayerNorm(config.n_embd, config.layer_norm_epsilon)
+        self.ln_f = LayerNorm(config.n_embd, config.layer_norm_epsilon, axis="embed")
 
     def __call__(
         self,

@@ -3,13 +3,16 @@
 The attention core runs one of two ways (chosen by :func:`choose_attention`): the explicit
 einsum math (``xla``: float32 scores and softmax, dropout on the probabilities possible), or
 cuDNN's fused flash attention through ``jax.nn.dot_product_attention(implementation="cudnn")``,
-which never materialises the ``(B, heads, N, N)`` scores (docs/method.md#network).
+which never materialises the ``(B, heads, N, N)`` scores (docs/method.md#network). The choice
+follows from the layer's own static fields: its ``implementation``, and its attention-probability
+:class:`~elf_eqx.nn.dropout.Dropout`, which the fused kernel cannot apply.
 """
 
 from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -17,7 +20,7 @@ import jax.numpy as jnp
 from jax.typing import DTypeLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from elf_eqx.nn.dropout import dropout
+from elf_eqx.nn.dropout import Dropout
 from elf_eqx.nn.linear import Linear
 from elf_eqx.nn.norm import RMSNorm
 from elf_eqx.nn.rope import apply_rope
@@ -87,19 +90,20 @@ def explicit_attention(
     k: Float[Array, "B N heads D"],
     v: Float[Array, "B N heads D"],
     scale: float,
-    attn_dropout: Float[Array, ""] | float = 0.0,
-    key: PRNGKeyArray | None = None,
     causal: bool = False,
+    probs_dropout: Callable[[Float[Array, "B heads N N"]], Float[Array, "B heads N N"]] | None = None,
 ) -> Float[Array, "B N heads D"]:
-    """``softmax(scale·q·kᵀ)·v`` with float32 scores and softmax; dropout on the probabilities
-    when ``key`` is given; ``causal`` lets query ``i`` see keys ``≤ i`` only. Output in the dtype of ``v``."""
+    """``softmax(scale·q·kᵀ)·v`` with float32 scores and softmax; ``causal`` lets query ``i`` see
+    keys ``≤ i`` only; ``probs_dropout`` (if given) is applied to the float32 probabilities.
+    Output in the dtype of ``v``."""
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
     if causal:
         n = q.shape[1]
         logits = jnp.where(jnp.tril(jnp.ones((n, n), bool)), logits, -jnp.inf)
     probs = jax.nn.softmax(logits, axis=-1)
-    probs = dropout(probs, attn_dropout, key).astype(v.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+    if probs_dropout is not None:
+        probs = probs_dropout(probs)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
 
 
 def fused_attention(
@@ -126,29 +130,36 @@ class SelfAttention(eqx.Module):
     """Fused ``qkv`` projection, per-head RMSNorm on q and k, RoPE, float32 softmax, output projection.
 
     No padding mask: ELF attends to every position, padding included (docs/method.md#network);
-    ``causal`` (the AR baseline) lets each position see only itself and those before it.
-    ``implementation`` is the config's ``attention`` field (``auto``, ``xla``, ``cudnn``).
+    a layer built ``causal`` (the AR baseline) lets each position see only itself and those
+    before it. ``implementation`` is the config's ``attention`` field (``auto``, ``xla``,
+    ``cudnn``); ``attn_dropout`` the dropout on the attention probabilities, which keeps the
+    layer on the explicit path whenever it is live and a key is given.
     """
 
     qkv: Linear
     proj: Linear
     q_norm: RMSNorm
     k_norm: RMSNorm
+    attn_dropout: Dropout
     num_heads: int = eqx.field(static=True)
     implementation: str = eqx.field(static=True, default="auto")
+    causal: bool = eqx.field(static=True, default=False)
 
     def __init__(
         self, hidden_size: int, num_heads: int, *, eps: float = 1e-6, implementation: str = "auto",
-        key: PRNGKeyArray,
+        attn_dropout: float = 0.0, causal: bool = False, key: PRNGKeyArray,
     ):
         k1, k2 = jax.random.split(key)
         head_dim = hidden_size // num_heads
-        self.qkv = Linear(hidden_size, 3 * hidden_size, key=k1)
-        self.proj = Linear(hidden_size, hidden_size, key=k2)
-        self.q_norm = RMSNorm(head_dim, eps)
-        self.k_norm = RMSNorm(head_dim, eps)
+        # qkv's columns are [q | k | v], each heads × head_dim; proj's rows are the heads' outputs.
+        self.qkv = Linear(hidden_size, 3 * hidden_size, key=k1, in_axis="embed", out_axis="qkv")
+        self.proj = Linear(hidden_size, hidden_size, key=k2, in_axis="heads", out_axis="embed")
+        self.q_norm = RMSNorm(head_dim, eps, axis="head_dim")
+        self.k_norm = RMSNorm(head_dim, eps, axis="head_dim")
+        self.attn_dropout = Dropout(attn_dropout)
         self.num_heads = num_heads
         self.implementation = implementation
+        self.causal = causal
 
     def __call__(
         self,
@@ -156,15 +167,12 @@ class SelfAttention(eqx.Module):
         cos: Float[Array, "N half"],
         sin: Float[Array, "N half"],
         *,
-        attn_dropout: Float[Array, ""] | float = 0.0,
-        dropout_active: bool = False,
-        causal: bool = False,
         key: PRNGKeyArray | None = None,
+        dropout_scale: Float[Array, ""] | float = 1.0,
     ) -> Float[Array, "B N H"]:
-        """``(B, N, H) -> (B, N, H)``; ``cos``/``sin`` are the RoPE tables of :func:`rope_angles`.
-
-        ``dropout_active`` (static) says that ``attn_dropout`` may be non-zero with ``key`` given,
-        which forces the explicit path; ``causal`` (static) masks later positions."""
+        """``(B, N, H) -> (B, N, H)`` in the dtype of ``x``; ``cos``/``sin`` are the RoPE tables of
+        :func:`rope_angles`. ``key`` enables the attention-probability dropout, at its rate times
+        ``dropout_scale`` (traced: the band of the scanned blocks)."""
         b, n, h = x.shape
         head_dim = h // self.num_heads
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, head_dim)
@@ -172,10 +180,11 @@ class SelfAttention(eqx.Module):
         k = apply_rope(self.k_norm(qkv[:, :, 1]), cos, sin)
         v = qkv[:, :, 2]
         scale = head_dim**-0.5
-        impl = choose_attention(self.implementation, accelerator_platform(), x.dtype, head_dim,
-                                dropout_active and key is not None)
+        dropping = self.attn_dropout.live and key is not None
+        impl = choose_attention(self.implementation, accelerator_platform(), x.dtype, head_dim, dropping)
         if impl == "cudnn":
-            out = fused_attention(q, k, v, scale, causal=causal)
+            out = fused_attention(q, k, v, scale, causal=self.causal)
         else:
-            out = explicit_attention(q, k, v, scale, attn_dropout, key, causal)
+            probs_dropout = (lambda p: self.attn_dropout(p, key=key, scale=dropout_scale)) if dropping else None
+            out = explicit_attention(q, k, v, scale, self.causal, probs_dropout)
         return self.proj(out.reshape(b, n, h))

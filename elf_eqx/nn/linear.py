@@ -1,4 +1,9 @@
-"""A dense layer stored as ``(in, out)``, the layout of Flax kernels and of the ELF release."""
+"""A dense layer stored as ``(in, out)``, the layout of Flax kernels and of the ELF release.
+
+Its owner names the two axes (``in_axis``, ``out_axis``: logical names such as ``"embed"`` or
+``"mlp"``), which :mod:`elf_eqx.parallel.partition` maps to mesh axes; the layer declares them
+for its weight and bias in :attr:`Linear.logical_axes`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
+
+from elf_eqx.nn.axes import AxisNames
 
 
 def xavier_uniform(key: PRNGKeyArray, fan_in: int, fan_out: int) -> Float[Array, "fan_in fan_out"]:
@@ -19,10 +26,14 @@ class Linear(eqx.Module):
 
     Weights stay in their stored dtype (float32); the product runs in the dtype of ``x``,
     so feeding bfloat16 activations gives bfloat16 matmuls with float32 master weights.
+    ``in_axis``/``out_axis`` are the logical names of the input and output features (static;
+    ``None``: undeclared, which the partition rules refuse for any array worth sharding).
     """
 
     weight: Float[Array, "d_in d_out"]
     bias: Float[Array, " d_out"] | None
+    in_axis: str | None = eqx.field(static=True, default=None)
+    out_axis: str | None = eqx.field(static=True, default=None)
 
     def __init__(
         self,
@@ -33,8 +44,11 @@ class Linear(eqx.Module):
         key: PRNGKeyArray,
         init: str = "xavier_uniform",
         std: float = 0.02,
+        in_axis: str | None = None,
+        out_axis: str | None = None,
     ):
-        """``init`` is ``xavier_uniform``, ``normal`` (with ``std``) or ``zeros``; biases start at 0."""
+        """``init`` is ``xavier_uniform``, ``normal`` (with ``std``) or ``zeros``; biases start at 0.
+        ``in_axis``/``out_axis``: the logical axis names of ``d_in``/``d_out``."""
         if init == "xavier_uniform":
             self.weight = xavier_uniform(key, d_in, d_out)
         elif init == "normal":
@@ -44,6 +58,14 @@ class Linear(eqx.Module):
         else:
             raise ValueError(f"Linear: unknown init {init!r} (xavier_uniform, normal, zeros)")
         self.bias = jnp.zeros((d_out,), jnp.float32) if use_bias else None
+        self.in_axis, self.out_axis = in_axis, out_axis
+
+    @property
+    def logical_axes(self) -> dict[str, AxisNames]:
+        """``weight: (in_axis, out_axis)``, ``bias: (out_axis,)``; empty when undeclared."""
+        if self.in_axis is None or self.out_axis is None:
+            return {}
+        return {"weight": (self.in_axis, self.out_axis), "bias": (self.out_axis,)}
 
     @property
     def d_in(self) -> int:

@@ -1,4 +1,8 @@
-"""RMS and mean/variance layer norms, computed in float32 whatever the activation dtype."""
+"""RMS and mean/variance layer norms, computed in float32 whatever the activation dtype.
+
+Each declares the logical name of its feature axis (``axis``, given by its owner: ``"embed"``,
+``"head_dim"``) for :mod:`elf_eqx.parallel.partition`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
+
+from elf_eqx.nn.axes import AxisNames
 
 
 class RMSNorm(eqx.Module):
@@ -17,10 +23,17 @@ class RMSNorm(eqx.Module):
 
     weight: Float[Array, " dim"]
     eps: float = eqx.field(static=True)
+    axis: str | None = eqx.field(static=True, default=None)
 
-    def __init__(self, dim: int, eps: float = 1e-6):
+    def __init__(self, dim: int, eps: float = 1e-6, *, axis: str | None = None):
         self.weight = jnp.ones((dim,), jnp.float32)
         self.eps = eps
+        self.axis = axis
+
+    @property
+    def logical_axes(self) -> dict[str, AxisNames]:
+        """``weight: (axis,)``; empty when undeclared."""
+        return {} if self.axis is None else {"weight": (self.axis,)}
 
     def __call__(self, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch dim"]:
         """Normalise the last axis of ``(..., dim)``; same shape and dtype out."""
@@ -36,11 +49,18 @@ class LayerNorm(eqx.Module):
     weight: Float[Array, " dim"]
     bias: Float[Array, " dim"]
     eps: float = eqx.field(static=True)
+    axis: str | None = eqx.field(static=True, default=None)
 
-    def __init__(self, dim: int, eps: float = 1e-5):
+    def __init__(self, dim: int, eps: float = 1e-5, *, axis: str | None = None):
         self.weight = jnp.ones((dim,), jnp.float32)
         self.bias = jnp.zeros((dim,), jnp.float32)
         self.eps = eps
+        self.axis = axis
+
+    @property
+    def logical_axes(self) -> dict[str, AxisNames]:
+        """``weight`` and ``bias``: ``(axis,)``; empty when undeclared."""
+        return {} if self.axis is None else {"weight": (self.axis,), "bias": (self.axis,)}
 
     def __call__(self, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch dim"]:
         """Normalise the last axis of ``(..., dim)``; same shape and dtype out."""

@@ -29,8 +29,10 @@ class ScalarEmbedder(eqx.Module):
 
     def __init__(self, hidden_size: int, *, num_features: int = 256, key: PRNGKeyArray):
         k1, k2 = jax.random.split(key)
-        self.mlp_0 = Linear(num_features, hidden_size, key=k1, init="normal", std=0.02)
-        self.mlp_2 = Linear(hidden_size, hidden_size, key=k2, init="normal", std=0.02)
+        self.mlp_0 = Linear(num_features, hidden_size, key=k1, init="normal", std=0.02,
+                            in_axis="freq", out_axis="embed")
+        self.mlp_2 = Linear(hidden_size, hidden_size, key=k2, init="normal", std=0.02,
+                            in_axis="embed", out_axis="embed")
         self.num_features = num_features
 
     def __call__(self, s: Float[Array, " B"], dtype=jnp.float32) -> Float[Array, "B H"]:

@@ -17,8 +17,9 @@ class SwiGLU(eqx.Module):
 
     def __init__(self, dim: int, hidden: int, *, key: PRNGKeyArray):
         k1, k2 = jax.random.split(key)
-        self.w12 = Linear(dim, 2 * hidden, key=k1)
-        self.w3 = Linear(hidden, dim, key=k2)
+        # w12's columns are [a | b], each of the hidden width ("mlp"), split in halves in __call__.
+        self.w12 = Linear(dim, 2 * hidden, key=k1, in_axis="embed", out_axis="mlp")
+        self.w3 = Linear(hidden, dim, key=k2, in_axis="mlp", out_axis="embed")
 
     def __call__(self, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch dim"]:
         """``(..., dim) -> (..., dim)``."""

@@ -14,52 +14,63 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from elf_eqx.config import ELFConfig
 from elf_eqx.nn.attention import SelfAttention
-from elf_eqx.nn.dropout import dropout
+from elf_eqx.nn.dropout import Dropout
 from elf_eqx.nn.norm import RMSNorm
 from elf_eqx.nn.swiglu import SwiGLU
 
 
 class Block(eqx.Module):
-    """``x += Attn(RMSNorm(x)); x += SwiGLU(RMSNorm(x))`` (no adaLN: conditioning is in context)."""
+    """``x += Attn(RMSNorm(x)); x += SwiGLU(RMSNorm(x))`` (no adaLN: conditioning is in context).
+
+    Built from the config once: the attention's probability dropout (``attn_dropout``), the
+    dropout on both branch outputs before the residual adds (``proj_dropout``) and whether the
+    attention is ``causal`` are the block's own static fields, not call arguments.
+    """
 
     norm1: RMSNorm
     attn: SelfAttention
     norm2: RMSNorm
     mlp: SwiGLU
+    proj_dropout: Dropout
 
-    def __init__(self, config: ELFConfig, *, key: PRNGKeyArray):
+    def __init__(self, config: ELFConfig, *, causal: bool = False, key: PRNGKeyArray):
         k1, k2 = jax.random.split(key)
         h = config.hidden_size
-        self.norm1 = RMSNorm(h, config.norm_eps)
-        self.attn = SelfAttention(h, config.num_heads, eps=config.norm_eps, implementation=config.attention, key=k1)
-        self.norm2 = RMSNorm(h, config.norm_eps)
+        self.norm1 = RMSNorm(h, config.norm_eps, axis="embed")
+        self.attn = SelfAttention(h, config.num_heads, eps=config.norm_eps, implementation=config.attention,
+                                  attn_dropout=config.attn_dropout, causal=causal, key=k1)
+        self.norm2 = RMSNorm(h, config.norm_eps, axis="embed")
         self.mlp = SwiGLU(h, config.mlp_hidden, key=k2)
+        self.proj_dropout = Dropout(config.proj_dropout)
+
+    @property
+    def uses_dropout(self) -> bool:
+        """Whether a call with a key drops anything (some dropout live: rate > 0, not in inference mode)."""
+        return self.attn.attn_dropout.live or self.proj_dropout.live
 
     def __call__(
         self,
         x: Float[Array, "B N H"],
         cos: Float[Array, "N half"],
         sin: Float[Array, "N half"],
-        attn_rate: Float[Array, ""] | float = 0.0,
-        proj_rate: Float[Array, ""] | float = 0.0,
+        *,
         key: PRNGKeyArray | None = None,
-        attn_dropout_active: bool = False,
-        causal: bool = False,
+        dropout_scale: Float[Array, ""] | float = 1.0,
     ) -> Float[Array, "B N H"]:
-        """One block; ``key=None`` disables dropout. ``attn_dropout_active`` (static) says that
-        ``attn_rate`` may be non-zero, which rules out the fused attention kernel; ``causal``
-        (static) lets position ``i`` attend to positions ``≤ i`` only."""
+        """One block in the dtype of ``x``; ``key=None`` disables dropout. ``dropout_scale``
+        multiplies every dropout rate of the block (traced; :func:`run_blocks` passes the layer's
+        0/1 place in the dropout band)."""
         k_attn, k_proj1, k_proj2 = jax.random.split(key, 3) if key is not None else (None,) * 3
-        a = self.attn(self.norm1(x), cos, sin, attn_dropout=attn_rate, dropout_active=attn_dropout_active,
-                      causal=causal, key=k_attn)
-        x = x + dropout(a, proj_rate, k_proj1)
+        a = self.attn(self.norm1(x), cos, sin, key=k_attn, dropout_scale=dropout_scale)
+        x = x + self.proj_dropout(a, key=k_proj1, scale=dropout_scale)
         m = self.mlp(self.norm2(x))
-        return x + dropout(m, proj_rate, k_proj2)
+        return x + self.proj_dropout(m, key=k_proj2, scale=dropout_scale)
 
 
-def stacked_blocks(config: ELFConfig, key: PRNGKeyArray) -> Block:
-    """``config.depth`` blocks stored as one :class:`Block` whose leaves lead with a ``depth`` axis."""
-    return eqx.filter_vmap(lambda k: Block(config, key=k))(jax.random.split(key, config.depth))
+def stacked_blocks(config: ELFConfig, key: PRNGKeyArray, *, causal: bool = False) -> Block:
+    """``config.depth`` blocks stored as one :class:`Block` whose leaves lead with a ``depth`` axis
+    (``causal``: the AR baseline's blocks)."""
+    return eqx.filter_vmap(lambda k: Block(config, causal=causal, key=k))(jax.random.split(key, config.depth))
 
 
 def remat_policy(body, policy: str):
@@ -82,23 +93,24 @@ def run_blocks(
     cos: Float[Array, "N half"],
     sin: Float[Array, "N half"],
     key: PRNGKeyArray | None,
-    *,
-    causal: bool = False,
 ) -> Float[Array, "B N H"]:
     """``x`` through the stacked ``blocks`` under ``lax.scan`` with ``config``'s remat policy.
-    ``key`` enables dropout (in blocks ``depth//4 ≤ i < 3·depth//4`` only); ``None`` is deterministic."""
+    ``key`` enables the blocks' dropout, in blocks ``depth//4 ≤ i < 3·depth//4`` only
+    (``config.dropout_layers()``); ``None`` is deterministic."""
     params, static = eqx.partition(blocks, eqx.is_array)
-    in_dropout_range = jnp.asarray(config.dropout_layers(), jnp.float32)
-    use_dropout = key is not None and (config.attn_dropout > 0 or config.proj_dropout > 0)
-    layer_keys = jax.random.split(key, config.depth) if use_dropout else None
-    attn_dropout_active = use_dropout and config.attn_dropout > 0
+    # The dropout band is a traced 0/1 scale per layer, scanned along with the layer's weights,
+    # not a static field: every stacked layer shares one set of static fields (filter_vmap traces
+    # one Block; lax.scan runs one body). Splitting the scan into segments with differently
+    # configured blocks would compile the body several times and let the outer layers pick
+    # another attention kernel than the middle ones while training; a scale of 0 leaves the
+    # activations exactly as they are (dropout at rate 0 keeps every entry and divides by 1).
+    band = jnp.asarray(config.dropout_layers(), jnp.float32)
+    layer_keys = jax.random.split(key, config.depth) if key is not None and blocks.uses_dropout else None
 
     def body(carry, layer):
-        block_params, active, layer_key = layer
+        block_params, scale, layer_key = layer
         block = eqx.combine(block_params, static)
-        out = block(carry, cos, sin, config.attn_dropout * active, config.proj_dropout * active, layer_key,
-                    attn_dropout_active, causal)
-        return out, None
+        return block(carry, cos, sin, key=layer_key, dropout_scale=scale), None
 
-    x, _ = jax.lax.scan(remat_policy(body, config.remat), x, (params, in_dropout_range, layer_keys))
+    x, _ = jax.lax.scan(remat_policy(body, config.remat), x, (params, band, layer_keys))
     return x

@@ -1,11 +1,16 @@
 """Which mesh axes each array of a model, optimizer state or encoder is sharded over.
 
-One table, :data:`TENSOR_RULES`, names the matrices split over the ``tensor`` axis; every other
-dimension choice is the generic FSDP rule: the largest remaining axis whose size the ``fsdp``
-axis divides. The leading ``depth`` axis of stacked blocks is never sharded (``lax.scan`` walks
-it). Optimizer-state leaves hold parameter-shaped subtrees whose paths end with the parameter's
-path, so the same rules give them the same specs; scalars and arrays no rule can split are
-replicated.
+Every layer declares the logical names of its arrays' axes (:mod:`elf_eqx.nn.axes`: a Linear's
+``in_axis``/``out_axis``, a norm's ``axis``, ELF's prefix tokens...). One table,
+:data:`LOGICAL_AXIS_RULES`, says which mesh axes each logical name may be split over; its rows
+are in order of preference. An array's spec is then: ``tensor`` on its most preferred axis
+whose name allows ``tensor`` and whose size the ``tensor`` size divides, then ``fsdp`` on its
+most preferred remaining axis whose name allows ``fsdp`` and whose size the ``fsdp`` size
+divides (falling back down the table when the preferred one does not divide). The leading
+``layers`` axis of stacked blocks is never split (``lax.scan`` walks it); scalars and arrays
+under :data:`MIN_SHARDED_SIZE` elements are replicated. Optimizer-state leaves and the EMA hold
+copies of the model's modules, declarations included, so they get their parameter's spec. An
+array big enough to shard whose layer declares no axes is an error, never silently replicated.
 
 The tensor split is *not* head-aligned. A sharding splits a dimension into contiguous chunks,
 and the fused kernels hold ``[q | k | v]`` (``qkv``) and ``[a | b]`` (SwiGLU's ``w12``) side by
@@ -20,83 +25,107 @@ axis to scale on.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import jax
 from jax.sharding import AbstractMesh, Mesh, NamedSharding, PartitionSpec
-from jax.tree_util import DictKey, GetAttrKey, SequenceKey
 
+from elf_eqx.nn.axes import LAYERS, AxisNames, leaf_axes
 from elf_eqx.parallel.mesh import FSDP_AXIS, TENSOR_AXIS
+from elf_eqx.tree_paths import dotted, path_names
 
-# (pattern on the dotted leaf path, dimension split over "tensor", counted from the end).
-# qkv/w12 split their output columns (contiguously: not head-aligned, see the module
-# docstring), proj/w3 their input rows, unembed (and the baselines' head) its vocabulary axis.
-TENSOR_RULES: tuple[tuple[str, int], ...] = (
-    (r"blocks\.attn\.qkv\.weight$", -1),
-    (r"blocks\.attn\.qkv\.bias$", -1),
-    (r"blocks\.attn\.proj\.weight$", -2),
-    (r"blocks\.mlp\.w12\.weight$", -1),
-    (r"blocks\.mlp\.w12\.bias$", -1),
-    (r"blocks\.mlp\.w3\.weight$", -2),
-    (r"unembed\.weight$", -1),
-    (r"unembed\.bias$", -1),
-    (r"(^|\.)head\.weight$", -1),  # the baselines' vocabulary head
-    (r"(^|\.)head\.bias$", -1),
+# Logical axis name -> the mesh axes it may be split over. Rows are in order of preference: an
+# array's axis named higher up takes a mesh axis before one named lower down. With tensor > 1,
+# qkv and w12 split their output columns (contiguously: not head-aligned, see the module
+# docstring), proj and w3 their input rows, unembed (and the baselines' head) its vocabulary;
+# fsdp then takes the first remaining axis it divides, in this order.
+LOGICAL_AXIS_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("vocab", (TENSOR_AXIS, FSDP_AXIS)),   # output logits: unembed, the baselines' head
+    ("vocab_rows", (FSDP_AXIS,)),          # rows of a token-embedding table
+    ("mlp", (TENSOR_AXIS, FSDP_AXIS)),     # MLP hidden width: w12 columns, w3 rows
+    ("qkv", (TENSOR_AXIS, FSDP_AXIS)),     # fused [q | k | v] columns
+    ("heads", (TENSOR_AXIS, FSDP_AXIS)),   # heads × head_dim: proj rows (q, k, v columns of the encoders)
+    ("positions", (FSDP_AXIS,)),           # rows of a learned position table
+    ("latent_pair", (FSDP_AXIS,)),         # concat(z, x̂_prev): the self-conditioning input
+    ("embed", (FSDP_AXIS,)),               # the model width (hidden size H, d_model)
+    ("latent", (FSDP_AXIS,)),              # the encoder's latent width D
+    ("freq", (FSDP_AXIS,)),                # sinusoidal features of a scalar embedder
+    ("bottleneck", (FSDP_AXIS,)),          # ELF's D -> 128 -> H input bottleneck
+    ("prefix", ()),                        # ELF's learned time / SC-CFG / mode tokens
+    ("head_dim", ()),                      # per-head q/k norms
+    ("token_types", ()),                   # BERT's token-type rows
+    ("buckets", ()),                       # T5's relative-position buckets
+    ("attn_heads", ()),                    # one column per head (T5's relative bias)
+    (LAYERS, ()),                          # stacked blocks: lax.scan walks this axis
 )
+_RANK = {name: rank for rank, (name, _) in enumerate(LOGICAL_AXIS_RULES)}
+_MESH_AXES = dict(LOGICAL_AXIS_RULES)
 # Arrays smaller than this stay replicated: sharding them saves no memory worth a collective.
 MIN_SHARDED_SIZE = 1 << 14
-# Leaves whose leading axis is a stack of layers (never sharded).
-STACKED = re.compile(r"(^|\.)(blocks|layers)\.")
 
 
-def dotted_path(path: tuple[Any, ...]) -> str:
-    """``("model", "blocks", "attn", ...)`` key path → ``"model.blocks.attn..."``."""
-    parts = []
-    for entry in path:
-        if isinstance(entry, GetAttrKey):
-            parts.append(entry.name)
-        elif isinstance(entry, DictKey):
-            parts.append(str(entry.key))
-        elif isinstance(entry, SequenceKey):
-            parts.append(str(entry.idx))
-        else:
-            parts.append(str(getattr(entry, "key", getattr(entry, "name", entry))))
-    return ".".join(parts)
-
-
-def leaf_spec(name: str, shape: tuple[int, ...], mesh: Mesh | AbstractMesh, *, tensor_rules: bool = True) -> PartitionSpec:
-    """The :class:`PartitionSpec` of one array named ``name`` (dotted path) of ``shape`` (only the
-    mesh's axis sizes are read, so an :class:`AbstractMesh` serves too)."""
-    axes: list[Any] = [None] * len(shape)
+def leaf_spec(
+    names: AxisNames, shape: tuple[int, ...], mesh: Mesh | AbstractMesh, *, tensor_rules: bool = True
+) -> PartitionSpec:
+    """The :class:`PartitionSpec` of an array of ``shape`` whose axes have the logical ``names``
+    (only the mesh's axis sizes are read, so an :class:`AbstractMesh` serves too).
+    ``tensor_rules=False`` leaves the ``tensor`` axis out (fsdp only)."""
+    if len(names) != len(shape):
+        raise ValueError(f"logical axes {names} do not match shape {shape}")
+    unknown = [n for n in names if n not in _MESH_AXES]
+    if unknown:
+        raise ValueError(f"logical axis names {unknown} are not in partition.LOGICAL_AXIS_RULES")
+    axes: list[str | None] = [None] * len(shape)
     if len(shape) == 0 or math.prod(shape) < MIN_SHARDED_SIZE:
         return PartitionSpec()
-    first = 1 if STACKED.search(name) and len(shape) > 1 else 0
-    tensor = mesh.shape.get(TENSOR_AXIS, 1)
-    if tensor_rules and tensor > 1:
-        for pattern, dim in TENSOR_RULES:
-            if re.search(pattern, name) and len(shape) + dim >= first and shape[dim] % tensor == 0:
-                axes[len(shape) + dim] = TENSOR_AXIS
-                break
-    fsdp = mesh.shape.get(FSDP_AXIS, 1)
-    if fsdp > 1:
-        free = [i for i in range(first, len(shape)) if axes[i] is None and shape[i] % fsdp == 0]
+    for mesh_axis in ((TENSOR_AXIS,) if tensor_rules else ()) + (FSDP_AXIS,):
+        size = mesh.shape.get(mesh_axis, 1)
+        if size <= 1:
+            continue
+        free = [i for i, n in enumerate(names)
+                if axes[i] is None and mesh_axis in _MESH_AXES[n] and shape[i] % size == 0]
         if free:
-            axes[max(free, key=lambda i: (shape[i], -i))] = FSDP_AXIS
+            axes[min(free, key=lambda i: (_RANK[names[i]], i))] = mesh_axis
     return PartitionSpec(*axes)
+
+
+def _is_array(leaf: Any) -> bool:
+    return hasattr(leaf, "shape") and hasattr(leaf, "dtype")
+
+
+def _leaf_specs(tree: Any, mesh: Mesh | AbstractMesh, tensor_rules: bool) -> list[tuple[str, PartitionSpec | None]]:
+    """``(dotted path, spec)`` for every leaf of ``tree`` in leaf order (spec ``None``: not an array)."""
+    out, undeclared = [], []
+    for path, leaf, names in leaf_axes(tree):
+        name = dotted(path_names(path))
+        if not _is_array(leaf):
+            out.append((name, None))
+            continue
+        shape = tuple(leaf.shape)
+        if names is not None:
+            out.append((name, leaf_spec(names, shape, mesh, tensor_rules=tensor_rules)))
+            continue
+        if len(shape) and math.prod(shape) >= MIN_SHARDED_SIZE:
+            undeclared.append(f"{name} {shape}")
+        out.append((name, PartitionSpec()))  # a step count, a small optimizer constant
+    if undeclared:
+        raise ValueError("arrays whose layers declare no logical axes (give the layer its names, "
+                         "elf_eqx/nn/axes.py): " + "; ".join(undeclared))
+    return out
+
+
+def tree_specs(tree: Any, mesh: Mesh | AbstractMesh, *, tensor_rules: bool = True) -> dict[str, PartitionSpec]:
+    """``{dotted path: spec}`` of every array (or ``ShapeDtypeStruct``) leaf of ``tree``. Raises
+    ``ValueError`` naming every array of at least :data:`MIN_SHARDED_SIZE` elements whose layer
+    declares no logical axes; smaller undeclared ones (step counts) are replicated."""
+    return {name: spec for name, spec in _leaf_specs(tree, mesh, tensor_rules) if spec is not None}
 
 
 def tree_shardings(tree: Any, mesh: Mesh, *, tensor_rules: bool = True) -> Any:
     """A pytree like ``tree`` with a :class:`NamedSharding` on every array (or
-    ``ShapeDtypeStruct``) leaf, ``None`` elsewhere."""
-
-    def one(path, leaf):
-        shape = getattr(leaf, "shape", None)
-        if shape is None or not hasattr(leaf, "dtype"):
-            return None
-        return NamedSharding(mesh, leaf_spec(dotted_path(path), tuple(shape), mesh, tensor_rules=tensor_rules))
-
-    return jax.tree_util.tree_map_with_path(one, tree)
+    ``ShapeDtypeStruct``) leaf, ``None`` elsewhere; the specs of :func:`tree_specs`."""
+    leaves = [None if spec is None else NamedSharding(mesh, spec) for _, spec in _leaf_specs(tree, mesh, tensor_rules)]
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(tree), leaves)
 
 
 def replicated_shardings(tree: Any, mesh: Mesh) -> Any:

@@ -4,7 +4,8 @@ Orbax reconstructs only containers it knows (dicts, lists, tuples); an ``eqx.Mod
 optax state would come back as dicts. So we save ``{"model": {"blocks": {...}}, "opt_state":
 {"0": ...}}`` and, on restore, put the arrays back into the caller's template, whose own
 pytree structure (module classes, static fields, optax state types) is therefore reproduced
-exactly. Leaves that are not arrays are not stored; they come from the template.
+exactly. Leaves that are not arrays are not stored; they come from the template. Leaves are
+named by :func:`elf_eqx.tree_paths.path_names`, the helper the partition rules use too.
 """
 
 from __future__ import annotations
@@ -13,21 +14,10 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.tree_util import DictKey, FlattenedIndexKey, GetAttrKey, SequenceKey
+
+from elf_eqx.tree_paths import dotted, path_names
 
 Nested = dict[str, Any]
-
-
-def _component(entry: Any) -> str:
-    if isinstance(entry, GetAttrKey):
-        return entry.name
-    if isinstance(entry, DictKey):
-        return str(entry.key)
-    if isinstance(entry, SequenceKey):
-        return str(entry.idx)
-    if isinstance(entry, FlattenedIndexKey):
-        return str(entry.key)
-    return str(entry)
 
 
 def _is_array_like(leaf: Any) -> bool:
@@ -37,18 +27,13 @@ def _is_array_like(leaf: Any) -> bool:
 def named_leaves(tree: Any) -> list[tuple[tuple[str, ...], Any]]:
     """``(path components, leaf)`` for each array (or ``ShapeDtypeStruct``) leaf of ``tree``."""
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    named = [(tuple(_component(e) for e in path), leaf) for path, leaf in flat if _is_array_like(leaf)]
+    named = [(path_names(path), leaf) for path, leaf in flat if _is_array_like(leaf)]
     seen: set[tuple[str, ...]] = set()
     for names, _ in named:
         if names in seen:
             raise ValueError(f"two leaves of the state share the checkpoint name {dotted(names)!r}")
         seen.add(names)
     return named
-
-
-def dotted(names: tuple[str, ...]) -> str:
-    """``("model", "unembed", "weight")`` → ``"model.unembed.weight"`` (as orbax names parameters)."""
-    return ".".join(names)
 
 
 def to_nested(pairs: list[tuple[tuple[str, ...], Any]]) -> Nested:
@@ -90,7 +75,7 @@ def fill_template(template: Any, restored: dict[tuple[str, ...], Any]) -> Any:
     """``template`` with each array leaf replaced by ``restored[its path components]``."""
     flat, treedef = jax.tree_util.tree_flatten_with_path(template)
     leaves = [
-        restored[tuple(_component(e) for e in path)] if _is_array_like(leaf) else leaf
+        restored[path_names(path)] if _is_array_like(leaf) else leaf
         for path, leaf in flat
     ]
     return jax.tree_util.tree_unflatten(treedef, leaves)

@@ -1,13 +1,18 @@
 """Shapes, dtypes and small identities of every building block (beartype checks the annotations)."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from elf_eqx.baselines.network import BidirectionalLM, CausalLM
+from elf_eqx.config import preset
 from elf_eqx.nn import Linear, RMSNorm
 from elf_eqx.nn.attention import SelfAttention
-from elf_eqx.nn.dropout import dropout
+from elf_eqx.nn.dropout import Dropout, dropout, inference_mode
+from elf_eqx.nn.transformer import Block, run_blocks
 from elf_eqx.nn.rope import apply_rope, rope_angles
 from elf_eqx.nn.scalar_embed import ScalarEmbedder, sinusoidal_features
 from elf_eqx.nn.swiglu import SwiGLU
@@ -121,3 +126,93 @@ def test_dropout_only_with_key_and_only_in_middle_blocks():
     np.testing.assert_array_equal(np.asarray(model(*args)), np.asarray(model(*args)))
     assert not np.allclose(np.asarray(model(*args, key=jax.random.key(1))), np.asarray(model(*args)))
     assert model.config.dropout_layers() == (True, False)  # depth 2: 2//4 = 0 <= i < 3·2//4 = 1
+
+
+# -- dropout layers, causal blocks and the compute dtype (the blocks' own static fields) ----------
+
+def test_dropout_module_is_the_identity_in_inference_mode_or_without_a_key():
+    x = jnp.ones((1000,))
+    layer = Dropout(0.5)
+    assert layer(x) is x and Dropout(0.0)(x, key=KEY) is x
+    assert inference_mode(layer).inference and inference_mode(layer)(x, key=KEY) is x
+    y = layer(x, key=KEY)
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(dropout(x, 0.5, KEY)))  # the same draw
+    assert set(np.unique(np.asarray(y))) <= {0.0, 2.0} and 0.4 < float((y == 0).mean()) < 0.6
+    np.testing.assert_array_equal(np.asarray(layer(x, key=KEY, scale=jnp.float32(0.0))), np.asarray(x))  # band off
+    assert not inference_mode(inference_mode(layer), False).inference
+
+
+def test_inference_mode_switches_every_dropout_of_a_model_and_keeps_its_arrays():
+    model = tiny_model(attn_dropout=0.3, proj_dropout=0.5)
+    z = jax.random.normal(KEY, (2, 8, TINY_D))
+    args = (z, jnp.full((2,), 0.5), jnp.full((2,), 1.0))
+    frozen = inference_mode(model)
+    assert frozen.blocks.proj_dropout.inference and frozen.blocks.attn.attn_dropout.inference
+    assert frozen.blocks.attn.attn_dropout.rate == 0.3 and not frozen.blocks.uses_dropout
+    np.testing.assert_array_equal(np.asarray(frozen(*args, key=jax.random.key(1))), np.asarray(model(*args)))
+    same = lambda a, b: all(x is y for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))  # noqa: E731
+    assert same(frozen, model)
+    again = inference_mode(frozen, False)
+    np.testing.assert_array_equal(np.asarray(again(*args, key=jax.random.key(1))),
+                                  np.asarray(model(*args, key=jax.random.key(1))))
+
+
+def test_dropout_acts_only_in_the_band_of_middle_blocks():
+    model = tiny_model(proj_dropout=0.5, attn_dropout=0.2, depth=4)
+    assert model.config.dropout_layers() == (False, True, True, False)
+    x = jax.random.normal(KEY, (2, 12 + 8, 64))
+    cos, sin = rope_angles(12, 8, model.config.head_dim)
+    key = jax.random.key(3)
+    layer_keys = jax.random.split(key, 4)
+    layers = [jax.tree_util.tree_map(lambda a, i=i: a[i], model.blocks) for i in range(4)]
+    expected = x
+    for i, (block, in_band) in enumerate(zip(layers, model.config.dropout_layers())):
+        out = block(expected, cos, sin, key=layer_keys[i], dropout_scale=float(in_band))
+        if not in_band:  # an outer block given a key computes exactly what it computes without one
+            np.testing.assert_array_equal(np.asarray(out), np.asarray(block(expected, cos, sin)))
+        expected = out
+    got = run_blocks(model.blocks, model.config, x, cos, sin, key)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-6, atol=1e-6)
+    assert not np.allclose(np.asarray(got), np.asarray(run_blocks(model.blocks, model.config, x, cos, sin, None)))
+
+
+def test_a_causal_block_attends_causally_without_a_call_time_flag():
+    config = preset("ELF-T", encoder_dim=TINY_D, vocab_size=TINY_V)
+    causal, bidirectional = Block(config, causal=True, key=KEY), Block(config, key=KEY)
+    assert causal.attn.causal and not bidirectional.attn.causal
+    cos, sin = rope_angles(0, 6, config.head_dim)
+    x = jax.random.normal(KEY, (1, 6, config.hidden_size))
+    later = x.at[:, 4:].set(jax.random.normal(jax.random.key(9), (1, 2, config.hidden_size)))
+    np.testing.assert_array_equal(np.asarray(causal(x, cos, sin)[:, :4]), np.asarray(causal(later, cos, sin)[:, :4]))
+    assert not np.allclose(np.asarray(bidirectional(x, cos, sin)[:, :4]), np.asarray(bidirectional(later, cos, sin)[:, :4]))
+    assert CausalLM(config, key=KEY).blocks.attn.causal
+    assert not BidirectionalLM(config, key=KEY).blocks.attn.causal
+
+
+def test_a_block_computes_in_the_dtype_of_its_input():
+    config = preset("ELF-T", encoder_dim=TINY_D, vocab_size=TINY_V)
+    block = Block(config, key=KEY)
+    cos, sin = rope_angles(0, 6, config.head_dim)
+    for dtype in (jnp.float32, jnp.bfloat16):
+        assert block(jnp.ones((2, 6, config.hidden_size), dtype), cos, sin).dtype == dtype
+
+
+def test_attention_kernel_follows_the_layers_dropout(monkeypatch):
+    """On a (pretended) NVIDIA GPU with bf16 input, ``auto`` takes the fused kernel unless the
+    layer's own attention dropout is live and a key is given."""
+    import elf_eqx.nn.attention as attention
+
+    calls = []
+    monkeypatch.setattr(attention, "accelerator_platform", lambda: "cuda")
+    monkeypatch.setattr(attention, "fused_attention", lambda q, k, v, scale, causal=False: calls.append(causal) or v)
+    x = jnp.ones((1, 4, 32), jnp.bfloat16)
+    cos, sin = rope_angles(0, 4, 8)
+    layer = SelfAttention(32, 4, attn_dropout=0.1, causal=True, key=KEY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layer(x, cos, sin, key=KEY)
+    assert calls == []  # probability dropout: the explicit path
+    layer(x, cos, sin)
+    inference_mode(layer)(x, cos, sin, key=KEY)
+    SelfAttention(32, 4, key=KEY)(x, cos, sin, key=KEY)
+    assert calls == [True, True, False]  # no key, inference mode, rate 0: fused, causal from the layer
