@@ -1,0 +1,118 @@
+"""A sampling command made ready to compile for a target: the model source's architecture, flow
+constants, default sampler and layout read without its weights (our runs: the JSON record stored
+with the checkpoint; releases: the preset and task their name gives), and the sampler program
+:func:`elf_eqx.sampling.compiled.make_sample_fn` builds, compiled on the target's mesh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from elf_eqx.aot.analysis import analyze
+from elf_eqx.aot.compile import CompiledProgram, abstract, compile_for_target, per_device_bytes, target_mesh
+from elf_eqx.aot.run_shapes import T5_SMALL_ENCODER, T5_SMALL_VOCAB
+from elf_eqx.aot.targets import Target
+from elf_eqx.aot.train_plan import runtime_for
+from elf_eqx.config import ELFConfig, preset
+from elf_eqx.errors import ConfigError
+from elf_eqx.families import ELF_FAMILY, Family, family_named
+from elf_eqx.flow import FlowConstants
+from elf_eqx.parallel.mesh import MeshConfig, batch_sharding
+from elf_eqx.release.model_source import is_training_checkpoint, run_record
+from elf_eqx.release.tasks import RELEASE_EOS_ID, RELEASE_FLOW, RELEASE_PAD_ID, RELEASED_TASKS, task_of
+from elf_eqx.sampling.compiled import make_sample_fn
+from elf_eqx.sampling.settings import SamplerSettings
+from elf_eqx.training.config import TrainConfig
+
+_PRESET_IN_NAME = re.compile(r"ELF-([BML])(?![A-Za-z])", re.IGNORECASE)
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceArchitecture:
+    """What sampling a model source compiles against, read without its weights."""
+
+    family: Family
+    elf_config: ELFConfig
+    flow: FlowConstants
+    sampling: SamplerSettings
+    max_length: int
+    max_input_length: int
+    eos_id: int
+    pad_id: int
+    origin: str
+
+
+def source_architecture(source: str, *, step: int | None = None, task: str | None = None) -> SourceArchitecture:
+    """The architecture of ``source``: a training run of ours (its stored run config), or a release
+    whose name says its preset (``ELF-B``/``ELF-M``/``ELF-L``) and task."""
+    path = Path(source).expanduser()
+    if path.exists() and is_training_checkpoint(path):
+        record, chosen, _ = run_record(path, step)
+        config = record["run_config"]
+        spec = config["data_spec"]
+        run = TrainConfig.from_dict(config.get("run") or {}, where=f"{source}: the run config stored with step {chosen}")
+        return SourceArchitecture(
+            family_named(config.get("family", ELF_FAMILY.name), f"{source}: stored family"),
+            ELFConfig(**config["elf"]), run.objective.flow, run.sampling.settings, int(spec["max_length"]),
+            int(spec.get("max_input_length") or 0), int(spec["eos_id"]), int(spec["pad_id"]),
+            f"{source} step {chosen}")
+    named = _PRESET_IN_NAME.search(str(source))
+    if named is None:
+        raise ConfigError(f"{source}: a dry run reads a release's architecture from its name (ELF-B, ELF-M or "
+                          "ELF-L in the path, as the released repositories are named); this one names none")
+    chosen = task_of(str(source), task)
+    layout = RELEASED_TASKS[chosen]
+    config = preset(f"ELF-{named.group(1).upper()}", encoder_dim=T5_SMALL_ENCODER.d_model, vocab_size=T5_SMALL_VOCAB)
+    return SourceArchitecture(ELF_FAMILY, config, RELEASE_FLOW, layout.sampling, layout.max_length,
+                              layout.max_input_length, RELEASE_EOS_ID, RELEASE_PAD_ID,
+                              f"release {source} (ELF-{named.group(1).upper()}, task {chosen}; from its name)")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplePlan:
+    """One sampler program of a source, for a target."""
+
+    source: SourceArchitecture
+    target: Target
+    settings: SamplerSettings
+    batch_size: int
+    length: int
+    mesh: MeshConfig
+    compute_dtype: str = "auto"
+
+    def with_batch(self, batch_size: int) -> "SamplePlan":
+        """The same plan at another batch size."""
+        return dataclasses.replace(self, batch_size=batch_size)
+
+    def compile(self) -> tuple[CompiledProgram, Any]:
+        """The sampler compiled for the target, and the sharded abstract model it was compiled against."""
+        src = self.source
+        elf_config = dataclasses.replace(src.elf_config, **runtime_for(self.target, self.compute_dtype))
+        model = src.family.network_template(elf_config)
+        sampler = src.family.sampler(self.settings, src.flow, vocab_size=elf_config.vocab_size, length=self.length)
+        mesh = target_mesh(self.target, self.mesh)
+        sample = make_sample_fn(sampler, mesh, model, eos_id=src.eos_id, pad_id=src.pad_id)
+        condition = jax.eval_shape(lambda: src.family.no_condition(self.batch_size, self.length, elf_config))
+        key_data = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
+        params = sample.abstract_params(model)
+        args = (params, key_data, abstract(condition, batch_sharding(mesh)))
+        return compile_for_target(sample.jitted, args, target=self.target, mesh=mesh), params
+
+    def report(self) -> dict[str, Any]:
+        """Compile and report the sampler (:func:`elf_eqx.aot.analysis.analyze`)."""
+        src = self.source
+        compiled, params = self.compile()
+        nfe = src.family.sampler(self.settings, src.flow, vocab_size=src.elf_config.vocab_size, length=self.length).nfe()
+        flops = src.family.sample_flops(src.elf_config, self.batch_size, self.length, nfe)
+        report = analyze(compiled, self.target, program="sample", global_batch=self.batch_size, analytic_flops=flops,
+                         tokens_per_step=self.batch_size * self.length, param_bytes_per_device=per_device_bytes(params))
+        return {**report, "source": src.origin, "family": src.family.name, "length": self.length, "nfe": nfe,
+                "sampler": src.family.sample_tag(self.settings), "mesh": dict(compiled.mesh.shape),
+                "samples_per_s": None if not report["compiler_estimate_s"] else
+                self.batch_size / report["compiler_estimate_s"]}
+

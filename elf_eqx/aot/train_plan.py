@@ -1,0 +1,111 @@
+"""A training config made ready to compile for a target, without its data: the same step a real
+run builds (:func:`elf_eqx.training.trainer.build_step_program`: config resolution, mesh, shardings,
+remat, grad accumulation, frozen encoder) from the shapes of its tokenizer and encoder
+(:mod:`elf_eqx.aot.run_shapes`), with ``auto`` settings resolved for the target (:func:`runtime_for`).
+
+XLA counts a ``lax.scan`` body once in its FLOPs and time estimate, so where the target has a cost
+model (TPU) a twin of the step with every layer scan unrolled is compiled too, for the FLOPs and the
+estimate only; memory is always the real program's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from elf_eqx.aot.analysis import analyze
+from elf_eqx.aot.compile import CompiledProgram, abstract, compile_for_target, per_device_bytes, target_mesh
+from elf_eqx.aot.run_shapes import SourceShapes, source_shapes
+from elf_eqx.aot.targets import Target
+from elf_eqx.config import ELFConfig, resolve_compute_dtype
+from elf_eqx.encoders.latent_encoder import LatentEncoder
+from elf_eqx.training.compute import training_compute
+from elf_eqx.training.config import TrainConfig
+from elf_eqx.training.schedule import make_lr_schedule
+from elf_eqx.training.trainer import build_step_program
+
+KEY = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
+"""A typed PRNG key, abstract."""
+
+
+def runtime_for(target: Target, compute_dtype: str) -> dict[str, str]:
+    """The runtime options a network compiled for ``target`` runs with: ``compute_dtype`` with
+    ``auto`` resolved for the target's backend (not this machine's) and the target's platform,
+    which resolves ``attention: auto`` (:func:`elf_eqx.nn.attention.choose_attention`)."""
+    return {"compute_dtype": jnp.dtype(resolve_compute_dtype(compute_dtype, target.backend)).name,
+            "platform": target.platform}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainPlan:
+    """A training config made ready to compile for a target: its network, encoder and data shapes."""
+
+    cfg: TrainConfig
+    target: Target
+    shapes: SourceShapes
+    elf_config: ELFConfig
+    encoder: LatentEncoder | None
+    epoch_rows: int | None = None
+    """Rows in an epoch of the run's data, when known (for the time per epoch)."""
+
+    @staticmethod
+    def of(cfg: TrainConfig, target: Target, *, epoch_rows: int | None = None) -> "TrainPlan":
+        """Read the shapes of ``cfg``'s tokenizer and encoder; resolve ``auto`` for ``target``."""
+        family = cfg.objective.model_family
+        shapes = source_shapes(cfg.data.tokenizer_source, cfg.data.encoder if family.uses_encoder else None)
+        runtime = runtime_for(target, cfg.model.compute_dtype)
+        dim = shapes.encoder_dim or ELFConfig.encoder_dim
+        elf_config = dataclasses.replace(cfg.elf_config(dim, shapes.vocab_size), **runtime)
+        encoder = None
+        if family.uses_encoder:
+            d = cfg.data
+            encoder = LatentEncoder(shapes.abstract_encoder(), d.latent_mean, d.latent_std,
+                                    cfg.objective.label_drop_prob, runtime["compute_dtype"])
+        return TrainPlan(cfg, target, shapes, elf_config, encoder, epoch_rows)
+
+    def with_batch(self, global_batch: int) -> "TrainPlan":
+        """The same plan at another global batch."""
+        optimizer = dataclasses.replace(self.cfg.optimizer, global_batch=global_batch)
+        return dataclasses.replace(self, cfg=dataclasses.replace(self.cfg, optimizer=optimizer))
+
+    def compile(self, *, unrolled: bool = False) -> tuple[CompiledProgram, Any]:
+        """The training step compiled for the target (``unrolled``: every layer scan unrolled) and
+        the sharded abstract state it was compiled against."""
+        cfg, opt = self.cfg, self.cfg.optimizer
+        elf_config = dataclasses.replace(self.elf_config, scan_unroll=True) if unrolled else self.elf_config
+        encoder = self.encoder
+        if encoder is not None and unrolled:
+            encoder = eqx.tree_at(lambda e: e.encoder, encoder, encoder.encoder.unrolled())
+        total = opt.max_steps or 1000  # the schedule's length changes its constants, not the program
+        warmup = opt.warmup_steps if opt.warmup_steps is not None else total // 10
+        schedule = make_lr_schedule(opt.learning_rate, total, min(warmup, total), opt.lr_schedule)
+        mesh = target_mesh(self.target, cfg.mesh.config)
+        program = build_step_program(cfg, cfg.objective.model_family, elf_config, mesh, schedule, encoder)
+        state = program.abstract_state()
+        batch = abstract(program.token_batch(opt.global_batch, cfg.data.max_length), program.batch_sharding)
+        args = (state, batch, KEY, None if encoder is None else abstract(encoder, program.encoder_sharding))
+        return compile_for_target(program.step_fn, args, target=self.target, mesh=mesh), state
+
+    def report(self) -> dict[str, Any]:
+        """Compile and report the step (:func:`elf_eqx.aot.analysis.analyze`)."""
+        cfg, opt = self.cfg, self.cfg.optimizer
+        compiled, state = self.compile()
+        estimate = None
+        if self.target.has_cost_model and compiled.compiled is not None:
+            estimate = self.compile(unrolled=True)[0]
+        per_step = training_compute(cfg, self.elf_config, 1, self.shapes.encoder_config)
+        report = analyze(compiled, self.target, program="train", global_batch=opt.global_batch,
+                         analytic_flops=per_step["train_flops"], tokens_per_step=per_step["tokens"],
+                         steps_per_epoch=None if self.epoch_rows is None else self.epoch_rows // opt.global_batch,
+                         param_bytes_per_device=per_device_bytes(state.model),
+                         opt_state_bytes_per_device=per_device_bytes(state.opt_state), cost_program=estimate)
+        return {**report, "model": cfg.model.name, "family": cfg.objective.family, "length": cfg.data.max_length,
+                "mesh": dict(compiled.mesh.shape), "compute_dtype": self.elf_config.compute_dtype,
+                "attention": self.elf_config.attention, "remat": self.elf_config.remat,
+                "grad_accum": opt.grad_accum, "notes": list(self.shapes.notes)}
+
+
