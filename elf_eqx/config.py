@@ -16,6 +16,14 @@ AttentionImpl = Literal["auto", "xla", "cudnn"]
 REMAT_POLICIES: tuple[str, ...] = ("none", "dots_saveable", "full")
 
 
+def backend_of(platform: str | None) -> str:
+    """The JAX backend of a platform (``cuda``/``rocm`` → ``gpu``; ``tpu``, ``cpu`` as they are);
+    ``None`` is this machine's default backend."""
+    if platform is None:
+        return jax.default_backend()
+    return "gpu" if platform in ("cuda", "rocm") else platform
+
+
 def resolve_compute_dtype(name: str, backend: str | None = None) -> jnp.dtype:
     """The activation dtype for ``name`` on ``backend`` (default: ``jax.default_backend()``).
 
@@ -57,6 +65,11 @@ class ELFConfig:
     - ``attention``: ``auto`` uses cuDNN flash attention on NVIDIA GPUs when the dtype is
       bf16/fp16 (and XLA elsewhere), ``cudnn`` insists on it, ``xla`` is the explicit einsum math.
       With attention-probability dropout active the explicit path is always used.
+    - ``platform``: the platform the network is compiled for (``cpu``, ``cuda``, ``rocm``, ``tpu``);
+      ``None`` (the default) is this machine's. ``auto`` compute dtype and attention resolve for it,
+      so a dry run (``--dry-run --target``) compiles for its target, not for the machine compiling.
+    - ``scan_unroll``: run the blocks as an unrolled loop instead of ``lax.scan`` (longer compiles;
+      XLA's cost analysis then counts every layer, which the dry run's estimate needs).
     """
 
     depth: int
@@ -76,6 +89,8 @@ class ELFConfig:
     compute_dtype: ComputeDtype = "auto"
     remat: RematPolicy | bool = "none"  # a bool (old configs) is normalised to a policy name
     attention: AttentionImpl = "auto"
+    platform: str | None = None
+    scan_unroll: bool = False
 
     def __post_init__(self) -> None:
         for name in ("depth", "hidden_size", "num_heads", "encoder_dim", "vocab_size", "bottleneck_dim"):
@@ -108,7 +123,7 @@ class ELFConfig:
     @property
     def dtype(self) -> jnp.dtype:
         """The resolved activation dtype on the current backend (see :func:`resolve_compute_dtype`)."""
-        return resolve_compute_dtype(self.compute_dtype)
+        return resolve_compute_dtype(self.compute_dtype, backend_of(self.platform))
 
     @property
     def head_dim(self) -> int:

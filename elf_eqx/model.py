@@ -157,7 +157,7 @@ def count_params(model: eqx.Module) -> int:
 def with_runtime_options(model: eqx.Module, **fields) -> eqx.Module:
     """``model`` (ELF, or a baseline network built from an :class:`ELFConfig`) with the same weights and other runtime settings of its :class:`ELFConfig`
     (``compute_dtype``, ``remat``, ``attention``, dropout rates), e.g. ``with_runtime_options(m, compute_dtype="bfloat16")``."""
-    allowed = {"compute_dtype", "remat", "attention", "attn_dropout", "proj_dropout"}
+    allowed = {"compute_dtype", "remat", "attention", "attn_dropout", "proj_dropout", "platform", "scan_unroll"}
     unknown = sorted(set(fields) - allowed)
     if unknown:
         raise ValueError(f"with_runtime_options: {unknown} change the architecture; allowed: {sorted(allowed)}")

@@ -17,6 +17,8 @@ from typing import Any
 
 import jax
 
+from elf_eqx.aot.cli import print_dry_run
+from elf_eqx.aot.dry_run import dry_run_sample
 from elf_eqx.cli.errors import cli_main, flag_errors
 from elf_eqx.families import ELF_FAMILY, Family
 from elf_eqx.errors import ConfigError
@@ -35,11 +37,16 @@ def default_output(cfg: SampleConfig, settings: SamplerSettings, family: Family 
     return Path("samples") / f"{name[-80:]}-{family.sample_tag(settings)}-seed{cfg.draw.seed}.jsonl"
 
 
+def require_source(cfg: SampleConfig) -> None:
+    """A one-line error when no model source is given."""
+    if not cfg.source:
+        raise ConfigError("give the model source: a training output directory, a checkpoint, or a hub id")
+
+
 def sample(cfg: SampleConfig) -> tuple[Path, list[dict[str, Any]]]:
     """Draw the samples ``cfg`` describes, write them to the output JSONL (process 0) and return
     its path and the records."""
-    if not cfg.source:
-        raise ConfigError("give the model source: a training output directory, a checkpoint, or a hub id")
+    require_source(cfg)
     load, draw, given = cfg.load, cfg.draw, cfg.inputs
     inputs = read_condition_inputs(given.input) if given.input else [ConditionInput(p) for p in given.prompt]
     if inputs and draw.num_samples is not None:
@@ -76,6 +83,10 @@ def main(argv: list[str]) -> None:
     :mod:`elf_eqx.cli.errors`; ``--debug`` shows the traceback)."""
     with flag_errors():
         cfg = parse_sample_config(argv)
+    if cfg.plan.dry_run:
+        require_source(cfg)
+        print_dry_run(cfg.plan, lambda: dry_run_sample(cfg, cfg.plan.target, max_batch=cfg.plan.max_batch))
+        return
     output, records = sample(cfg)
     if jax.process_index() == 0:
         if not cfg.out.quiet:

@@ -9,6 +9,8 @@ resumes from the last complete checkpoint there. SIGTERM/SIGINT finish the step,
 
 from __future__ import annotations
 
+from elf_eqx.aot.cli import print_dry_run
+from elf_eqx.aot.dry_run import dry_run_train
 from elf_eqx.cli.errors import cli_main, flag_errors
 from elf_eqx.parallel.distributed import initialize_distributed
 from elf_eqx.training.config import parse_train_config
@@ -21,6 +23,10 @@ def main(argv: list[str]) -> None:
     :mod:`elf_eqx.cli.errors`; ``--debug`` shows the traceback)."""
     with flag_errors():
         cfg = parse_train_config(argv)
+    if cfg.plan.dry_run:
+        print_dry_run(cfg.plan, lambda: dry_run_train(cfg, cfg.plan.target, max_batch=cfg.plan.max_batch,
+                                                      epoch_rows=cfg.plan.epoch_rows))
+        return
     initialize_distributed(cfg.mesh.coordinator_address, cfg.mesh.num_processes, cfg.mesh.process_id)
     train(cfg)
 

@@ -106,12 +106,15 @@ def analyze(
     param_bytes_per_device: int | None = None,
     opt_state_bytes_per_device: int | None = None,
     compile_s: int | float | None = None,
+    cost_program: Any = None,
 ) -> dict[str, Any]:
     """A report of ``compiled`` (a :class:`~elf_eqx.aot.compile.CompiledProgram` or a
     ``jax.stages.Compiled``) on ``target``; see the module docstring for each figure.
 
     ``devices`` defaults to the program's mesh (or the target's device count); ``compile_s`` to the
-    :class:`CompiledProgram`'s. Figures that need an input not given, or a compiler estimate the
+    :class:`CompiledProgram`'s. ``cost_program`` (a twin of the program with its layer loops
+    unrolled, whose FLOPs and time XLA counts in full) gives the FLOPs and the estimate instead;
+    memory is always ``compiled``'s. Figures that need an input not given, or a compiler estimate the
     backend does not make, are None.
     """
     lower_s, out_of_memory = None, None
@@ -130,6 +133,9 @@ def analyze(
         mem = memory(compiled)
         costs = cost(compiled)
         text = compiled.as_text() or ""
+    if cost_program is not None:
+        twin = cost_program.compiled if isinstance(cost_program, CompiledProgram) else cost_program
+        costs = cost(twin) if twin is not None else {}
     total = mem["total_bytes"]
     flops_per_device = costs.get("flops")
     estimate = costs.get("optimal_seconds") or None
@@ -165,7 +171,9 @@ def analyze(
         "epoch_s": None if estimate is None or steps_per_epoch is None else estimate * steps_per_epoch,
         "peak_flops_per_device": target.peak_flops,
         "collectives": hlo.collectives(text),
+        "custom_calls": hlo.custom_calls(text),
         "while_loops": len(loops),
+        "cost_from_unrolled_twin": cost_program is not None,
         "loop_trip_counts": [loop["trip_count"] for loop in loops],
         "lower_s": lower_s,
         "compile_s": compile_s,

@@ -24,8 +24,10 @@ different times hold the same device objects.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from elf_eqx.aot.targets import Target
@@ -57,6 +59,23 @@ def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
+@contextlib.contextmanager
+def _quiet_libtpu(target: Target) -> Iterator[None]:
+    """While libtpu loads: on a host without a TPU it asks the environment for the local accelerator
+    and its workers and prints several error lines when it finds neither, neither of which matters
+    when only compiling. The variables are set for the load and removed after, so nothing later
+    (``jax.distributed``'s cluster detection) mistakes this host for a TPU VM."""
+    added = {name: value for name, value in (("TPU_WORKER_HOSTNAMES", "localhost"),
+                                             ("TPU_ACCELERATOR_TYPE", f"{target.generation}-8"))
+             if name not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
 def tpu_devices(target: Target) -> list[Any]:
     """Compile-only devices of a TPU target."""
     if not has_libtpu():
@@ -65,9 +84,10 @@ def tpu_devices(target: Target) -> list[Any]:
     from jax.experimental import topologies
 
     try:
-        description = topologies.get_topology_desc(
-            target.topology, "tpu", chip_config_name=target.chip_config,
-            chips_per_host_bounds=target.chips_per_host_bounds, wrap=target.wrap)
+        with _quiet_libtpu(target):
+            description = topologies.get_topology_desc(
+                target.topology, "tpu", chip_config_name=target.chip_config,
+                chips_per_host_bounds=target.chips_per_host_bounds, wrap=target.wrap)
     except Exception as error:  # noqa: BLE001 - libtpu raises JaxRuntimeError/RuntimeError; all are reported
         message = _first_line(error)
         if "lockfile" in message:

@@ -202,6 +202,20 @@ def collectives(text: str) -> dict[str, dict[str, Any]]:
     return out
 
 
+_CUSTOM_TARGET = re.compile(r'custom_call_target="([^"]+)"')
+
+
+def custom_calls(text: str) -> dict[str, int]:
+    """Custom calls by target (the kernels XLA does not write itself: cuDNN's fused attention
+    ``__cudnn$fmha…``, cuBLAS GEMMs ``__cublas$…``, Pallas kernels ``tpu_custom_call``…), each
+    counted once where it appears in the text."""
+    counts: dict[str, int] = {}
+    for instruction in parse(text).instructions:
+        if instruction.opcode == "custom-call" and (target := _CUSTOM_TARGET.search(instruction.attributes)):
+            counts[target.group(1)] = counts.get(target.group(1), 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def while_loops(text: str) -> list[dict[str, Any]]:
     """The ``while`` instructions: ``[{name, body, trip_count (None: not printed)}]``."""
     module = parse(text)

@@ -75,7 +75,10 @@ def _rows(reports: Sequence[dict[str, Any]]) -> list[tuple[str, Callable[[dict[s
         ("fits", _fits),
         ("parameters / device", lambda r: _gib(r.get("param_bytes_per_device"))),
         ("optimizer state / device", lambda r: _gib(r.get("opt_state_bytes_per_device"))),
-        ("step FLOPs, analytic", lambda r: _num(r.get("analytic_flops"))),
+        ("EMA / device", lambda r: _gib(r.get("ema_bytes_per_device"))),
+        ("frozen encoder / device", lambda r: _gib(r.get("encoder_bytes_per_device"))),
+        ("step FLOPs, analytic (model)", lambda r: _num(r.get("analytic_flops"))),
+        ("  + optimizer (Newton–Schulz)", lambda r: _num(r.get("analytic_optimizer_flops"))),
         ("step FLOPs, compiler (all devices)", lambda r: _num(r.get("compiler_flops"))),
         ("step time (compiler estimate)", lambda r: _seconds(r.get("compiler_estimate_s"))),
         ("tokens/s (compiler estimate)", lambda r: _num(r.get("tokens_per_s"))),
@@ -84,6 +87,8 @@ def _rows(reports: Sequence[dict[str, Any]]) -> list[tuple[str, Callable[[dict[s
     ]
     kinds = sorted({kind for r in reports for kind in r.get("collectives", {})})
     rows += [(f"collective: {kind}", _collective(kind)) for kind in kinds] or [("collectives", lambda r: "none")]
+    rows.append(("kernels (custom calls)", lambda r: ", ".join(f"{k} ×{n}" for k, n in r.get("custom_calls", {}).items())
+                 or "none"))
     rows += [
         ("while loops (body counted once)", lambda r: str(r.get("while_loops", DASH))),
         ("compile time", lambda r: _seconds(r.get("compile_s"))),
@@ -105,6 +110,9 @@ def render_reports(reports: Sequence[dict[str, Any]]) -> str:
     for r in reports:
         if r.get("out_of_memory"):
             notes.append(f"{r.get('program', 'step')} @ {r['target']}: the compiler refused it: {r['out_of_memory']}")
-    if any(r.get("while_loops") for r in reports):
+    if any(r.get("cost_from_unrolled_twin") for r in reports):
+        notes.append("compiler FLOPs and estimates from a twin of the program with its layer loops unrolled "
+                     "(XLA counts a loop body once); memory from the program itself")
+    if any(r.get("while_loops") and not r.get("cost_from_unrolled_twin") for r in reports):
         notes.append("XLA counts each while/scan body once in compiler FLOPs and estimates")
     return "\n".join(lines + [f"note: {n}" for n in notes])

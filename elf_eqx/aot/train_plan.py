@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 
@@ -23,13 +22,22 @@ from elf_eqx.aot.run_shapes import SourceShapes, source_shapes
 from elf_eqx.aot.targets import Target
 from elf_eqx.config import ELFConfig, resolve_compute_dtype
 from elf_eqx.encoders.latent_encoder import LatentEncoder
+from elf_eqx.nn.attention import accelerator_platform, choose_attention
 from elf_eqx.training.compute import training_compute
 from elf_eqx.training.config import TrainConfig
+from elf_eqx.training.optim import muon_flops
 from elf_eqx.training.schedule import make_lr_schedule
 from elf_eqx.training.trainer import build_step_program
 
 KEY = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
 """A typed PRNG key, abstract."""
+
+
+def attention_kernel(config: ELFConfig) -> str:
+    """The attention core ``config``'s blocks run on its platform (``config.attention`` resolved)."""
+    dropout = config.attn_dropout > 0
+    return choose_attention(config.attention, config.platform or accelerator_platform(), config.dtype, config.head_dim,
+                            dropout)
 
 
 def runtime_for(target: Target, compute_dtype: str) -> dict[str, str]:
@@ -72,14 +80,14 @@ class TrainPlan:
         optimizer = dataclasses.replace(self.cfg.optimizer, global_batch=global_batch)
         return dataclasses.replace(self, cfg=dataclasses.replace(self.cfg, optimizer=optimizer))
 
-    def compile(self, *, unrolled: bool = False) -> tuple[CompiledProgram, Any]:
+    def compile(self, *, unrolled: bool = False) -> tuple[CompiledProgram, tuple[Any, ...]]:
         """The training step compiled for the target (``unrolled``: every layer scan unrolled) and
-        the sharded abstract state it was compiled against."""
+        the sharded abstract arguments it was compiled against: ``(state, batch, key, encoder)``."""
         cfg, opt = self.cfg, self.cfg.optimizer
         elf_config = dataclasses.replace(self.elf_config, scan_unroll=True) if unrolled else self.elf_config
         encoder = self.encoder
         if encoder is not None and unrolled:
-            encoder = eqx.tree_at(lambda e: e.encoder, encoder, encoder.encoder.unrolled())
+            encoder = dataclasses.replace(encoder, unroll_layers=True)
         total = opt.max_steps or 1000  # the schedule's length changes its constants, not the program
         warmup = opt.warmup_steps if opt.warmup_steps is not None else total // 10
         schedule = make_lr_schedule(opt.learning_rate, total, min(warmup, total), opt.lr_schedule)
@@ -88,24 +96,29 @@ class TrainPlan:
         state = program.abstract_state()
         batch = abstract(program.token_batch(opt.global_batch, cfg.data.max_length), program.batch_sharding)
         args = (state, batch, KEY, None if encoder is None else abstract(encoder, program.encoder_sharding))
-        return compile_for_target(program.step_fn, args, target=self.target, mesh=mesh), state
+        return compile_for_target(program.step_fn, args, target=self.target, mesh=mesh), args
 
     def report(self) -> dict[str, Any]:
         """Compile and report the step (:func:`elf_eqx.aot.analysis.analyze`)."""
         cfg, opt = self.cfg, self.cfg.optimizer
-        compiled, state = self.compile()
+        compiled, (state, batch, _, encoder) = self.compile()
         estimate = None
         if self.target.has_cost_model and compiled.compiled is not None:
             estimate = self.compile(unrolled=True)[0]
         per_step = training_compute(cfg, self.elf_config, 1, self.shapes.encoder_config)
+        template = cfg.objective.model_family.network_template(self.elf_config)
+        optimizer_flops = muon_flops(template) if opt.name == "muon" else 0.0
         report = analyze(compiled, self.target, program="train", global_batch=opt.global_batch,
                          analytic_flops=per_step["train_flops"], tokens_per_step=per_step["tokens"],
                          steps_per_epoch=None if self.epoch_rows is None else self.epoch_rows // opt.global_batch,
                          param_bytes_per_device=per_device_bytes(state.model),
                          opt_state_bytes_per_device=per_device_bytes(state.opt_state), cost_program=estimate)
-        return {**report, "model": cfg.model.name, "family": cfg.objective.family, "length": cfg.data.max_length,
+        report.update(ema_bytes_per_device=per_device_bytes(state.ema), batch_bytes_per_device=per_device_bytes(batch),
+                      encoder_bytes_per_device=per_device_bytes(encoder) if encoder is not None else 0)
+        return {**report, "analytic_optimizer_flops": optimizer_flops,
+                "analytic_total_flops": per_step["train_flops"] + optimizer_flops, "model": cfg.model.name, "family": cfg.objective.family, "length": cfg.data.max_length,
                 "mesh": dict(compiled.mesh.shape), "compute_dtype": self.elf_config.compute_dtype,
-                "attention": self.elf_config.attention, "remat": self.elf_config.remat,
+                "attention": attention_kernel(self.elf_config), "remat": self.elf_config.remat,
                 "grad_accum": opt.grad_accum, "notes": list(self.shapes.notes)}
 
 

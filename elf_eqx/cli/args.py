@@ -190,6 +190,35 @@ def optional_fields(cls: type, name: str, doc: str) -> type:
 
 
 @dataclasses.dataclass(frozen=True)
+class DryRunFlags:
+    """Planning on hardware you do not have (docs/method.md#dry-run)."""
+
+    dry_run: bool = False
+    """Compile the program this command would run for --target and report its memory per device
+    against the HBM, FLOPs, the compiler's time estimate and collectives; read no data, write nothing."""
+    target: str = "local"
+    """What to compile for: a TPU slice by its cloud name (v4-32, v5e-256, v5p-64, v6e-8) or topology
+    (v5p:2x4x4; v5p:1x1x1 is one chip), an NVIDIA card with a count (h100, h100x8, h200, a100,
+    a100-40), or local (this machine's devices)."""
+    json: bool = False
+    """Print one JSON object per compiled program instead of the table."""
+    max_batch: bool = False
+    """Also find the largest batch that fits the target (compiles several programs)."""
+    epoch_rows: int | None = None
+    """Rows in one epoch of the training data, for the time per epoch (a dry run reads no data)."""
+
+    def __post_init__(self) -> None:
+        if not self.dry_run:
+            given = [flag for flag, on in (("--target", self.target != "local"), ("--json", self.json),
+                                           ("--max-batch", self.max_batch), ("--epoch-rows", self.epoch_rows))
+                     if on]
+            if given:
+                raise ConfigError(f"{', '.join(given)} only apply with --dry-run")
+        if self.epoch_rows is not None and self.epoch_rows < 1:
+            raise ConfigError(f"--epoch-rows must be positive, got {self.epoch_rows}")
+
+
+@dataclasses.dataclass(frozen=True)
 class MeshFlags:
     """Devices."""
 

@@ -131,9 +131,12 @@ class BertEncoder(eqx.Module):
         self,
         input_ids: Int[Array, "B L"],
         attention_mask: Bool[Array, "B L L"] | Bool[Array, "B L"] | None = None,
+        *,
+        unroll: bool = False,
     ) -> Float[Array, "B L D"]:
         """Encode ``input_ids (B, L)``; ``attention_mask`` is ``(B, L, L)`` (query×key), a ``(B, L)``
-        padding mask, or None (all valid). Returns the last hidden states ``(B, L, D)``."""
+        padding mask, or None (all valid). Returns the last hidden states ``(B, L, D)``. ``unroll``
+        runs the layers as an unrolled loop (which XLA's cost analysis counts in full)."""
         batch, length = input_ids.shape
         if length > self.max_positions:
             raise ValueError(f"BERT encoder: sequence length {length} exceeds max_position_embeddings "
@@ -142,4 +145,4 @@ class BertEncoder(eqx.Module):
         x = (jnp.take(self.word_embeddings, input_ids, axis=0)
              + self.position_embeddings[:length] + self.token_type_embeddings[0])
         x = self.embed_norm(x)
-        return scan_layers(self.layers, x, lambda layer, h: layer(h, mask))
+        return scan_layers(self.layers, x, lambda layer, h: layer(h, mask), unroll=unroll)

@@ -59,6 +59,8 @@ class LatentEncoder(eqx.Module):
     latent_std: float = eqx.field(static=True, default=0.2)
     label_drop_prob: float = eqx.field(static=True, default=0.0)
     compute_dtype: str = eqx.field(static=True, default="auto")
+    unroll_layers: bool = eqx.field(static=True, default=False)
+    """Run the encoder's layers as an unrolled loop (the dry run's cost estimate; see docs/method.md#dry-run)."""
 
     def __call__(self, batch: TokenBatch, key: PRNGKeyArray) -> LatentBatch:
         """Encode ``batch``; with probability ``label_drop_prob`` a conditional sample loses its
@@ -77,5 +79,5 @@ class LatentEncoder(eqx.Module):
         mask = encoder_attention_mask(batch.valid_mask, batch.cond_mask, drop)
         dtype = resolve_compute_dtype(self.compute_dtype)
         encoder = self.encoder if dtype == jnp.float32 else cast_floating(self.encoder, dtype)
-        hidden = jax.lax.stop_gradient(encoder(batch.input_ids, mask))
+        hidden = jax.lax.stop_gradient(encoder(batch.input_ids, mask, unroll=self.unroll_layers))
         return normalize_latents(hidden.astype(jnp.float32), self.latent_mean, self.latent_std)

@@ -81,14 +81,16 @@ def attend(
 
 
 def scan_layers(
-    layers: eqx.Module, x: Float[Array, "B L D"], apply: Callable[[eqx.Module, Array], Array]
+    layers: eqx.Module, x: Float[Array, "B L D"], apply: Callable[[eqx.Module, Array], Array], *,
+    unroll: bool = False,
 ) -> Float[Array, "B L D"]:
     """Run ``x = apply(layer, x)`` through layers stacked on a leading axis, with ``lax.scan`` so
-    compile time does not grow with depth."""
+    compile time does not grow with depth (``unroll``: as an unrolled loop, which XLA's cost
+    analysis counts in full)."""
     params, static = eqx.partition(layers, eqx.is_array)
 
     def body(h, layer_params):
         return apply(eqx.combine(layer_params, static), h), None
 
-    out, _ = jax.lax.scan(body, x, params)
+    out, _ = jax.lax.scan(body, x, params, unroll=unroll)
     return out

@@ -204,12 +204,15 @@ class T5Encoder(eqx.Module):
         self,
         input_ids: Int[Array, "B L"],
         attention_mask: Bool[Array, "B L L"] | Bool[Array, "B L"] | None = None,
+        *,
+        unroll: bool = False,
     ) -> Float[Array, "B L D"]:
         """Encode ``input_ids (B, L)``; ``attention_mask`` is ``(B, L, L)`` (query×key), a ``(B, L)``
-        padding mask, or None (all tokens valid). Returns the final-normed hidden states ``(B, L, D)``."""
+        padding mask, or None (all tokens valid). Returns the final-normed hidden states ``(B, L, D)``. ``unroll``
+        runs the layers as an unrolled loop (which XLA's cost analysis counts in full)."""
         batch, length = input_ids.shape
         mask = pair_mask(attention_mask, batch, length)
         bias = self.position_bias(length)
         x = jnp.take(self.embedding, input_ids, axis=0)
-        x = scan_layers(self.layers, x, lambda layer, h: layer(h, mask, bias))
+        x = scan_layers(self.layers, x, lambda layer, h: layer(h, mask, bias), unroll=unroll)
         return self.final_norm(x)

@@ -73,6 +73,11 @@ class Family(abc.ABC):
     # -- sampling ------------------------------------------------------------------------------
 
     @abc.abstractmethod
+    def sample_flops(self, config: ELFConfig, batch: int, length: int, nfe: int) -> float:
+        """Analytic FLOPs of drawing ``batch`` samples of ``length`` positions with ``nfe`` network
+        evaluations each (and, for ELF, the decode pass)."""
+
+    @abc.abstractmethod
     def sampler(self, settings: SamplerSettings, flow: FlowConstants, *, vocab_size: int, length: int) -> ModelSampler:
         """The family's sampler for ``settings`` (ELF's with the flow constants ``flow`` it was
         trained with; the baselines read the settings that apply to them)."""

@@ -53,6 +53,11 @@ class ELFFamily(Family):
             flops += batch * encoder_forward_flops(encoder_config, length)
         return flops
 
+    def sample_flops(self, config: ELFConfig, batch: int, length: int, nfe: int) -> float:
+        """``nfe`` denoising passes and one decode pass per sample."""
+        fwd = elf_forward_flops(config, length)
+        return batch * (nfe * (fwd["body"] + fwd["denoise_head"]) + fwd["body"] + fwd["decode_head"])
+
     def sampler(self, settings: SamplerSettings, flow: FlowConstants, *, vocab_size: int, length: int) -> Sampler:
         return Sampler(settings, flow)
 

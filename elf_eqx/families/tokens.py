@@ -20,6 +20,10 @@ class TokenFamily(Family):
         """A forward-backward of every sequence: 3 passes of blocks and vocabulary head."""
         return batch * 3 * token_forward_flops(config, length)
 
+    def sample_flops(self, config: ELFConfig, batch: int, length: int, nfe: int) -> float:
+        """``nfe`` passes over the whole row per sample (no key-value cache)."""
+        return batch * nfe * token_forward_flops(config, length)
+
     def no_condition(self, batch: int, length: int, config: ELFConfig) -> TokenCondition:
         return TokenCondition.none(batch, length)
 

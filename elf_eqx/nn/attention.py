@@ -144,10 +144,11 @@ class SelfAttention(eqx.Module):
     num_heads: int = eqx.field(static=True)
     implementation: str = eqx.field(static=True, default="auto")
     causal: bool = eqx.field(static=True, default=False)
+    platform: str | None = eqx.field(static=True, default=None)
 
     def __init__(
         self, hidden_size: int, num_heads: int, *, eps: float = 1e-6, implementation: str = "auto",
-        attn_dropout: float = 0.0, causal: bool = False, key: PRNGKeyArray,
+        attn_dropout: float = 0.0, causal: bool = False, platform: str | None = None, key: PRNGKeyArray,
     ):
         k1, k2 = jax.random.split(key)
         head_dim = hidden_size // num_heads
@@ -160,6 +161,7 @@ class SelfAttention(eqx.Module):
         self.num_heads = num_heads
         self.implementation = implementation
         self.causal = causal
+        self.platform = platform
 
     def __call__(
         self,
@@ -181,7 +183,8 @@ class SelfAttention(eqx.Module):
         v = qkv[:, :, 2]
         scale = head_dim**-0.5
         dropping = self.attn_dropout.live and key is not None
-        impl = choose_attention(self.implementation, accelerator_platform(), x.dtype, head_dim, dropping)
+        platform = self.platform or accelerator_platform()  # the target's, when compiling for one
+        impl = choose_attention(self.implementation, platform, x.dtype, head_dim, dropping)
         if impl == "cudnn":
             out = fused_attention(q, k, v, scale, causal=self.causal)
         else:

@@ -38,7 +38,7 @@ class Block(eqx.Module):
         h = config.hidden_size
         self.norm1 = RMSNorm(h, config.norm_eps, axis="embed")
         self.attn = SelfAttention(h, config.num_heads, eps=config.norm_eps, implementation=config.attention,
-                                  attn_dropout=config.attn_dropout, causal=causal, key=k1)
+                                  attn_dropout=config.attn_dropout, causal=causal, platform=config.platform, key=k1)
         self.norm2 = RMSNorm(h, config.norm_eps, axis="embed")
         self.mlp = SwiGLU(h, config.mlp_hidden, key=k2)
         self.proj_dropout = Dropout(config.proj_dropout)
@@ -94,7 +94,8 @@ def run_blocks(
     sin: Float[Array, "N half"],
     key: PRNGKeyArray | None,
 ) -> Float[Array, "B N H"]:
-    """``x`` through the stacked ``blocks`` under ``lax.scan`` with ``config``'s remat policy.
+    """``x`` through the stacked ``blocks`` under ``lax.scan`` (unrolled with ``config.scan_unroll``)
+    with ``config``'s remat policy.
     ``key`` enables the blocks' dropout, in blocks ``depth//4 ≤ i < 3·depth//4`` only
     (``config.dropout_layers()``); ``None`` is deterministic."""
     params, static = eqx.partition(blocks, eqx.is_array)
@@ -112,5 +113,5 @@ def run_blocks(
         block = eqx.combine(block_params, static)
         return block(carry, cos, sin, key=layer_key, dropout_scale=scale), None
 
-    x, _ = jax.lax.scan(remat_policy(body, config.remat), x, (params, band, layer_keys))
+    x, _ = jax.lax.scan(remat_policy(body, config.remat), x, (params, band, layer_keys), unroll=config.scan_unroll)
     return x

@@ -29,9 +29,12 @@ def make_sample_fn(
     ``condition`` is a :class:`Condition` of ``(B, L, D)`` latents and a ``(B, L)`` mask
     (``Condition.none`` for unconditional samples), or a baseline's ``TokenCondition``; ``B`` must split over the mesh's
     ``data × fsdp`` devices. With ``mesh=None`` the function is a plain single-device jit.
-    ``model`` fixes the parameter shardings (its shapes, not its values, are used).
+    ``model`` fixes the parameter shardings (its shapes, not its values, are used; an abstract
+    model of ``ShapeDtypeStruct`` leaves serves). For compiling without running (the dry run),
+    ``fn.jitted`` is the jitted ``(params, key data, condition)`` program and
+    ``fn.abstract_params(model)`` its first argument's shapes on the mesh.
     """
-    params, static = eqx.partition(model, eqx.is_array)
+    params, static = eqx.partition(model, _is_array_like)
 
     def run(params, key_data, condition):
         key = jax.random.wrap_key_data(key_data)
@@ -40,10 +43,12 @@ def make_sample_fn(
     if mesh is None:
         compiled = jax.jit(run)
         place = lambda *args: args  # noqa: E731
+        param_shardings = None
     else:
         rows = batch_sharding(mesh)
         # The key travels as its raw data (plain uint32), so it is placed like any other array.
-        shardings = (tree_shardings(params, mesh), replicated(mesh), rows)  # rows: every leaf of the condition
+        param_shardings = tree_shardings(params, mesh)
+        shardings = (param_shardings, replicated(mesh), rows)  # rows: every leaf of the condition
         compiled = jax.jit(run, in_shardings=shardings, out_shardings=rows)
         place = lambda *args: place_global(args, shardings)  # noqa: E731
 
@@ -51,4 +56,17 @@ def make_sample_fn(
         """Samples for ``condition``'s batch from ``model`` (same structure as at construction)."""
         return compiled(*place(eqx.filter(model, eqx.is_array), jax.random.key_data(key), condition))
 
+    def abstract_params(model: eqx.Module) -> eqx.Module:
+        """``model``'s arrays as ``ShapeDtypeStruct`` leaves with the program's parameter shardings."""
+        arrays = eqx.filter(model, _is_array_like)
+        if param_shardings is None:
+            return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), arrays)
+        return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), arrays, param_shardings)
+
+    sample.jitted = compiled
+    sample.abstract_params = abstract_params
     return sample
+
+
+def _is_array_like(leaf: object) -> bool:
+    return eqx.is_array(leaf) or isinstance(leaf, jax.ShapeDtypeStruct)

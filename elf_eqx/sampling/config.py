@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 import tyro
 
-from elf_eqx.cli.args import SAMPLE_PRESET_PREFIX, MeshFlags, optional_fields, parse_cli
+from elf_eqx.cli.args import SAMPLE_PRESET_PREFIX, DryRunFlags, MeshFlags, optional_fields, parse_cli
 from elf_eqx.errors import ConfigError
 from elf_eqx.release.tasks import Task
 from elf_eqx.sampling.settings import SamplerSettings
@@ -110,6 +110,7 @@ class SampleConfig:
     inputs: Annotated[InputSection, Flat] = InputSection()
     out: Annotated[OutputSection, Flat] = OutputSection()
     mesh: Annotated[MeshFlags, Flat] = MeshFlags()
+    plan: Annotated[DryRunFlags, Flat] = DryRunFlags()
 
     def __post_init__(self) -> None:
         self.settings(SamplerSettings())  # a bad value fails here, naming the setting

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
-from elf_eqx.cli.args import SAMPLE_PRESET_PREFIX, build_config, config_values, flag_values, parse_cli
+from elf_eqx.cli.args import SAMPLE_PRESET_PREFIX, DryRunFlags, build_config, config_values, flag_values, parse_cli
 from elf_eqx.config import ELFConfig
 from elf_eqx.training.sections import (
     DataSection,
@@ -52,6 +52,7 @@ class TrainConfig:
     sampling: SamplingSection = SamplingSection()
     mesh: Annotated[MeshSection, Flat] = MeshSection()
     run: Annotated[RunSection, Flat] = RunSection()
+    plan: Annotated[DryRunFlags, Flat] = DryRunFlags()
 
     def elf_config(self, encoder_dim: int, vocab_size: int) -> ELFConfig:
         """The network's architecture for an encoder of width ``encoder_dim`` and a tokenizer of ``vocab_size``."""

@@ -25,6 +25,8 @@ from optax.contrib import MuonDimensionNumbers, MuonState
 
 from elf_eqx.config import resolve_compute_dtype
 from elf_eqx.errors import ConfigError
+from elf_eqx.nn.axes import LAYERS, leaf_axes
+from elf_eqx.tree_paths import key_name
 
 # optax.contrib.muon's defaults for its Adam side, which the reference relies on.
 MUON_ADAM_B2 = 0.999
@@ -32,24 +34,36 @@ ADAMW_B2 = 0.95
 _NS_COEFFS = (3.4445, -4.7750, 2.0315)
 
 
-def _key_name(entry) -> str:
-    return str(getattr(entry, "name", getattr(entry, "key", entry)))
+def _muon_matrix(path: tuple, axes: tuple[str, ...] | None) -> MuonDimensionNumbers | None:
+    """The dimension numbers of a Muon matrix (a layer's two-axis ``weight``; a stacked layer's
+    ``layers`` axis is a batch axis), or ``None`` for a leaf Muon hands to AdamW."""
+    if axes is None or key_name(path[-1]) != "weight":
+        return None
+    stacked = int(axes[0] == LAYERS)
+    return MuonDimensionNumbers(reduction_axis=stacked, output_axis=1 + stacked) if len(axes) == 2 + stacked else None
 
 
 def muon_dimension_numbers(model: eqx.Module):
-    """A pytree like ``model`` with :class:`MuonDimensionNumbers` on each matrix weight and
-    ``None`` elsewhere (the leaves Muon hands to AdamW)."""
+    """A pytree like ``model`` with :class:`MuonDimensionNumbers` on each matrix weight and ``None``
+    elsewhere. Which arrays are matrices, and which are stacked, comes from the logical axes the
+    layers declare (:mod:`elf_eqx.nn.axes`), not from attribute paths."""
+    entries = leaf_axes(model)
+    treedef = jax.tree_util.tree_structure(model)
+    return jax.tree_util.tree_unflatten(treedef, [_muon_matrix(path, axes) for path, _, axes in entries])
 
-    def rule(path, leaf):
-        names = [_key_name(p) for p in path]
-        if names[-1] != "weight":
-            return None
-        stacked = names[0] == "blocks"
-        if leaf.ndim == 2 + stacked:
-            return MuonDimensionNumbers(reduction_axis=stacked, output_axis=1 + stacked)
-        return None
 
-    return jax.tree_util.tree_map_with_path(rule, model)
+def muon_flops(model: eqx.Module, ns_steps: int = 5) -> float:
+    """FLOPs of Muon's Newton–Schulz orthogonalisation in one optimizer step: per matrix (``m ≤ n``
+    after transposing) and iteration, ``A = XXᵀ`` (2m²n), ``A·A`` (2m³) and ``B·X`` (2m²n); stacked
+    matrices once per layer (docs/method.md#optimisation)."""
+    total = 0.0
+    for path, leaf, axes in leaf_axes(model):
+        dim = _muon_matrix(path, axes)
+        if dim is not None:
+            m, n = sorted((leaf.shape[dim.reduction_axis], leaf.shape[dim.output_axis]))
+            layers = leaf.shape[0] if dim.reduction_axis == 1 else 1
+            total += layers * ns_steps * (4 * m * m * n + 2 * m**3)
+    return total
 
 
 def _is_dims_leaf(x) -> bool:

@@ -18,7 +18,8 @@ from elf_eqx.config import ELFConfig
 SIGNATURE_KEYS: tuple[str, ...] = ("family", "elf", "encoder", "tokenizer", "data_spec")
 # ELFConfig fields that change how the same weights are run, not what they are: a run may be
 # resumed with bf16 matmuls, rematerialisation or other dropout rates.
-RUNTIME_ELF_FIELDS: tuple[str, ...] = ("compute_dtype", "remat", "attn_dropout", "proj_dropout")
+RUNTIME_ELF_FIELDS: tuple[str, ...] = ("compute_dtype", "remat", "attn_dropout", "proj_dropout", "platform",
+                                        "scan_unroll")
 
 
 def as_json(value: Any, what: str) -> Any:

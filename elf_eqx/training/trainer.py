@@ -13,9 +13,14 @@ from typing import Any
 
 import equinox as eqx
 import jax
+import numpy as np
+import optax
 from jax.sharding import Mesh, NamedSharding
 
+from elf_eqx.config import ELFConfig
+from elf_eqx.encoders.latent_encoder import TokenBatch
 from elf_eqx.errors import MeshError
+from elf_eqx.families import Family
 from elf_eqx.model import count_params
 from elf_eqx.parallel.mesh import batch_sharding, batch_split, check_global_batch, make_mesh
 from elf_eqx.parallel.partition import replicated_shardings, tree_shardings
@@ -58,6 +63,71 @@ def restore_or_init(
     return jax.jit(init, out_shardings=shardings)(init_key), {}, None
 
 
+@dataclasses.dataclass(frozen=True)
+class StepProgram:
+    """The training step and everything it is compiled against, built without any data: the
+    optimizer, the mesh, the state's initialiser and its shardings, the batch's and the frozen
+    encoder's shardings, and the jitted step. A run (:class:`Trainer`) and a dry run
+    (:mod:`elf_eqx.aot.train_plan`) build it the same way (:func:`build_step_program`)."""
+
+    family: Family
+    elf_config: ELFConfig
+    optimizer: optax.GradientTransformation
+    mesh: Mesh
+    init: Callable[[jax.Array], TrainState]
+    init_key: jax.Array
+    state_sharding: Any
+    batch_sharding: NamedSharding
+    encoder_sharding: Any
+    step_fn: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
+
+    def abstract_state(self) -> TrainState:
+        """The state's shapes on the mesh (``ShapeDtypeStruct`` leaves with their shardings)."""
+        return abstract_on_mesh(eqx.filter_eval_shape(self.init, self.init_key), self.state_sharding)
+
+    @staticmethod
+    def token_batch(global_batch: int, length: int) -> TokenBatch:
+        """A global token batch's shapes and dtypes (``ShapeDtypeStruct`` leaves)."""
+        return jax.eval_shape(lambda: TokenBatch.from_numpy(collate_shapes(global_batch, length)))
+
+
+def collate_shapes(batch: int, length: int) -> dict[str, np.ndarray]:
+    """Zero arrays shaped like a collated batch of ``batch`` rows of ``length`` tokens."""
+    return {"input_ids": np.zeros((batch, length), np.int32), "valid_mask": np.zeros((batch, length), bool),
+            "cond_mask": np.zeros((batch, length), bool), "loss_mask": np.zeros((batch, length), bool)}
+
+
+def build_step_program(cfg: TrainConfig, family: Family, elf_config: ELFConfig, mesh: Mesh, schedule: Any,
+                       latent_encoder: Any) -> StepProgram:
+    """The training step of ``cfg`` on ``mesh`` for a network of ``family`` with ``elf_config``, the
+    learning-rate ``schedule`` and the frozen ``latent_encoder`` (concrete or abstract; ``None`` for
+    the baselines): the optimizer, the shardings of state, batch and encoder, and the jitted step.
+    Errors (a batch that does not split over the mesh) name the flags."""
+    opt = cfg.optimizer
+    optimizer = make_optimizer(family.network_template(elf_config), schedule, name=opt.name, b1=opt.b1, b2=opt.b2,
+                               weight_decay=opt.weight_decay, clip_norm=opt.clip_norm)
+    check_global_batch(opt.global_batch, mesh)
+    if (opt.global_batch // opt.grad_accum) % batch_split(mesh):
+        raise MeshError(f"micro-batches of {opt.global_batch // opt.grad_accum} (--global-batch / --grad-accum) "
+                        f"do not split over the {batch_split(mesh)} devices of the data×fsdp axes")
+
+    def init(k: jax.Array) -> TrainState:
+        return TrainState.create(family.build_network(elf_config, k), optimizer)
+
+    init_key = jax.random.fold_in(jax.random.key(cfg.run.seed), 0)
+    state_sharding = tree_shardings(eqx.filter_eval_shape(init, init_key), mesh)
+    encoder_sharding = None
+    if latent_encoder is not None:  # ELF's frozen encoder; the baselines read tokens
+        encoder_sharding = (tree_shardings(latent_encoder, mesh, tensor_rules=False) if cfg.mesh.shard_encoder
+                            else replicated_shardings(latent_encoder, mesh))
+    split = batch_sharding(mesh)
+    step_fn = make_train_step(cfg.objective.loss(elf_config.vocab_size), optimizer, ema_decay=opt.ema_decay,
+                              grad_accum=opt.grad_accum, state_sharding=state_sharding, batch_sharding=split,
+                              encoder_sharding=encoder_sharding)
+    return StepProgram(family, elf_config, optimizer, mesh, init, init_key, state_sharding, split, encoder_sharding,
+                       step_fn)
+
+
 @dataclasses.dataclass
 class Trainer:
     """A training run ready to step (see :meth:`build`)."""
@@ -92,39 +162,23 @@ class Trainer:
         total_steps = opt.max_steps or max(1, math.ceil(opt.epochs * run.steps_per_epoch))
         warmup = opt.warmup_steps if opt.warmup_steps is not None else round(opt.warmup_epochs * run.steps_per_epoch)
         schedule = make_lr_schedule(opt.learning_rate, total_steps, min(warmup, total_steps), opt.lr_schedule)
-        optimizer = make_optimizer(run.family.network_template(run.elf_config), schedule, name=opt.name, b1=opt.b1,
-                                   b2=opt.b2, weight_decay=opt.weight_decay, clip_norm=opt.clip_norm)
-        mesh = make_mesh(cfg.mesh.config)
-        check_global_batch(opt.global_batch, mesh)
-        if (opt.global_batch // opt.grad_accum) % batch_split(mesh):
-            raise MeshError(f"micro-batches of {opt.global_batch // opt.grad_accum} (--global-batch / --grad-accum) "
-                            f"do not split over the {batch_split(mesh)} devices of the data×fsdp axes")
-
-        def init(k: jax.Array) -> TrainState:
-            return TrainState.create(run.family.build_network(run.elf_config, k), optimizer)
-
-        key = jax.random.key(r.seed)
-        init_key = jax.random.fold_in(key, 0)
-        state_sharding = tree_shardings(eqx.filter_eval_shape(init, init_key), mesh)
-        encoder_sharding = latent_encoder = None
-        if run.latent_encoder is not None:  # ELF's frozen encoder; the baselines read tokens
-            encoder_sharding = (tree_shardings(run.latent_encoder, mesh, tensor_rules=False) if cfg.mesh.shard_encoder
-                                else replicated_shardings(run.latent_encoder, mesh))
-            latent_encoder = jax.device_put(run.latent_encoder, encoder_sharding)
+        program = build_step_program(cfg, run.family, run.elf_config, make_mesh(cfg.mesh.config), schedule,
+                                     run.latent_encoder)
+        latent_encoder = None
+        if run.latent_encoder is not None:
+            latent_encoder = jax.device_put(run.latent_encoder, program.encoder_sharding)
         manager = CheckpointManager(cfg.run.output_dir, max_to_keep=r.keep_checkpoints,
                                     run_config=run.signature_config(cfg))
-        state, meta, start = restore_or_init(manager, init, init_key, state_sharding, r.resume_step,
-                                             set_aside=jax.process_index() == 0)
+        state, meta, start = restore_or_init(manager, program.init, program.init_key, program.state_sharding,
+                                             r.resume_step, set_aside=jax.process_index() == 0)
+        key = jax.random.key(r.seed)
         if start is not None:
             run.loader.restore(meta["data"])
             key = meta.get("key", key)
-        split = batch_sharding(mesh)
-        step_fn = make_train_step(cfg.objective.loss(run.elf_config.vocab_size), optimizer, ema_decay=opt.ema_decay,
-                                  grad_accum=opt.grad_accum, state_sharding=state_sharding, batch_sharding=split,
-                                  encoder_sharding=encoder_sharding)
         encoder_config = None if run.latent_encoder is None else run.latent_encoder.encoder.config
-        return Trainer(cfg, run, mesh, lambda s: float(schedule(s)), total_steps, key, manager, state, start, step_fn,
-                       split, latent_encoder, training_compute(cfg, run.elf_config, 1, encoder_config))
+        return Trainer(cfg, run, program.mesh, lambda s: float(schedule(s)), total_steps, key, manager, state, start,
+                       program.step_fn, program.batch_sharding, latent_encoder,
+                       training_compute(cfg, run.elf_config, 1, encoder_config))
 
     def steps(self, stop: StopRequest) -> Iterator[StepInfo]:
         """One :class:`StepInfo` per optimizer step until the run's length, or the step a stop
