@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Literal
 
 import jax
@@ -12,7 +13,7 @@ from elf_eqx.errors import ConfigError
 
 ComputeDtype = Literal["auto", "float32", "bfloat16"]
 RematPolicy = Literal["none", "dots_saveable", "full"]
-AttentionImpl = Literal["auto", "xla", "cudnn"]
+AttentionImpl = Literal["auto", "xla", "cudnn", "pallas"]
 REMAT_POLICIES: tuple[str, ...] = ("none", "dots_saveable", "full")
 
 
@@ -62,9 +63,10 @@ class ELFConfig:
       ``none`` (keep every activation), ``dots_saveable`` (keep matmul outputs, recompute the
       elementwise rest), ``full`` (keep only each block's input). The old booleans are accepted
       (True → full, False → none).
-    - ``attention``: ``auto`` uses cuDNN flash attention on NVIDIA GPUs when the dtype is
-      bf16/fp16 (and XLA elsewhere), ``cudnn`` insists on it, ``xla`` is the explicit einsum math.
-      With attention-probability dropout active the explicit path is always used.
+    - ``attention``: ``auto`` uses the Pallas flash-attention kernel on TPUs, cuDNN flash attention
+      on NVIDIA GPUs when the dtype is bf16/fp16, and XLA elsewhere; ``pallas``/``cudnn`` insist on
+      their kernel, ``xla`` is the explicit einsum math. With attention-probability dropout active
+      the explicit path is always used.
     - ``platform``: the platform the network is compiled for (``cpu``, ``cuda``, ``rocm``, ``tpu``);
       ``None`` (the default) is this machine's. ``auto`` compute dtype and attention resolve for it,
       so a dry run (``--dry-run --target``) compiles for its target, not for the machine compiling.
@@ -117,8 +119,9 @@ class ELFConfig:
             object.__setattr__(self, "remat", normalize_remat(self.remat))
         except ConfigError as err:
             raise ConfigError(f"ELFConfig.{err}") from None
-        if self.attention not in ("auto", "xla", "cudnn"):
-            raise ConfigError(f"ELFConfig.attention must be auto, xla or cudnn, got {self.attention!r}")
+        if self.attention not in typing.get_args(AttentionImpl):
+            raise ConfigError(f"ELFConfig.attention must be one of {list(typing.get_args(AttentionImpl))}, "
+                              f"got {self.attention!r}")
 
     @property
     def dtype(self) -> jnp.dtype:

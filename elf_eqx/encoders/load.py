@@ -250,19 +250,26 @@ def load_tokenizer(source: str | Path) -> Any:
     A pickled Flax encoder holds no tokenizer: pass the tokenizer's own id or folder
     (``google-t5/t5-small`` for the ELF release's T5 encoder).
     """
-    from transformers import AutoTokenizer
-
     path = resolve_source(source)
     if path.is_file() or (not (path / "config.json").is_file() and _pickle_in(path) is not None
                           and not any(path.glob("tokenizer*"))):
         raise ConfigError(f"{source} is a pickled encoder without a tokenizer; pass a tokenizer hub id or "
                           "folder separately (e.g. google-t5/t5-small for the ELF release's T5 encoder)")
+    return auto_tokenizer(path, source)
+
+
+def auto_tokenizer(path: Path, source: str | Path, what: str = "a tokenizer") -> Any:
+    """``transformers.AutoTokenizer`` from the local folder ``path`` (resolved from ``source``); a
+    folder without tokenizer files, or with files transformers cannot use, is a one-line error
+    naming ``what`` and the source."""
+    from transformers import AutoTokenizer
+
     try:
         return AutoTokenizer.from_pretrained(str(path))
     except OSError as err:  # no tokenizer files in the folder
-        raise MissingInputError(f"could not load a tokenizer from {source} ({path}): {err}") from err
+        raise MissingInputError(f"could not load {what} from {source} ({path}): {err}") from err
     except ValueError as err:  # tokenizer files transformers cannot use
-        raise IncompatibleModelError(f"could not load a tokenizer from {source} ({path}): {err}") from err
+        raise IncompatibleModelError(f"could not load {what} from {source} ({path}): {err}") from err
 
 
 class IncompatibleEncoderError(IncompatibleModelError):

@@ -24,7 +24,8 @@ from elf_eqx.nn.norm import LayerNorm
 from elf_eqx.encoders.layers import activation, attend, scan_layers, split_heads
 from elf_eqx.encoders.sources import read_config, resolve_source
 from elf_eqx.encoders.weights import Slot, fill_module, shape_template, strip_prefix
-from elf_eqx.errors import IncompatibleModelError, MissingInputError
+from elf_eqx.encoders.load import auto_tokenizer
+from elf_eqx.errors import IncompatibleModelError
 from elf_eqx.io.safetensors_io import read_safetensors_folder
 from elf_eqx.nn import Linear
 
@@ -232,12 +233,4 @@ def load_judge(source: str | Path, *, dtype: Any = jnp.float32) -> GPT2:
 
 def load_judge_tokenizer(source: str | Path) -> Any:
     """The judge's tokenizer (``transformers.AutoTokenizer``) from the same hub id or folder."""
-    from transformers import AutoTokenizer
-
-    path = resolve_source(source)
-    try:
-        return AutoTokenizer.from_pretrained(str(path))
-    except OSError as err:  # no tokenizer files in the folder
-        raise MissingInputError(f"could not load the judge's tokenizer from {source} ({path}): {err}") from err
-    except ValueError as err:  # tokenizer files transformers cannot use
-        raise IncompatibleModelError(f"could not load the judge's tokenizer from {source} ({path}): {err}") from err
+    return auto_tokenizer(resolve_source(source), source, "the judge's tokenizer")

@@ -17,18 +17,29 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 from jax.typing import DTypeLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from elf_eqx.errors import ConfigError
 from elf_eqx.nn.dropout import Dropout
 from elf_eqx.nn.linear import Linear
 from elf_eqx.nn.norm import RMSNorm
 from elf_eqx.nn.rope import apply_rope
+from elf_eqx.parallel.mesh import batch_axes
 
 # cuDNN flash attention takes bf16/fp16 operands and a head dimension that is a multiple of 8,
 # at most 128 on every NVIDIA GPU (256 from Hopper on); we pad smaller odd sizes up to it.
 _CUDNN_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 _CUDNN_MAX_HEAD_DIM = 128
+ATTENTION_KINDS = ("auto", "xla", "cudnn", "pallas")
+"""The ``attention`` settings: ``auto`` resolves per platform (:func:`choose_attention`)."""
+_FUSED = {"cuda": "cudnn", "tpu": "pallas"}
+"""The fused kernel ``auto`` picks on each platform."""
+# The Pallas TPU kernel works on blocks of query and key positions; the sequence (ELF: the 12
+# prefix tokens and the text) is padded up to a multiple of the block, the padding in a segment
+# of its own that no real position attends to.
+PALLAS_BLOCK = 128
 
 
 def cudnn_head_dim(head_dim: int) -> int:
@@ -50,39 +61,49 @@ def _say_once(message: str) -> None:
     warnings.warn(message, stacklevel=3)
 
 
+def _kernel_problems(kernel: str, platform: str, dtype: jnp.dtype, head_dim: int) -> list[str]:
+    """Why the fused ``kernel`` (``cudnn``, ``pallas``) cannot run here (empty: it can)."""
+    problems = []
+    if kernel == "cudnn":
+        if platform != "cuda":
+            problems.append(f"the backend is {platform}, not an NVIDIA GPU")
+        if dtype not in _CUDNN_DTYPES:
+            problems.append(f"activations are {dtype.name}, not bfloat16/float16 (set compute_dtype)")
+        if cudnn_head_dim(head_dim) > _CUDNN_MAX_HEAD_DIM:
+            problems.append(f"head dimension {head_dim} exceeds {_CUDNN_MAX_HEAD_DIM}")
+    elif platform != "tpu":
+        problems.append(f"the backend is {platform}, not a TPU")
+    return problems
+
+
 def choose_attention(
     requested: str, platform: str, dtype: DTypeLike, head_dim: int, dropout_active: bool = False
 ) -> str:
-    """``"cudnn"`` or ``"xla"``: the attention core to run.
+    """``"cudnn"``, ``"pallas"`` or ``"xla"``: the attention core to run.
 
-    ``requested`` is the config's ``attention`` (``auto``, ``xla``, ``cudnn``); ``platform`` as
-    :func:`accelerator_platform` names it; ``dtype`` the activation dtype. ``auto`` picks cuDNN
-    only on an NVIDIA GPU (``cuda``) with bf16/fp16 activations and a head dimension cuDNN can
-    take (after padding to a multiple of 8); ``cudnn`` raises where that does not hold. Dropout
-    on attention probabilities cannot run inside the fused kernel: with ``dropout_active`` the
-    explicit path is used, and the first time this happens a warning says so.
+    ``requested`` is the config's ``attention`` (``auto``, ``xla``, ``cudnn``, ``pallas``);
+    ``platform`` as :func:`accelerator_platform` names it; ``dtype`` the activation dtype. ``auto``
+    picks cuDNN's fused kernel on an NVIDIA GPU (``cuda``) with bf16/fp16 activations and a head
+    dimension cuDNN can take (after padding to a multiple of 8), the Pallas flash-attention kernel
+    on a TPU, and the explicit XLA math elsewhere; ``cudnn``/``pallas`` raise where their kernel
+    cannot run. Dropout on attention probabilities cannot run inside a fused kernel: with
+    ``dropout_active`` the explicit path is used, and the first time this happens a warning says so.
     """
-    if requested not in ("auto", "xla", "cudnn"):
-        raise ValueError(f"attention must be auto, xla or cudnn, got {requested!r}")
+    if requested not in ATTENTION_KINDS:
+        raise ConfigError(f"attention must be one of {list(ATTENTION_KINDS)}, got {requested!r}")
     if requested == "xla":
         return "xla"
-    dtype = jnp.dtype(dtype)
-    problems = []
-    if platform != "cuda":
-        problems.append(f"the backend is {platform}, not an NVIDIA GPU")
-    if dtype not in _CUDNN_DTYPES:
-        problems.append(f"activations are {dtype.name}, not bfloat16/float16 (set compute_dtype)")
-    if cudnn_head_dim(head_dim) > _CUDNN_MAX_HEAD_DIM:
-        problems.append(f"head dimension {head_dim} exceeds {_CUDNN_MAX_HEAD_DIM}")
+    kernel = _FUSED.get(platform, "cudnn") if requested == "auto" else requested
+    problems = _kernel_problems(kernel, platform, jnp.dtype(dtype), head_dim)
     if problems:
-        if requested == "cudnn":
-            raise ValueError("attention='cudnn' cannot run: " + "; ".join(problems))
+        if requested != "auto":
+            raise ConfigError(f"attention={requested!r} cannot run: " + "; ".join(problems))
         return "xla"
     if dropout_active:
         _say_once(f"attention={requested!r}: attn_dropout > 0 needs dropout on the attention probabilities, "
-                  "which the fused cuDNN kernel cannot do; training blocks use the explicit XLA attention")
+                  f"which the fused {kernel} kernel cannot do; training blocks use the explicit XLA attention")
         return "xla"
-    return "cudnn"
+    return kernel
 
 
 def explicit_attention(
@@ -124,6 +145,49 @@ def fused_attention(
         q, k, v = (jnp.pad(a, pad) for a in (q, k, v))
     out = jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=causal, implementation=implementation)
     return out[..., :head_dim]
+
+
+def pallas_attention(
+    q: Float[Array, "B N heads D"],
+    k: Float[Array, "B N heads D"],
+    v: Float[Array, "B N heads D"],
+    scale: float,
+    causal: bool = False,
+    block: int = PALLAS_BLOCK,
+) -> Float[Array, "B N heads D"]:
+    """``softmax(scale·q·kᵀ)·v`` through JAX's Pallas flash-attention kernel for TPUs (forward and
+    backward kernels; float32 softmax statistics; the ``(N, N)`` scores never reach HBM). The
+    positions are padded up to a multiple of ``block``; the padding is a segment of its own, so no
+    real position attends to it, and its rows are dropped. Output in the dtype of ``v``.
+
+    XLA cannot partition a kernel it did not write: under a device mesh (the abstract mesh the
+    train step and the sampler are traced under) each device runs the kernel on its own rows
+    (``shard_map`` over the mesh's batch axes)."""
+    kernel = functools.partial(_pallas_kernel, scale=scale, causal=causal, block=block)
+    mesh = jax.sharding.get_abstract_mesh()
+    rows = tuple(a for a in batch_axes(mesh) if mesh.shape[a] > 1) if not mesh.empty else ()
+    if not rows:
+        return kernel(q, k, v)
+    spec = PartitionSpec(rows)
+    return jax.shard_map(kernel, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec, check_vma=False)(q, k, v)
+
+
+def _pallas_kernel(q, k, v, *, scale: float, causal: bool, block: int):
+    from jax.experimental.pallas.ops.tpu import flash_attention as tpu_flash
+
+    b, n, _, _ = q.shape
+    padded = -(-n // block) * block
+    q, k, v = (jnp.pad(a, ((0, 0), (0, padded - n), (0, 0), (0, 0))).transpose(0, 2, 1, 3) for a in (q, k, v))
+    segments = None
+    if padded != n:
+        ids = jnp.broadcast_to((jnp.arange(padded) < n).astype(jnp.int32), (b, padded))
+        segments = tpu_flash.SegmentIds(ids, ids)
+    sizes = tpu_flash.BlockSizes(
+        block_q=block, block_k_major=block, block_k=block, block_b=1, block_q_major_dkv=block,
+        block_k_major_dkv=block, block_k_dkv=block, block_q_dkv=block, block_k_major_dq=block, block_k_dq=block,
+        block_q_dq=block)
+    out = tpu_flash.flash_attention(q, k, v, segment_ids=segments, causal=causal, sm_scale=scale, block_sizes=sizes)
+    return out.transpose(0, 2, 1, 3)[:, :n].astype(v.dtype)
 
 
 class SelfAttention(eqx.Module):
@@ -187,6 +251,8 @@ class SelfAttention(eqx.Module):
         impl = choose_attention(self.implementation, platform, x.dtype, head_dim, dropping)
         if impl == "cudnn":
             out = fused_attention(q, k, v, scale, causal=self.causal)
+        elif impl == "pallas":
+            out = pallas_attention(q, k, v, scale, causal=self.causal)
         else:
             probs_dropout = (lambda p: self.attn_dropout(p, key=key, scale=dropout_scale)) if dropping else None
             out = explicit_attention(q, k, v, scale, self.causal, probs_dropout)

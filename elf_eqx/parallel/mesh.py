@@ -8,6 +8,7 @@ Multi-process runs feed each process's rows with ``jax.make_array_from_process_l
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from typing import Any
@@ -58,6 +59,15 @@ def make_mesh(config: MeshConfig = MeshConfig(), devices: list[jax.Device] | Non
     shape = config.shape(len(devices))
     chosen = devices[: math.prod(shape)]
     return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=chosen)
+
+
+def traced_on(mesh: Mesh | AbstractMesh | None) -> contextlib.AbstractContextManager:
+    """While tracing a program that runs on ``mesh``: its abstract mesh as the current one
+    (``jax.sharding.get_abstract_mesh()``), for kernels that must be mapped over it by hand;
+    ``None`` (or a one-device mesh) changes nothing."""
+    if mesh is None or mesh.size == 1:
+        return contextlib.nullcontext()
+    return jax.sharding.use_abstract_mesh(getattr(mesh, "abstract_mesh", mesh))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -14,7 +14,7 @@ import jax
 from jax.sharding import Mesh
 from jaxtyping import PRNGKeyArray
 
-from elf_eqx.parallel.mesh import batch_sharding, place_global, replicated
+from elf_eqx.parallel.mesh import batch_sharding, place_global, replicated, traced_on
 from elf_eqx.parallel.partition import tree_shardings
 from elf_eqx.sampler import Condition, Sampler, SampleOutput
 from elf_eqx.baselines.token_sampling import TokenCondition, TokenSampleOutput
@@ -38,7 +38,8 @@ def make_sample_fn(
 
     def run(params, key_data, condition):
         key = jax.random.wrap_key_data(key_data)
-        return sampler(eqx.combine(params, static), key, condition=condition, eos_id=eos_id, pad_id=pad_id)
+        with traced_on(mesh):
+            return sampler(eqx.combine(params, static), key, condition=condition, eos_id=eos_id, pad_id=pad_id)
 
     if mesh is None:
         compiled = jax.jit(run)

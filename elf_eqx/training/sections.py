@@ -10,7 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import tyro
 
 from elf_eqx.cli.args import MeshFlags
-from elf_eqx.config import PRESETS, ELFConfig, preset
+from elf_eqx.config import PRESETS, AttentionImpl, ELFConfig, preset
 from elf_eqx.errors import ConfigError
 from elf_eqx.families import Family, FamilyName, family_named
 from elf_eqx.flow import FlowConstants, TimeSchedule
@@ -47,8 +47,9 @@ class ModelSection:
     remat: Literal["none", "dots_saveable", "full"] | bool | None = None
     """Per-block rematerialisation policy (jax.checkpoint_policies names; true = full, false = none);
     default: the preset's (none for ELF-B and smaller, dots_saveable for ELF-M, full for ELF-L)."""
-    attention: Literal["auto", "xla", "cudnn"] = "auto"
-    """Attention core: auto = cuDNN flash attention on NVIDIA GPUs with bf16, XLA elsewhere."""
+    attention: AttentionImpl = "auto"
+    """Attention core: auto = Pallas flash attention on TPUs, cuDNN flash attention on NVIDIA GPUs
+    with bf16, XLA elsewhere."""
     attn_dropout: float = 0.0
     """Dropout on attention probabilities, in blocks depth//4 ≤ i < 3·depth//4 only."""
     proj_dropout: float = 0.0

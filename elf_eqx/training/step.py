@@ -18,6 +18,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from elf_eqx.errors import ConfigError
 from elf_eqx.objective import LatentBatch
+from elf_eqx.parallel.mesh import traced_on
 
 if TYPE_CHECKING:
     from elf_eqx.encoders.latent_encoder import LatentEncoder, TokenBatch
@@ -125,14 +126,17 @@ def make_train_step(
     (an argument, not a constant baked into the program). ``state_sharding``, ``batch_sharding``
     and ``encoder_sharding`` are pytrees of ``jax.sharding.Sharding`` (or one sharding for all
     leaves); ``None`` leaves placement to JAX. The state's buffers are donated: do not reuse the
-    ``state`` passed in.
+    ``state`` passed in. The step is traced under the batch sharding's mesh (as an abstract mesh),
+    which kernels XLA cannot partition read to run per device (:func:`elf_eqx.nn.attention.pallas_attention`).
     """
+    mesh = getattr(batch_sharding, "mesh", None)
 
     def step(state: TrainState, batch: Batch, key: PRNGKeyArray, encoder):
-        return train_step(
-            state, batch, key, objective=objective, optimizer=optimizer, ema_decay=ema_decay,
-            encoder=encoder, grad_accum=grad_accum,
-        )
+        with traced_on(mesh):
+            return train_step(
+                state, batch, key, objective=objective, optimizer=optimizer, ema_decay=ema_decay,
+                encoder=encoder, grad_accum=grad_accum,
+            )
 
     kwargs: dict[str, Any] = {}
     if state_sharding is not None or batch_sharding is not None or encoder_sharding is not None:

@@ -45,7 +45,8 @@ def test_a_four_chip_tpu_slice_compiles_the_sharded_train_step(sharded_train):
         assert key in report, key
     assert report["target"] == "v5p:2x2x1" and report["devices"] == 4 and report["global_batch"] == 8
     assert report["mesh"] == {"data": 1, "fsdp": 2, "tensor": 2} and report["fits"] is True
-    assert report["compute_dtype"] == "bfloat16" and report["attention"] == "xla"  # auto, resolved for the TPU
+    assert report["compute_dtype"] == "bfloat16" and report["attention"] == "pallas"  # auto, resolved for the TPU
+    assert "tpu_custom_call" in report["custom_calls"]  # the flash kernel, run per device under shard_map
     assert report["compiler_estimate_s"] > 0 and report["cost_from_unrolled_twin"]
     assert {"all-gather", "all-reduce"} <= set(report["collectives"])  # fsdp gathers weights, reduces gradients
     assert not out.exists()  # nothing written: no checkpoints, no metrics, no data cache

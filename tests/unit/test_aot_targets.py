@@ -68,7 +68,7 @@ def test_local_is_this_machine_and_auto_settings_resolve_for_the_target():
     for spelling in ("v5p-64", "h100"):
         assert resolve_compute_dtype("auto", backend=parse_target(spelling).backend) == jnp.bfloat16
     assert choose_attention("auto", parse_target("h100x8").platform, jnp.bfloat16, 64) == "cudnn"
-    assert choose_attention("auto", parse_target("v6e-8").platform, jnp.bfloat16, 64) == "xla"
+    assert choose_attention("auto", parse_target("v6e-8").platform, jnp.bfloat16, 64) == "pallas"
 
 
 @pytest.mark.parametrize("spelling", ["", "tpu", "v5p-48", "v5p:2x4", "v5e:2x2x1", "v7x-8", "h100x12", "h100x0",

@@ -52,8 +52,9 @@ def test_cudnn_attention_is_chosen_only_on_nvidia_gpus_with_half_precision():
     assert choose_attention("auto", "cuda", BF16, 64) == "cudnn"
     assert choose_attention("auto", "cuda", jnp.float16, 66) == "cudnn"  # ELF-M: padded to 72
     assert choose_attention("auto", "cuda", jnp.float32, 64) == "xla"
-    for platform in ("cpu", "tpu", "rocm"):
+    for platform in ("cpu", "rocm"):
         assert choose_attention("auto", platform, BF16, 64) == "xla"
+    assert choose_attention("auto", "tpu", BF16, 64) == "pallas"  # the Pallas flash kernel on TPUs
     assert choose_attention("auto", "cuda", BF16, 200) == "xla"
     assert choose_attention("xla", "cuda", BF16, 64) == "xla"
     assert choose_attention("cudnn", "cuda", BF16, 64) == "cudnn"
