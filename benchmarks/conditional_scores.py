@@ -29,7 +29,7 @@ from elf_eqx.errors import ConfigError, DataError
 from elf_eqx.evaluate import evaluate_conditional
 from elf_eqx.io.atomic import refuse_existing, write_json_atomic, write_text_atomic
 from elf_eqx.sampling.records import read_condition_inputs, write_samples_jsonl
-from elf_eqx.sampling.sweep import (SweepOptions, compute_table, model_compute, model_entry,
+from elf_eqx.sampling.sweep import (SweepOptions, compute_table, model_compute, model_entry, sweep_settings,
                                     model_names, nfe_cell, open_models, sampler_columns)
 
 RESULT_FILES = ("conditional_scores.md", "conditional_scores.csv", "sweep.json")
@@ -108,7 +108,7 @@ def score(cfg: ScoresConfig) -> list[dict]:
         family = session.bundle.family
         compute = model_compute(session, source)
         models.append(model_entry(name, session, compute))
-        for setting in family.sweep_settings(cfg, cfg.cfg_weights):
+        for setting in sweep_settings(session, cfg, cfg.cfg_weights):
             records = session.draw(setting, seed=cfg.seed, batch_size=cfg.batch_size, inputs=inputs,
                                    extra_settings={"source": source, "weights": cfg.weights}, progress=False)
             write_samples_jsonl(out / "samples" / f"{name}-{family.sweep_file_stem(setting)}.jsonl", records)

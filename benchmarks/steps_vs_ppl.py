@@ -37,7 +37,7 @@ from elf_eqx.evaluate import evaluate_unconditional
 from elf_eqx.io.atomic import refuse_existing, staged_file, write_json_atomic, write_text_atomic
 from elf_eqx.sampling.records import write_samples_jsonl
 from elf_eqx.sampling.text import TextSampler
-from elf_eqx.sampling.sweep import (SweepOptions, compute_table, model_compute, model_entry,
+from elf_eqx.sampling.sweep import (SweepOptions, compute_table, model_compute, model_entry, sweep_settings,
                                     model_names, nfe_cell, open_models, sampler_columns)
 
 RESULT_FILES = ("steps_vs_ppl.md", "steps_vs_ppl.csv", "steps_vs_ppl.png", "ppl_vs_nfe.png", "ppl_vs_entropy.png")
@@ -215,7 +215,7 @@ def sweep(cfg: SweepConfig) -> tuple[list[dict], dict | None]:
         family = session.bundle.family
         compute = model_compute(session, source)
         models.append({**model_entry(name, session, compute), "judge": cfg.judge})
-        for setting in family.sweep_settings(cfg):
+        for setting in sweep_settings(session, cfg):
             records = session.draw(setting, seed=cfg.seed, batch_size=cfg.batch_size, num_samples=cfg.num_samples,
                                    extra_settings={"source": source, "weights": cfg.weights}, progress=False)
             stem = f"{name}-{family.sweep_file_stem(setting)}" if several else family.sweep_file_stem(setting)

@@ -54,6 +54,29 @@ def mask_after_eos(
     return jnp.where(seen_eos & is_target, pad_id, tokens)
 
 
+def guided_prediction(
+    model: ELF,
+    z: Float[Array, "B L D"],
+    x_prev: Float[Array, "B L D"],
+    t: Float[Array, " B"],
+    omega: Float[Array, " B"],
+    cond: Condition,
+    cfg_weight: float = 1.0,
+) -> Float[Array, "B L D"]:
+    """The guided x̂ at times ``t``: one self-conditioned pass (``x_prev``, the condition positions
+    clean) with SC-CFG scales ``omega``, plus, when ``cfg_weight`` ≠ 1, a condition-free pass (the
+    condition positions of ``z`` and ``x_prev`` zeroed) mixed as ``x̂_u + w(x̂_c − x̂_u)``
+    (docs/method.md#guidance)."""
+    b = z.shape[0]
+    inputs = jnp.concatenate([z, keep_condition(x_prev, cond.x, cond.mask)], -1)
+    if cfg_weight == 1.0:
+        return model(inputs, t, omega)
+    uncond = jnp.where(cond.mask[..., None], 0.0, inputs)
+    both = model(jnp.concatenate([inputs, uncond], 0), jnp.concatenate([t, t]), jnp.concatenate([omega, omega]))
+    x_c, x_u = both[:b], both[b:]
+    return x_u + cfg_weight * (x_c - x_u)
+
+
 def _sampler_flag(name: str) -> str:
     """How errors name a keyword of ``Sampler(...)`` (its step count is ``num_steps``)."""
     return "Sampler." + ("num_steps" if name == "steps" else name)
@@ -123,17 +146,10 @@ class Sampler(eqx.Module):
         t: Float[Array, ""],
         cond: Condition,
     ) -> Float[Array, "B L D"]:
-        """Guided x̂ at time ``t``: one self-conditioned pass with SC-CFG ω, plus a condition-free
-        pass mixed as ``x̂_u + w(x̂_c − x̂_u)`` when ``cfg_weight`` ≠ 1."""
+        """Guided x̂ at time ``t`` (:func:`guided_prediction` with this sampler's ω and CFG weight)."""
         b = z.shape[0]
-        omega, weight = self.settings.omega, self.settings.cfg_weight
-        inputs = jnp.concatenate([z, keep_condition(x_prev, cond.x, cond.mask)], -1)
-        if self.settings.guidance_passes == 1:
-            return model(inputs, jnp.full((b,), t), jnp.full((b,), omega))
-        uncond = jnp.where(cond.mask[..., None], 0.0, inputs)
-        both = model(jnp.concatenate([inputs, uncond], 0), jnp.full((2 * b,), t), jnp.full((2 * b,), omega))
-        x_c, x_u = both[:b], both[b:]
-        return x_u + weight * (x_c - x_u)
+        return guided_prediction(model, z, x_prev, jnp.full((b,), t), jnp.full((b,), self.settings.omega), cond,
+                                 self.settings.cfg_weight)
 
     def churn(
         self, z: Float[Array, "B L D"], t: Float[Array, ""], t_next: Float[Array, ""], gamma: Float[Array, ""] | float,

@@ -25,8 +25,11 @@ from elf_eqx.errors import ConfigError, MissingInputError
 from elf_eqx.parallel.mesh import MeshConfig
 
 ConfigT = TypeVar("ConfigT")
-# Sampling presets are configs/sample_<name>.yaml; training presets are the other files there.
+# Sampling presets are configs/sample_<name>.yaml, distillation presets configs/distill_<name>.yaml;
+# training presets are the other files there.
 SAMPLE_PRESET_PREFIX = "sample_"
+DISTILL_PRESET_PREFIX = "distill_"
+OTHER_PRESET_PREFIXES = (SAMPLE_PRESET_PREFIX, DISTILL_PRESET_PREFIX)
 
 
 def preset_folder() -> Path:
@@ -34,7 +37,7 @@ def preset_folder() -> Path:
     return Path(str(importlib.resources.files("elf_eqx.configs")))
 
 
-def preset_names(prefix: str = "", exclude_prefix: str | None = None) -> list[str]:
+def preset_names(prefix: str = "", exclude_prefix: str | tuple[str, ...] | None = None) -> list[str]:
     """Names of the shipped presets whose file names start with ``prefix`` (the prefix removed)."""
     names = []
     for path in sorted(preset_folder().glob(f"{prefix}*.yaml")):
@@ -44,7 +47,7 @@ def preset_names(prefix: str = "", exclude_prefix: str | None = None) -> list[st
     return names
 
 
-def preset_file(name: str, prefix: str = "", exclude_prefix: str | None = None) -> Path:
+def preset_file(name: str, prefix: str = "", exclude_prefix: str | tuple[str, ...] | None = None) -> Path:
     """The YAML file of the shipped preset ``name`` (``configs/<prefix><name>.yaml``)."""
     path = preset_folder() / f"{prefix}{name}.yaml"
     if not path.is_file() or (exclude_prefix and path.name.startswith(exclude_prefix)):
@@ -258,7 +261,7 @@ def flag_value(argv: Sequence[str], flag: str) -> str | None:
 
 
 def parse_cli(
-    cls: type[ConfigT], argv: Sequence[str], *, prefix: str = "", exclude_prefix: str | None = None,
+    cls: type[ConfigT], argv: Sequence[str], *, prefix: str = "", exclude_prefix: str | tuple[str, ...] | None = None,
     description: str | None = None, aliases: Mapping[str, str] | None = None,
 ) -> ConfigT:
     """Parse ``argv`` into ``cls``: ``--preset``/``--config`` YAML first, then tyro applies every

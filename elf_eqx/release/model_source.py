@@ -14,6 +14,7 @@ import equinox as eqx
 from elf_eqx.training.checkpoint import STATE
 from elf_eqx.training.run_directory import open_run
 from elf_eqx.config import PRESETS
+from elf_eqx.distillation.manifest import distilled_source
 from elf_eqx.encoders.sources import is_hub_id
 from elf_eqx.errors import ConfigError, IncompatibleModelError, MissingInputError, UserError
 from elf_eqx.families import ELF_FAMILY, Family, family_named
@@ -75,6 +76,8 @@ class ModelBundle:
     """``release`` or ``run`` (one of our training checkpoints)."""
     family: Family = ELF_FAMILY
     """The model's :class:`~elf_eqx.families.Family` (ELF, MDLM or AR); releases are ELF."""
+    distillation: dict[str, Any] | None = None
+    """A distilled student's record (its round, steps, teacher; :mod:`elf_eqx.distillation`), else ``None``."""
 
 
 # -- our training checkpoints ------------------------------------------------------------
@@ -126,6 +129,9 @@ def _from_training_run(path: Path, weights: Sequence[str], step: int | None, enc
     # runs written before the baselines store no family: they are ELF runs
     family = family_named(run_config.get("family", ELF_FAMILY.name), f"{path}: stored family")
     family_name = f"{family.title}, " if family.title else ""
+    distilled = run_config.get("distillation")
+    if distilled:
+        family_name += f"{distilled['steps']}-step student of round {distilled['round']}, "
     # Nested sections, or the flat run config of checkpoints written before them.
     run = TrainConfig.from_dict(run_config.get("run") or {}, where=f"{path}: the run config stored with step {step}")
     bundles = {}
@@ -149,6 +155,7 @@ def _from_training_run(path: Path, weights: Sequence[str], step: int | None, enc
             step=step,
             kind="run",
             family=family,
+            distillation=distilled,
         )
     return bundles
 
@@ -211,6 +218,8 @@ def load_model_source_weights(
         raise ConfigError(f"unknown ELF preset {architecture!r}; choose one of {sorted(PRESETS)}")
     args = dict(weights=weights, encoder=encoder, tokenizer=tokenizer, task=task, architecture=architecture)
     path = Path(source).expanduser()
+    if path.is_dir() and (student := distilled_source(path)) is not None:
+        path = student  # a distillation's folder: its newest complete round's student
     if path.exists():
         if is_training_checkpoint(path):
             return _from_training_run(path, weights, step, encoder, tokenizer, architecture)

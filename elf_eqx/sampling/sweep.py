@@ -66,6 +66,15 @@ class SweepOptions:
     """Devices on the data axis (-1: all)."""
 
 
+def sweep_settings(session: TextSampler, axes: SweepOptions, cfg_weights: Sequence[float] = (1.0,)) -> list[SamplerSettings]:
+    """What a sweep draws from one model: a distilled student its own sampler (its steps, grid and
+    ω: the one it was distilled for), any other model its family's grid of settings
+    (:meth:`~elf_eqx.families.Family.sweep_settings`)."""
+    if session.bundle.distillation is not None:
+        return [session.bundle.sampling]
+    return session.bundle.family.sweep_settings(axes, cfg_weights)
+
+
 def model_names(sources: Sequence[str], names: Sequence[str] | None) -> list[str]:
     """One short name per source: ``names``, or each source's folder name."""
     if names is not None:

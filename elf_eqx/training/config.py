@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
-from elf_eqx.cli.args import SAMPLE_PRESET_PREFIX, DryRunFlags, build_config, config_values, flag_values, parse_cli
+from elf_eqx.cli.args import OTHER_PRESET_PREFIXES, DryRunFlags, build_config, config_values, flag_values, parse_cli
 from elf_eqx.config import ELFConfig
 from elf_eqx.training.sections import (
     DataSection,
@@ -71,5 +71,5 @@ class TrainConfig:
 
 def parse_train_config(argv: Sequence[str] | None = None) -> TrainConfig:
     """Read ``--preset``/``--config`` first, then let tyro apply every other flag on top."""
-    return parse_cli(TrainConfig, sys.argv[1:] if argv is None else argv, exclude_prefix=SAMPLE_PRESET_PREFIX,
+    return parse_cli(TrainConfig, sys.argv[1:] if argv is None else argv, exclude_prefix=OTHER_PRESET_PREFIXES,
                      aliases=RENAMED)

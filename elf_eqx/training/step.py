@@ -89,6 +89,7 @@ def train_step(
     ema_decay: float = 0.9999,
     encoder: "LatentEncoder | None" = None,
     grad_accum: int = 1,
+    teacher: eqx.Module | None = None,
 ) -> tuple[TrainState, dict[str, Float[Array, ""]]]:
     """One optimizer step on ``batch``; returns the new state and ``{loss, grad_norm}`` with the
     objective's metrics (ELF: ``l2, ce, decode_frac``).
@@ -98,8 +99,11 @@ def train_step(
     objective is a baseline's, which reads tokens. With
     ``grad_accum`` > 1 the batch is processed in that many micro-batches and their gradients
     averaged before the one update (and the one EMA update). The key is folded with the step
-    count, so a resumed run draws the same randomness.
+    count, so a resumed run draws the same randomness. ``teacher`` (distillation) is the frozen
+    network the objective is bound to (``objective.with_teacher``), an argument of the step.
     """
+    if teacher is not None:
+        objective = objective.with_teacher(teacher)
     step_key = jax.random.fold_in(key, state.step)
     (loss, metrics), grads = _accumulated_grads(state.model, batch, step_key, objective, encoder, grad_accum)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.model)
@@ -118,36 +122,39 @@ def make_train_step(
     state_sharding: Any = None,
     batch_sharding: Any = None,
     encoder_sharding: Any = None,
+    teacher_sharding: Any = None,
     donate: bool = True,
 ) -> Callable[..., tuple[TrainState, dict[str, Float[Array, ""]]]]:
-    """``step(state, batch, key, encoder=None) -> (state, metrics)``, jit-compiled.
+    """``step(state, batch, key, encoder=None, teacher=None) -> (state, metrics)``, jit-compiled.
 
     ``encoder`` is the frozen :class:`~elf_eqx.encoders.latent_encoder.LatentEncoder` for token batches
-    (an argument, not a constant baked into the program). ``state_sharding``, ``batch_sharding``
-    and ``encoder_sharding`` are pytrees of ``jax.sharding.Sharding`` (or one sharding for all
+    (an argument, not a constant baked into the program), ``teacher`` a distillation's frozen
+    teacher network (likewise). ``state_sharding``, ``batch_sharding``, ``encoder_sharding`` and
+    ``teacher_sharding`` are pytrees of ``jax.sharding.Sharding`` (or one sharding for all
     leaves); ``None`` leaves placement to JAX. The state's buffers are donated: do not reuse the
     ``state`` passed in. The step is traced under the batch sharding's mesh (as an abstract mesh),
     which kernels XLA cannot partition read to run per device (:func:`elf_eqx.nn.attention.pallas_attention`).
     """
     mesh = getattr(batch_sharding, "mesh", None)
 
-    def step(state: TrainState, batch: Batch, key: PRNGKeyArray, encoder):
+    def step(state: TrainState, batch: Batch, key: PRNGKeyArray, encoder, teacher):
         with traced_on(mesh):
             return train_step(
                 state, batch, key, objective=objective, optimizer=optimizer, ema_decay=ema_decay,
-                encoder=encoder, grad_accum=grad_accum,
+                encoder=encoder, grad_accum=grad_accum, teacher=teacher,
             )
 
     kwargs: dict[str, Any] = {}
-    if state_sharding is not None or batch_sharding is not None or encoder_sharding is not None:
-        kwargs["in_shardings"] = (state_sharding, batch_sharding, None, encoder_sharding)
+    if any(s is not None for s in (state_sharding, batch_sharding, encoder_sharding, teacher_sharding)):
+        kwargs["in_shardings"] = (state_sharding, batch_sharding, None, encoder_sharding, teacher_sharding)
         kwargs["out_shardings"] = (state_sharding, None)
     compiled = jax.jit(step, donate_argnums=(0,) if donate else (), **kwargs)
 
-    def call(state, batch, key, encoder=None):
-        return compiled(state, batch, key, encoder)
+    def call(state, batch, key, encoder=None, teacher=None):
+        return compiled(state, batch, key, encoder, teacher)
 
-    # For benchmarks: ``step.lower(state, batch, key, encoder).compile()`` gives the program,
-    # its compile time and ``memory_analysis()`` without running it.
-    call.lower = lambda state, batch, key, encoder=None: compiled.lower(state, batch, key, encoder)
+    # For benchmarks and dry runs: ``step.lower(state, batch, key, encoder).compile()`` gives the
+    # program, its compile time and ``memory_analysis()`` without running it.
+    call.lower = lambda state, batch, key, encoder=None, teacher=None: compiled.lower(state, batch, key, encoder,
+                                                                                      teacher)
     return call
