@@ -107,6 +107,7 @@ def analyze(
     opt_state_bytes_per_device: int | None = None,
     compile_s: int | float | None = None,
     cost_program: Any = None,
+    kernel_correction_s: float | None = None,
 ) -> dict[str, Any]:
     """A report of ``compiled`` (a :class:`~elf_eqx.aot.compile.CompiledProgram` or a
     ``jax.stages.Compiled``) on ``target``; see the module docstring for each figure.
@@ -114,8 +115,10 @@ def analyze(
     ``devices`` defaults to the program's mesh (or the target's device count); ``compile_s`` to the
     :class:`CompiledProgram`'s. ``cost_program`` (a twin of the program with its layer loops
     unrolled, whose FLOPs and time XLA counts in full) gives the FLOPs and the estimate instead;
-    memory is always ``compiled``'s. Figures that need an input not given, or a compiler estimate the
-    backend does not make, are None.
+    memory is always ``compiled``'s. ``kernel_correction_s`` is time the cost model cannot see (kernels
+    without a cost estimate, :mod:`elf_eqx.aot.kernels`): ``estimate_s`` adds it to the compiler's
+    estimate, and the tokens/s, MFU and epoch time are derived from that. Figures that need an input
+    not given, or a compiler estimate the backend does not make, are None.
     """
     lower_s, out_of_memory = None, None
     if isinstance(compiled, CompiledProgram):
@@ -138,7 +141,8 @@ def analyze(
         costs = cost(twin) if twin is not None else {}
     total = mem["total_bytes"]
     flops_per_device = costs.get("flops")
-    estimate = costs.get("optimal_seconds") or None
+    raw_estimate = costs.get("optimal_seconds") or None
+    estimate = None if raw_estimate is None else raw_estimate + (kernel_correction_s or 0.0)
     loops = hlo.while_loops(text)
     peak_total = None if target.peak_flops is None else target.peak_flops * devices
     return {
@@ -162,7 +166,9 @@ def analyze(
         "analytic_flops": analytic_flops,
         "compiler_flops": None if flops_per_device is None else flops_per_device * devices,
         "compiler_flops_per_device": flops_per_device,
-        "compiler_estimate_s": estimate,
+        "compiler_estimate_s": raw_estimate,
+        "kernel_correction_s": kernel_correction_s,
+        "estimate_s": estimate,
         "compiler_bytes_accessed_per_device": costs.get("bytes accessed"),
         "tokens_per_step": tokens_per_step,
         "tokens_per_s": _ratio(tokens_per_step, estimate),

@@ -18,11 +18,13 @@ import jax.numpy as jnp
 
 from elf_eqx.aot.analysis import analyze
 from elf_eqx.aot.compile import CompiledProgram, abstract, compile_for_target, per_device_bytes, target_mesh
+from elf_eqx.aot.kernels import pallas_backward_correction
 from elf_eqx.aot.run_shapes import SourceShapes, source_shapes
 from elf_eqx.aot.targets import Target
 from elf_eqx.config import ELFConfig, resolve_compute_dtype
 from elf_eqx.encoders.latent_encoder import LatentEncoder
 from elf_eqx.nn.attention import accelerator_platform, choose_attention
+from elf_eqx.parallel.mesh import batch_split
 from elf_eqx.training.compute import training_compute
 from elf_eqx.training.config import TrainConfig
 from elf_eqx.training.optim import muon_flops
@@ -98,6 +100,26 @@ class TrainPlan:
         args = (state, batch, KEY, None if encoder is None else abstract(encoder, program.encoder_sharding))
         return compile_for_target(program.step_fn, args, target=self.target, mesh=mesh), args
 
+    def kernel_correction(self, compiled: CompiledProgram) -> float | None:
+        """Seconds the cost model misses for the Pallas attention backward passes of one step
+        (:mod:`elf_eqx.aot.kernels`), ``None`` when the blocks run another attention kernel."""
+        config = self.elf_config
+        if attention_kernel(config) != "pallas":
+            return None
+        opt = self.cfg.optimizer
+        micro = opt.global_batch // opt.grad_accum
+        family = self.cfg.objective.model_family
+        if family.uses_encoder:  # the denoise and the decode rows each take a forward-backward pass
+            groups, per_group = self.cfg.objective.objective().split_sizes(micro)
+            rows, tokens = [micro - groups * per_group, groups * per_group], self.cfg.data.max_length + config.num_prefix_tokens
+        else:
+            rows, tokens = [micro], self.cfg.data.max_length
+        split = batch_split(compiled.mesh)
+        per_device = [-(-r // split) for r in rows] * opt.grad_accum
+        return pallas_backward_correction(self.target, per_device, tokens=tokens, heads=config.num_heads,
+                                          head_dim=config.head_dim, dtype=config.dtype,
+                                          layers=config.depth)["correction_s"]
+
     def report(self) -> dict[str, Any]:
         """Compile and report the step (:func:`elf_eqx.aot.analysis.analyze`)."""
         cfg, opt = self.cfg, self.cfg.optimizer
@@ -108,13 +130,18 @@ class TrainPlan:
         per_step = training_compute(cfg, self.elf_config, 1, self.shapes.encoder_config)
         template = cfg.objective.model_family.network_template(self.elf_config)
         optimizer_flops = muon_flops(template) if opt.name == "muon" else 0.0
+        correction = self.kernel_correction(compiled) if estimate is not None else None
         report = analyze(compiled, self.target, program="train", global_batch=opt.global_batch,
                          analytic_flops=per_step["train_flops"], tokens_per_step=per_step["tokens"],
                          steps_per_epoch=None if self.epoch_rows is None else self.epoch_rows // opt.global_batch,
                          param_bytes_per_device=per_device_bytes(state.model),
-                         opt_state_bytes_per_device=per_device_bytes(state.opt_state), cost_program=estimate)
+                         opt_state_bytes_per_device=per_device_bytes(state.opt_state), cost_program=estimate,
+                         kernel_correction_s=correction)
         report.update(ema_bytes_per_device=per_device_bytes(state.ema), batch_bytes_per_device=per_device_bytes(batch),
                       encoder_bytes_per_device=per_device_bytes(encoder) if encoder is not None else 0)
+        if estimate is not None:
+            report["estimate_compile_s"] = estimate.compile_s
+            report["estimate_memory_gib_per_device"] = analyze(estimate, self.target)["memory_gib_per_device"]
         return {**report, "analytic_optimizer_flops": optimizer_flops,
                 "analytic_total_flops": per_step["train_flops"] + optimizer_flops, "model": cfg.model.name, "family": cfg.objective.family, "length": cfg.data.max_length,
                 "mesh": dict(compiled.mesh.shape), "compute_dtype": self.elf_config.compute_dtype,

@@ -39,7 +39,7 @@ class Manifest:
         self.identity = identity
         self.rounds: dict[str, dict[str, Any]] = {str(n): {"dir": round_dir(Path("."), n).name, "complete": False}
                                                   for n in student_steps}
-        if self.path.is_file():
+        if self.path.is_file():  # the rounds recorded before (complete or not) and any new ones
             stored = json.loads(self.path.read_text())
             differing = sorted(k for k, v in self.identity.items() if stored.get("distils", {}).get(k) != v)
             if differing:

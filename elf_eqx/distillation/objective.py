@@ -9,8 +9,9 @@ which holds the student's) land. An Euler step is ``z' = z + (t' − t)(x̂ − 
 
 the student's regression target. The error is weighted like ELF's velocity loss,
 ``((x̂ − x̃)/c(t))²``: it is the squared error of the student's velocity against the velocity that
-reaches ``z''``. The decode branch keeps training on its share of the batch (the same network
-decodes), with ELF's own decode loss.
+reaches ``z''``. The same network decodes, so the decode mode is distilled too on its share of the
+batch: the KL divergence of the student's decode logits from the teacher's, on the decode branch's
+corrupted latents.
 """
 
 from __future__ import annotations
@@ -118,20 +119,30 @@ class DistillObjective(eqx.Module):
         per_token = jnp.mean(jnp.square((x_hat - target) / scale), axis=-1)
         return masked_mean(per_token, batch.loss_mask & ~batch.cond_mask), i
 
+    def decode_kl(self, model: ELF, batch: LatentBatch, key: PRNGKeyArray) -> Float[Array, ""]:
+        """``KL(teacher ‖ student)`` of the decode-mode token distributions on the decode branch's
+        corrupted latents (:meth:`FlowObjective.decode_inputs`), per scored token."""
+        z_in, omega = self.decode.decode_inputs(batch, key)
+        teacher = jax.lax.stop_gradient(self.teacher)
+        target = jax.nn.log_softmax(teacher.decode_head(teacher.hidden(z_in, 1.0, omega, True)))
+        logits = jax.nn.log_softmax(model.decode_head(model.hidden(z_in, 1.0, omega, True)))
+        kl = jnp.sum(jnp.exp(target) * (target - logits), axis=-1)
+        return masked_mean(kl, batch.loss_mask & ~batch.cond_mask)
+
     def __call__(
         self, model: ELF, batch: LatentBatch, key: PRNGKeyArray, *, dropout: bool = False
     ) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
-        """``(loss, {"distill", "ce"})``: ``(1 − share)·distill + share·ce`` over the batch split
-        into its distillation rows and its decode rows (the first ``round(share·B)``)."""
+        """``(loss, {"distill", "decode_kl"})``: ``(1 − share)·distill + share·decode_kl`` over the
+        batch split into its distillation rows and its decode rows (the first ``round(share·B)``)."""
         if self.teacher is None:
             raise ValueError("DistillObjective needs its teacher: use with_teacher(teacher)")
         k_distill, k_decode = jax.random.split(key)
         b = batch.x.shape[0]
         n_dec = min(max(round(self.decode_share * b), 1), b - 1) if self.decode_share > 0 else 0
         distill, _ = self.distill_loss(model, batch.take(jnp.arange(n_dec, b)), k_distill)
-        ce = self.decode.decode_loss(model, batch.take(jnp.arange(n_dec)), k_decode) if n_dec else jnp.float32(0.0)
+        kl = self.decode_kl(model, batch.take(jnp.arange(n_dec)), k_decode) if n_dec else jnp.float32(0.0)
         share = n_dec / b
-        return (1.0 - share) * distill + share * ce, {"distill": distill, "ce": ce}
+        return (1.0 - share) * distill + share * kl, {"distill": distill, "decode_kl": kl}
 
 
 def nested_grids(grid: Float[Array, " n2_plus_1"]) -> tuple[tuple[float, ...], tuple[float, ...]]:

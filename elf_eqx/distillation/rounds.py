@@ -77,13 +77,13 @@ def distill_step_flops(config: ELFConfig, batch: int, length: int, objective: Di
                        encoder_config: Any = None) -> float:
     """Analytic FLOPs of one distillation step: per distillation row, three teacher passes (its
     self-conditioning pass and two steps; twice with CFG) and the student's self-conditioning pass
-    and forward-backward (4 passes); per decode row a forward-backward with the vocabulary head;
-    the frozen encoder's pass for every row."""
+    and forward-backward (4 passes); per decode row the teacher's decode pass and the student's
+    forward-backward (4 passes with the vocabulary head); the frozen encoder's pass for every row."""
     fwd = elf_forward_flops(config, length)
     n_dec = min(max(round(objective.decode_share * batch), 1), batch - 1) if objective.decode_share > 0 else 0
     denoise = fwd["body"] + fwd["denoise_head"]
     teacher_passes = 3 * (2 if objective.cfg_weight != 1.0 else 1)
-    flops = (batch - n_dec) * (teacher_passes + 4) * denoise + n_dec * 3 * (fwd["body"] + fwd["decode_head"])
+    flops = (batch - n_dec) * (teacher_passes + 4) * denoise + n_dec * 4 * (fwd["body"] + fwd["decode_head"])
     if encoder_config is not None:
         flops += batch * encoder_forward_flops(encoder_config, length)
     return flops
@@ -96,7 +96,8 @@ def distill(cfg: DistillConfig) -> Path:
     own = teacher.bundle.sampling
     omega = cfg.rounds.omega if cfg.rounds.omega is not None else own.omega
     cfg_weight = cfg.rounds.cfg_weight if cfg.rounds.cfg_weight is not None else own.cfg_weight
-    identity = {"teacher": teacher.bundle.origin, "from_steps": cfg.rounds.from_steps, "to_steps": cfg.rounds.to_steps,
+    # --to-steps is not part of what is distilled: a later command may go on to fewer steps.
+    identity = {"teacher": teacher.bundle.origin, "from_steps": cfg.rounds.from_steps,
                 "time_grid": cfg.rounds.time_grid, "omega": omega, "cfg_weight": cfg_weight}
     manifest = Manifest(out, identity, cfg.rounds.student_steps)
     manifest.save()

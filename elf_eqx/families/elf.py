@@ -38,7 +38,8 @@ class ELFFamily(Family):
                          encoder_config: Any = None) -> float:
         """Of the batch, ``B_dec`` samples decode (the ``objective``'s split) and the rest denoise.
         A denoise sample costs a no-grad pass plus a forward-backward (4 passes of body and denoise
-        head; 5 when dropout adds the guided no-grad pass), a decode sample a forward-backward (3
+        head; 5 when dropout adds the guided no-grad pass; with ``self_cond_draw="split"`` only the
+        self-conditioned share takes the no-grad pass), a decode sample a forward-backward (3
         passes of body and decode head), and every sample one pass of the frozen encoder
         (``encoder_config``; none if not given)."""
         if objective is None:
@@ -46,8 +47,12 @@ class ELFFamily(Family):
         fwd = elf_forward_flops(config, length)
         groups, per_group = objective.split_sizes(batch)
         n_dec = groups * per_group
-        denoise_passes = 5 if (config.attn_dropout > 0 or config.proj_dropout > 0) else 4
-        flops = (batch - n_dec) * denoise_passes * (fwd["body"] + fwd["denoise_head"])
+        n_den = batch - n_dec
+        first_passes = n_den  # the no-gradient self-conditioning pass
+        if objective.self_cond_draw == "split":
+            first_passes = groups * round(objective.self_cond_prob * (n_den // groups))
+        extra = n_den if (config.attn_dropout > 0 or config.proj_dropout > 0) else 0  # the guided pass
+        flops = (3 * n_den + first_passes + extra) * (fwd["body"] + fwd["denoise_head"])
         flops += n_dec * 3 * (fwd["body"] + fwd["decode_head"])
         if encoder_config is not None:
             flops += batch * encoder_forward_flops(encoder_config, length)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -23,14 +24,27 @@ def rope_angles(
     return jnp.cos(angles), jnp.sin(angles)
 
 
+def pair_swap(head_dim: int, dtype) -> Float[Array, "head_dim head_dim"]:
+    """The matrix ``P`` with ``(x P)[2i] = −x[2i+1]`` and ``(x P)[2i+1] = x[2i]``: each pair turned a
+    quarter, as one small matmul."""
+    i = jnp.arange(head_dim)
+    partner = i ^ 1  # 2i ↔ 2i+1
+    sign = jnp.where(i % 2 == 0, 1.0, -1.0)  # row 2i+1 feeds column 2i with −1, row 2i column 2i+1 with +1
+    return (jnp.where(partner[:, None] == i[None, :], sign[:, None], 0.0)).astype(dtype)
+
+
 def apply_rope(
     x: Float[Array, "*batch N heads head_dim"],
     cos: Float[Array, "N half"],
     sin: Float[Array, "N half"],
 ) -> Float[Array, "*batch N heads head_dim"]:
-    """Rotate dims ``(2i, 2i+1)`` together: ``(a, b) -> (a cos - b sin, b cos + a sin)``."""
-    pairs = x.astype(jnp.float32).reshape(*x.shape[:-1], x.shape[-1] // 2, 2)
-    a, b = pairs[..., 0], pairs[..., 1]
-    c, s = cos[:, None, :], sin[:, None, :]
-    rotated = jnp.stack([a * c - b * s, b * c + a * s], axis=-1)
-    return rotated.reshape(x.shape).astype(x.dtype)
+    """Rotate dims ``(2i, 2i+1)`` together: ``(a, b) -> (a cos − b sin, b cos + a sin)``, in float32.
+
+    Written as ``x·cos + (x P)·sin`` with ``P`` the pair-swapping matrix of :func:`pair_swap` and
+    the tables repeated per pair, rather than by splitting the last axis into pairs: the same
+    products and sums (``x P`` only moves and negates entries, exactly), but no axis of size 2,
+    which a TPU would lay out padded to its 128 lanes (docs/method.md#network)."""
+    head_dim = x.shape[-1]
+    swapped = jnp.einsum("...d,de->...e", x, pair_swap(head_dim, x.dtype), precision=jax.lax.Precision.HIGHEST)
+    c, s = (jnp.repeat(table, 2, axis=-1)[:, None, :] for table in (cos, sin))
+    return (x.astype(jnp.float32) * c + swapped.astype(jnp.float32) * s).astype(x.dtype)

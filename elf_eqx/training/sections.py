@@ -14,7 +14,7 @@ from elf_eqx.config import PRESETS, AttentionImpl, ELFConfig, preset
 from elf_eqx.errors import ConfigError
 from elf_eqx.families import Family, FamilyName, family_named
 from elf_eqx.flow import FlowConstants, TimeSchedule
-from elf_eqx.objective import Branch, FlowObjective
+from elf_eqx.objective import Branch, FlowObjective, SelfCondDraw
 from elf_eqx.sampling.settings import SamplerSettings
 
 PresetName = Literal["ELF-B", "ELF-M", "ELF-L", "ELF-S", "ELF-XS", "ELF-T"]
@@ -137,6 +137,9 @@ class ObjectiveSection(FlowConstants):
     """Conditional tasks: probability of dropping the condition (for CFG)."""
     branch: Branch = _OBJECTIVE.branch
     """How steps divide between the denoise and decode branches (see elf_eqx.objective)."""
+    self_cond_draw: SelfCondDraw = _OBJECTIVE.self_cond_draw
+    """Which denoise samples are self-conditioned: per_sample (a coin each, the reference) or split
+    (exactly self_cond_prob of them, the no-gradient first pass on those only: less compute)."""
 
     def flag(self, name: str) -> str:
         return "--" + name.replace("_", "-")

@@ -86,8 +86,10 @@ def test_the_decode_branch_keeps_its_share_and_an_unbound_objective_is_refused()
     batch = random_batch(batch=5, length=8)
     teacher = tiny_model()
     loss, parts = eqx.filter_jit(_objective(decode_share=0.2).with_teacher(teacher))(teacher, batch, KEY)
-    assert float(parts["ce"]) > 0 and float(parts["distill"]) > 0
-    assert float(loss) == pytest.approx(0.8 * float(parts["distill"]) + 0.2 * float(parts["ce"]), rel=1e-5)
+    assert float(parts["decode_kl"]) == pytest.approx(0.0, abs=1e-6) and float(parts["distill"]) > 0  # student = teacher
+    assert float(loss) == pytest.approx(0.8 * float(parts["distill"]) + 0.2 * float(parts["decode_kl"]), rel=1e-5)
+    other = tiny_model(seed=5)  # a student that is not its teacher decodes differently
+    assert float(eqx.filter_jit(_objective(decode_share=0.2).with_teacher(teacher))(other, batch, KEY)[1]["decode_kl"]) > 0
     with pytest.raises(ValueError, match="with_teacher"):
         _objective()(teacher, batch, KEY)
     assert isinstance(batch, LatentBatch)

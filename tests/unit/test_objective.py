@@ -134,3 +134,26 @@ def test_gradients_are_finite():
     leaves = jax.tree_util.tree_leaves(grads)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
     assert float(jnp.abs(grads.unembed.weight).sum()) > 0 and float(jnp.abs(grads.final_linear.weight).sum()) > 0
+
+
+def test_self_conditioning_split_matches_the_coin_at_its_ends_and_skips_the_first_pass_elsewhere():
+    """``self_cond_draw="split"``: all or none self-conditioned gives the per-sample numbers exactly;
+    at q = 0.5 the no-gradient first pass sees half the rows (the FLOP count says so too)."""
+    from elf_eqx.config import preset
+    from elf_eqx.flops import train_step_flops
+
+    model, batch = tiny_model(), random_batch(batch=6)
+    for q in (0.0, 1.0):
+        coin = eqx.filter_jit(FlowObjective(self_cond_prob=q).denoise_loss)(model, batch, KEY)
+        split = eqx.filter_jit(FlowObjective(self_cond_prob=q, self_cond_draw="split").denoise_loss)(model, batch, KEY)
+        assert float(coin) == float(split)
+    def compiled_flops(draw: str) -> float:
+        loss = lambda m: FlowObjective(self_cond_draw=draw).denoise_loss(m, batch, KEY)  # noqa: E731
+        return jax.jit(loss).lower(model).compile().cost_analysis()["flops"]
+
+    coin, half = compiled_flops("per_sample"), compiled_flops("split")
+    assert 0.7 < half / coin < 0.95  # the first of the four forward-pass equivalents on half the rows
+    cfg = preset("ELF-T", encoder_dim=16, vocab_size=40)
+    full, split = (train_step_flops("elf", cfg, 10, 8, objective=FlowObjective(self_cond_draw=d))
+                   for d in ("per_sample", "split"))
+    assert split < full
