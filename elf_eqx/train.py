@@ -24,8 +24,9 @@ def main(argv: list[str]) -> None:
     with flag_errors():
         cfg = parse_train_config(argv)
     if cfg.plan.dry_run:
-        print_dry_run(cfg.plan, lambda: dry_run_train(cfg, cfg.plan.target, max_batch=cfg.plan.max_batch,
-                                                      epoch_rows=cfg.plan.epoch_rows))
+        plan = cfg.plan
+        print_dry_run(plan, lambda: dry_run_train(cfg, plan.target, max_batch=plan.max_batch,
+                                                  epoch_rows=plan.epoch_rows, estimate=plan.estimate))
         return
     initialize_distributed(cfg.mesh.coordinator_address, cfg.mesh.num_processes, cfg.mesh.process_id)
     train(cfg)

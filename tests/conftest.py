@@ -28,6 +28,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import jax  # noqa: E402  (after the environment above)
+
+# Run CPU computations in the calling thread: under heavy load on the 2-core machines the tests
+# run on, a wait for an asynchronously dispatched CPU result was seen never to be woken (every XLA
+# thread idle, the caller blocked); synchronous dispatch has no such hand-over. Nothing computed
+# changes.
+jax.config.update("jax_cpu_enable_async_dispatch", False)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 

@@ -61,9 +61,11 @@ class TrainPlan:
     encoder: LatentEncoder | None
     epoch_rows: int | None = None
     """Rows in an epoch of the run's data, when known (for the time per epoch)."""
+    estimate: bool = True
+    """Compile the unrolled twin of a scanned step for the compiler's FLOPs and time (TPU)."""
 
     @staticmethod
-    def of(cfg: TrainConfig, target: Target, *, epoch_rows: int | None = None) -> "TrainPlan":
+    def of(cfg: TrainConfig, target: Target, *, epoch_rows: int | None = None, estimate: bool = True) -> "TrainPlan":
         """Read the shapes of ``cfg``'s tokenizer and encoder; resolve ``auto`` for ``target``."""
         family = cfg.objective.model_family
         shapes = source_shapes(cfg.data.tokenizer_source, cfg.data.encoder if family.uses_encoder else None)
@@ -74,8 +76,9 @@ class TrainPlan:
         if family.uses_encoder:
             d = cfg.data
             encoder = LatentEncoder(shapes.abstract_encoder(), d.latent_mean, d.latent_std,
-                                    cfg.objective.label_drop_prob, runtime["compute_dtype"])
-        return TrainPlan(cfg, target, shapes, elf_config, encoder, epoch_rows)
+                                    cfg.objective.label_drop_prob, runtime["compute_dtype"],
+                                    unroll_layers=cfg.model.scan_unroll)
+        return TrainPlan(cfg, target, shapes, elf_config, encoder, epoch_rows, estimate)
 
     def with_batch(self, global_batch: int) -> "TrainPlan":
         """The same plan at another global batch."""
@@ -124,13 +127,14 @@ class TrainPlan:
         """Compile and report the step (:func:`elf_eqx.aot.analysis.analyze`)."""
         cfg, opt = self.cfg, self.cfg.optimizer
         compiled, (state, batch, _, encoder) = self.compile()
-        estimate = None
-        if self.target.has_cost_model and compiled.compiled is not None:
+        costed = self.estimate and self.target.has_cost_model and compiled.compiled is not None
+        estimate = None  # an unrolled program (--scan-unroll) is counted in full; a scanned one needs its twin
+        if costed and not self.elf_config.scan_unroll:
             estimate = self.compile(unrolled=True)[0]
         per_step = training_compute(cfg, self.elf_config, 1, self.shapes.encoder_config)
         template = cfg.objective.model_family.network_template(self.elf_config)
         optimizer_flops = muon_flops(template) if opt.name == "muon" else 0.0
-        correction = self.kernel_correction(compiled) if estimate is not None else None
+        correction = self.kernel_correction(compiled) if costed else None
         report = analyze(compiled, self.target, program="train", global_batch=opt.global_batch,
                          analytic_flops=per_step["train_flops"], tokens_per_step=per_step["tokens"],
                          steps_per_epoch=None if self.epoch_rows is None else self.epoch_rows // opt.global_batch,
@@ -143,7 +147,8 @@ class TrainPlan:
             report["estimate_compile_s"] = estimate.compile_s
             report["estimate_memory_gib_per_device"] = analyze(estimate, self.target)["memory_gib_per_device"]
         return {**report, "analytic_optimizer_flops": optimizer_flops,
-                "analytic_total_flops": per_step["train_flops"] + optimizer_flops, "model": cfg.model.name, "family": cfg.objective.family, "length": cfg.data.max_length,
+                "analytic_total_flops": per_step["train_flops"] + optimizer_flops, "model": cfg.model.name,
+                "family": cfg.objective.family, "length": cfg.data.max_length, "scan_unroll": self.elf_config.scan_unroll,
                 "mesh": dict(compiled.mesh.shape), "compute_dtype": self.elf_config.compute_dtype,
                 "attention": attention_kernel(self.elf_config), "remat": self.elf_config.remat,
                 "grad_accum": opt.grad_accum, "notes": list(self.shapes.notes)}

@@ -207,14 +207,17 @@ class DryRunFlags:
     """Print one JSON object per compiled program instead of the table."""
     max_batch: bool = False
     """Also find the largest batch that fits the target (compiles several programs)."""
+    estimate: bool = True
+    """On TPU targets, also compile the step with its layer loops unrolled for the compiler's FLOPs
+    and time estimate (XLA counts a loop body once); --no-estimate reports memory only, in half the time."""
     epoch_rows: int | None = None
     """Rows in one epoch of the training data, for the time per epoch (a dry run reads no data)."""
 
     def __post_init__(self) -> None:
         if not self.dry_run:
             given = [flag for flag, on in (("--target", self.target != "local"), ("--json", self.json),
-                                           ("--max-batch", self.max_batch), ("--epoch-rows", self.epoch_rows))
-                     if on]
+                                           ("--max-batch", self.max_batch), ("--epoch-rows", self.epoch_rows),
+                                           ("--no-estimate", not self.estimate)) if on]
             if given:
                 raise ConfigError(f"{', '.join(given)} only apply with --dry-run")
         if self.epoch_rows is not None and self.epoch_rows < 1:

@@ -50,6 +50,9 @@ class ModelSection:
     attention: AttentionImpl = "auto"
     """Attention core: auto = Pallas flash attention on TPUs, cuDNN flash attention on NVIDIA GPUs
     with bf16, XLA elsewhere."""
+    scan_unroll: bool = False
+    """Run the blocks as an unrolled loop instead of lax.scan: XLA can then reuse buffers across
+    layers (less memory on TPUs, see benchmarks/RESULTS.md) at the price of a longer first compile."""
     attn_dropout: float = 0.0
     """Dropout on attention probabilities, in blocks depth//4 ≤ i < 3·depth//4 only."""
     proj_dropout: float = 0.0
@@ -64,6 +67,7 @@ class ModelSection:
         remat = {} if self.remat is None else {"remat": self.remat}
         return preset(self.name, encoder_dim=encoder_dim, vocab_size=vocab_size, compute_dtype=self.compute_dtype,
                       attention=self.attention, attn_dropout=self.attn_dropout, proj_dropout=self.proj_dropout,
+                      scan_unroll=self.scan_unroll,
                       **remat)
 
 

@@ -104,7 +104,7 @@ def build_run(cfg: TrainConfig) -> TrainingRun:
         encoder = load_text_encoder(d.encoder)
         check_compatible(tokenizer, encoder, max_length=d.max_length)
         latent_encoder = LatentEncoder(encoder, d.latent_mean, d.latent_std, cfg.objective.label_drop_prob,
-                                       cfg.model.compute_dtype)
+                                       cfg.model.compute_dtype, unroll_layers=cfg.model.scan_unroll)
         encoder_dim = encoder.dim
     spec = DataSpec.from_tokenizer(
         tokenizer, d.max_length, max_input_length=d.max_input_length or None,

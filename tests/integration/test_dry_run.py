@@ -72,12 +72,16 @@ def test_the_sampler_compiles_for_the_same_slice(baseline_runs, capsys):
     assert report["family"] == "mdlm" and report["nfe"] == 3 and report["global_batch"] == 4
 
 
-def test_analytic_and_compiler_flops_agree_on_one_chip(capsys):
+@pytest.mark.parametrize("unrolled", [False, True])
+def test_analytic_and_compiler_flops_agree_on_one_chip(capsys, unrolled):
     from elf_eqx.train import main
 
-    (report,) = dry_run(main, [*TINY, "--global-batch", "8", "--target", "v5p:1x1x1", "--output-dir", "unused"],
+    flags = ["--scan-unroll"] if unrolled else []
+    (report,) = dry_run(main, [*TINY, *flags, "--global-batch", "8", "--target", "v5p:1x1x1", "--output-dir", "unused"],
                         capsys)
-    # The twin with every layer loop unrolled counts each layer; elementwise work makes the rest.
+    # A scanned program's FLOPs come from its twin with every layer loop unrolled; an unrolled one is
+    # counted in full by itself. Elementwise work makes the rest.
+    assert report["cost_from_unrolled_twin"] is not unrolled and report["scan_unroll"] is unrolled
     assert report["compiler_flops"] == pytest.approx(report["analytic_total_flops"], rel=0.10)
     assert report["mfu"] is not None and report["tokens_per_s"] > 0
 
