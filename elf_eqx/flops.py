@@ -66,3 +66,19 @@ def train_step_flops(
 
     return family_named(family, "unknown family").train_step_flops(config, batch, length, objective=objective,
                                                            encoder_config=encoder_config)
+
+
+def distill_step_flops(config: ELFConfig, batch: int, length: int, decode_share: float, cfg_weight: float = 1.0,
+                       encoder_config: Any = None) -> float:
+    """Analytic FLOPs of one distillation step: per distillation row, three teacher passes (its
+    self-conditioning pass and two steps; twice with CFG) and the student's self-conditioning pass
+    and forward-backward (4 passes); per decode row the teacher's decode pass and the student's
+    forward-backward (4 passes with the vocabulary head); the frozen encoder's pass for every row."""
+    fwd = elf_forward_flops(config, length)
+    n_dec = min(max(round(decode_share * batch), 1), batch - 1) if decode_share > 0 else 0
+    denoise = fwd["body"] + fwd["denoise_head"]
+    teacher_passes = 3 * (2 if cfg_weight != 1.0 else 1)
+    flops = (batch - n_dec) * (teacher_passes + 4) * denoise + n_dec * 4 * (fwd["body"] + fwd["decode_head"])
+    if encoder_config is not None:
+        flops += batch * encoder_forward_flops(encoder_config, length)
+    return flops

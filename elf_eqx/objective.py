@@ -28,9 +28,8 @@ from typing import TYPE_CHECKING, Literal
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, Shaped
 
 from elf_eqx.errors import ConfigError
 from elf_eqx.flow import FLOW, FlowConstants, TimeSchedule, interpolate, keep_condition, sample_logit_normal, sample_sc_cfg_scale, sample_time, velocity
@@ -65,9 +64,28 @@ class LatentBatch(eqx.Module):
         b, length = tokens.shape
         return LatentBatch(x, tokens, loss_mask, jnp.zeros((b, length), bool), jnp.zeros((b,), bool))
 
-    def take(self, index: Int[Array, " n"]) -> "LatentBatch":
-        """The samples at ``index``."""
-        return jax.tree_util.tree_map(lambda a: a[index], self)
+    def rows(self, start: int, stop: int, groups: int = 1) -> "LatentBatch":
+        """Samples ``start:stop`` of each of ``groups`` equal groups, group by group (see
+        :func:`group_rows`)."""
+        return jax.tree_util.tree_map(lambda a: group_rows(a, start, stop, groups), self)
+
+
+def group_rows(a: Shaped[Array, "B ..."], start: int, stop: int, groups: int = 1) -> Shaped[Array, "n ..."]:
+    """Rows ``start:stop`` of each of ``groups`` equal groups of ``a``'s leading axis, group by
+    group: ``(groups·(stop − start), ...)``. Static slices, not a gather: on a batch sharded over
+    devices the partitioner moves only the rows that change device, where a gather of computed
+    indices made it replicate the rows (6.5× the FLOPs per device of a 32-chip ELF-B step)."""
+    per_group = a.shape[0] // groups
+    grouped = a.reshape(groups, per_group, *a.shape[1:])[:, start:stop]
+    return grouped.reshape(groups * (stop - start), *a.shape[1:])
+
+
+def group_concat(head: Shaped[Array, "n ..."], tail: Shaped[Array, "m ..."], groups: int = 1) -> Shaped[Array, "B ..."]:
+    """The inverse of two :func:`group_rows` calls: each group's rows of ``head`` then its rows of
+    ``tail``, group by group."""
+    h = head.reshape(groups, head.shape[0] // groups, *head.shape[1:])
+    t = tail.reshape(groups, tail.shape[0] // groups, *tail.shape[1:])
+    return jnp.concatenate([h, t], axis=1).reshape(head.shape[0] + tail.shape[0], *head.shape[1:])
 
 
 def masked_mean(values: Float[Array, "B L"], mask: Bool[Array, "B L"]) -> Float[Array, ""]:
@@ -121,11 +139,12 @@ class FlowObjective(eqx.Module):
 
         # Unguided first pass (zeros as x̂_prev), no gradient, no dropout.
         if self.self_cond_draw == "split":  # on the self-conditioned samples only
-            use_sc, sc_index = self._sc_split(b)
+            g, n_sc = self._sc_split(b)
+            use_sc = group_concat(jnp.ones((g * n_sc,), bool), jnp.zeros((b - g * n_sc,), bool), g)
             x_uncond = sc_zero
-            if sc_index.shape[0]:
-                first = model(jnp.concatenate([z, sc_zero], -1)[sc_index], t[sc_index], omega[sc_index])
-                x_uncond = sc_zero.at[sc_index].set(jax.lax.stop_gradient(first))
+            if n_sc:
+                first = model(*(group_rows(a, 0, n_sc, g) for a in (jnp.concatenate([z, sc_zero], -1), t, omega)))
+                x_uncond = group_concat(jax.lax.stop_gradient(first), group_rows(sc_zero, n_sc, b // g, g), g)
         else:
             x_uncond = jax.lax.stop_gradient(model(jnp.concatenate([z, sc_zero], -1), t, omega))
             use_sc = jax.random.bernoulli(k_sc, self.self_cond_prob, (b,))
@@ -148,14 +167,11 @@ class FlowObjective(eqx.Module):
         per_token = jnp.mean(jnp.square(v_pred - jax.lax.stop_gradient(v_target)), axis=-1)
         return masked_mean(per_token, batch.loss_mask & ~cond)
 
-    def _sc_split(self, b: int) -> tuple[Bool[Array, " B"], Int[Array, " n"]]:
-        """``(which samples are self-conditioned, their indices)`` for ``self_cond_draw="split"``:
-        the first ``round(q·n)`` of each of ``branch_groups`` groups of ``n``."""
+    def _sc_split(self, b: int) -> tuple[int, int]:
+        """``(groups, self-conditioned samples per group)`` for ``self_cond_draw="split"``: the
+        first ``round(q·n)`` of each of ``branch_groups`` groups of ``n``."""
         g = self.branch_groups if b % self.branch_groups == 0 else 1
-        per_group = b // g
-        n_sc = round(self.self_cond_prob * per_group)
-        index = (np.arange(g)[:, None] * per_group + np.arange(n_sc)[None, :]).reshape(-1)
-        return jnp.asarray(np.isin(np.arange(b), index)), jnp.asarray(index, jnp.int32)
+        return g, round(self.self_cond_prob * (b // g))
 
     def decode_inputs(
         self, batch: LatentBatch, key: PRNGKeyArray
@@ -219,9 +235,8 @@ class FlowObjective(eqx.Module):
         groups, n_dec = self.split_sizes(b)
         per_group = b // groups
         # The first n_dec samples of each group decode, the rest denoise.
-        dec_index = (jnp.arange(groups)[:, None] * per_group + jnp.arange(n_dec)[None, :]).reshape(-1)
-        den_index = (jnp.arange(groups)[:, None] * per_group + jnp.arange(n_dec, per_group)[None, :]).reshape(-1)
-        l2 = self.denoise_loss(model, batch.take(den_index), k_den, kd_den) if n_dec < per_group else jnp.float32(0.0)
-        ce = self.decode_loss(model, batch.take(dec_index), k_dec, kd_dec) if n_dec > 0 else jnp.float32(0.0)
+        l2 = (self.denoise_loss(model, batch.rows(n_dec, per_group, groups), k_den, kd_den)
+              if n_dec < per_group else jnp.float32(0.0))
+        ce = self.decode_loss(model, batch.rows(0, n_dec, groups), k_dec, kd_dec) if n_dec > 0 else jnp.float32(0.0)
         loss = p * ce + (1.0 - p) * l2
         return loss, {"l2": l2, "ce": ce, "decode_frac": jnp.float32(n_dec / per_group)}

@@ -14,8 +14,8 @@ available HBM (95.74G)"; the figure is the whole program: arguments, outputs and
 That is an answer, not a failure: :func:`compile_for_target` returns a :class:`CompiledProgram`
 with no ``compiled`` and the message in ``out_of_memory``, which the analysis reports as not
 fitting, with the compiler's total. (The GPU compiler does not check; its programs always compile.)
-XLA options for one compile go in ``compiler_options`` (e.g. ``{"xla_gpu_enable_triton_gemm":
-False}`` where deviceless Triton GEMM tiling fails: nothing is autotuned without a device).
+XLA options for one compile go in ``compiler_options``, on top of those the target always needs
+(:attr:`Target.compiler_options`: deviceless NVIDIA targets compile matmuls as cuBLAS calls).
 """
 
 from __future__ import annotations
@@ -125,7 +125,8 @@ def compile_for_target(
     lowered_at = time.perf_counter()
     out_of_memory = None
     try:
-        compiled = lowered.compile(compiler_options) if compiler_options else lowered.compile()
+        options = {**target.compiler_options, **(compiler_options or {})}
+        compiled = lowered.compile(options) if options else lowered.compile()
     except Exception as error:  # noqa: BLE001 - only the compiler's out-of-memory answer is kept
         message = str(error).strip().splitlines()[0] if str(error).strip() else ""
         if "RESOURCE_EXHAUSTED" not in message:

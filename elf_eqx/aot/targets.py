@@ -166,6 +166,14 @@ class Target:
             raise ConfigError(f"--target {self.spelling}: has no GPU target spec")
         return read_spec(self.spec_file)
 
+    @property
+    def compiler_options(self) -> dict[str, Any]:
+        """XLA options every compile for this target needs. A deviceless NVIDIA target compiles its
+        matmuls as cuBLAS calls: XLA picks Triton GEMM tiles by autotuning, nothing is autotuned
+        without a device, and untuned tiling fails on real shapes ("Couldn't find output tile
+        sizes"). Memory is that of the cuBLAS program; a run on the card may choose Triton."""
+        return {"xla_gpu_enable_triton_gemm": False} if self.spec_file is not None else {}
+
     def devices(self) -> list[Any]:
         """The target's devices: compile-only descriptions for a TPU or GPU target (the same list on
         every call), ``jax.devices()`` for ``local``. See :mod:`elf_eqx.aot.devices`."""

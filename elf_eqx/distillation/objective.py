@@ -139,8 +139,8 @@ class DistillObjective(eqx.Module):
         k_distill, k_decode = jax.random.split(key)
         b = batch.x.shape[0]
         n_dec = min(max(round(self.decode_share * b), 1), b - 1) if self.decode_share > 0 else 0
-        distill, _ = self.distill_loss(model, batch.take(jnp.arange(n_dec, b)), k_distill)
-        kl = self.decode_kl(model, batch.take(jnp.arange(n_dec)), k_decode) if n_dec else jnp.float32(0.0)
+        distill, _ = self.distill_loss(model, batch.rows(n_dec, b), k_distill)
+        kl = self.decode_kl(model, batch.rows(0, n_dec), k_decode) if n_dec else jnp.float32(0.0)
         share = n_dec / b
         return (1.0 - share) * distill + share * kl, {"distill": distill, "decode_kl": kl}
 

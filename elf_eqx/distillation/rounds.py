@@ -22,7 +22,7 @@ from elf_eqx.config import ELFConfig
 from elf_eqx.distillation.config import DistillConfig
 from elf_eqx.distillation.objective import DistillObjective, nested_grids
 from elf_eqx.errors import ConfigError, IncompatibleModelError
-from elf_eqx.flops import elf_forward_flops, encoder_forward_flops
+from elf_eqx.flops import distill_step_flops
 from elf_eqx.distillation.manifest import Manifest, round_dir
 from elf_eqx.release.model_source import ModelBundle, load_model_source, run_record
 from elf_eqx.sampling.settings import SamplerSettings
@@ -73,22 +73,6 @@ def student_config(cfg: DistillConfig, teacher: Teacher, steps: int, index: int,
                                sampling=sampling, mesh=cfg.mesh, run=run)
 
 
-def distill_step_flops(config: ELFConfig, batch: int, length: int, objective: DistillObjective,
-                       encoder_config: Any = None) -> float:
-    """Analytic FLOPs of one distillation step: per distillation row, three teacher passes (its
-    self-conditioning pass and two steps; twice with CFG) and the student's self-conditioning pass
-    and forward-backward (4 passes); per decode row the teacher's decode pass and the student's
-    forward-backward (4 passes with the vocabulary head); the frozen encoder's pass for every row."""
-    fwd = elf_forward_flops(config, length)
-    n_dec = min(max(round(objective.decode_share * batch), 1), batch - 1) if objective.decode_share > 0 else 0
-    denoise = fwd["body"] + fwd["denoise_head"]
-    teacher_passes = 3 * (2 if objective.cfg_weight != 1.0 else 1)
-    flops = (batch - n_dec) * (teacher_passes + 4) * denoise + n_dec * 4 * (fwd["body"] + fwd["decode_head"])
-    if encoder_config is not None:
-        flops += batch * encoder_forward_flops(encoder_config, length)
-    return flops
-
-
 def distill(cfg: DistillConfig) -> Path:
     """Run (or resume) the rounds ``cfg`` describes; returns the output directory."""
     out = Path(cfg.run.output_dir)
@@ -115,10 +99,11 @@ def distill(cfg: DistillConfig) -> Path:
         train_cfg = student_config(cfg, teacher, steps, index, omega)
         length, batch = train_cfg.data.max_length, train_cfg.optimizer.global_batch
         record = {"distillation": {**manifest.identity, "round": index + 1, "steps": steps,
-                                   "teacher_steps": 2 * steps}}
+                                   "teacher_steps": 2 * steps, "decode_share": cfg.rounds.decode_share}}
         trainer = Trainer.build(train_cfg, objective=objective, initial=model, teacher=model, record=record,
                                 compute=lambda run: {"tokens": float(batch * length), "train_flops": distill_step_flops(
-                                    model.config, batch, length, objective, run.latent_encoder.encoder.config)})
+                                    model.config, batch, length, objective.decode_share, objective.cfg_weight,
+                                    run.latent_encoder.encoder.config)})
         if is_main:
             print(f"round {index + 1}: {2 * steps} → {steps} steps ({cfg.rounds.time_grid} grid, ω {omega:g}"
                   + (f", CFG {cfg_weight:g} learnt in one pass" if cfg_weight != 1.0 else "")

@@ -26,7 +26,7 @@ from elf_eqx.nn.dropout import Dropout
 from elf_eqx.nn.linear import Linear
 from elf_eqx.nn.norm import RMSNorm
 from elf_eqx.nn.rope import apply_rope
-from elf_eqx.parallel.mesh import batch_axes
+from elf_eqx.parallel.rows import sharded_rows, traced_row_axes
 
 # cuDNN flash attention takes bf16/fp16 operands and a head dimension that is a multiple of 8,
 # at most 128 on every NVIDIA GPU (256 from Hopper on); we pad smaller odd sizes up to it.
@@ -164,12 +164,15 @@ def pallas_attention(
     train step and the sampler are traced under) each device runs the kernel on its own rows
     (``shard_map`` over the mesh's batch axes)."""
     kernel = functools.partial(_pallas_kernel, scale=scale, causal=causal, block=block)
-    mesh = jax.sharding.get_abstract_mesh()
-    rows = tuple(a for a in batch_axes(mesh) if mesh.shape[a] > 1) if not mesh.empty else ()
+    rows = traced_row_axes()
     if not rows:
         return kernel(q, k, v)
     spec = PartitionSpec(rows)
-    return jax.shard_map(kernel, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec, check_vma=False)(q, k, v)
+    b = q.shape[0]
+    q, k, v = (sharded_rows(a) for a in (q, k, v))  # rows the devices do not divide: padded, dropped below
+    out = jax.shard_map(kernel, mesh=jax.sharding.get_abstract_mesh(), in_specs=(spec, spec, spec), out_specs=spec,
+                        check_vma=False)(q, k, v)
+    return out[:b]
 
 
 def _pallas_kernel(q, k, v, *, scale: float, causal: bool, block: int):

@@ -17,6 +17,7 @@ from elf_eqx.nn.attention import SelfAttention
 from elf_eqx.nn.dropout import Dropout
 from elf_eqx.nn.norm import RMSNorm
 from elf_eqx.nn.swiglu import SwiGLU
+from elf_eqx.parallel.rows import constrain_rows, sharded_rows
 
 
 class Block(eqx.Module):
@@ -111,7 +112,11 @@ def run_blocks(
     def body(carry, layer):
         block_params, scale, layer_key = layer
         block = eqx.combine(block_params, static)
-        return block(carry, cos, sin, key=layer_key, dropout_scale=scale), None
+        return constrain_rows(block(carry, cos, sin, key=layer_key, dropout_scale=scale)), None
 
-    x, _ = jax.lax.scan(remat_policy(body, config.remat), x, (params, band, layer_keys), unroll=config.scan_unroll)
-    return x
+    # Under a mesh the rows stay split over the batch shards through every block, padded to a
+    # multiple of them (elf_eqx.parallel.rows): unpinned, an unrolled stack was partly replicated.
+    b = x.shape[0]
+    x, _ = jax.lax.scan(remat_policy(body, config.remat), sharded_rows(x), (params, band, layer_keys),
+                        unroll=config.scan_unroll)
+    return x[:b]

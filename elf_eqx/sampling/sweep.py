@@ -18,6 +18,7 @@ from elf_eqx.release.model_source import run_record
 from elf_eqx.sampling.settings import SamplerMethod, SamplerSettings
 from elf_eqx.solvers import SdeNoiseName, SolverName, TimeGridName
 from elf_eqx.sampling.text import TextSampler
+from elf_eqx.flops import distill_step_flops
 from elf_eqx.training.compute import training_compute
 from elf_eqx.training.config import TrainConfig
 
@@ -104,7 +105,9 @@ def open_models(
 
 def model_compute(session: TextSampler, source: str) -> dict:
     """Training compute of one of our runs at the loaded step (see elf_eqx.training.compute) for an
-    opened model; empty for releases. ELF's encoder passes are counted when its config.json can be read."""
+    opened model; empty for releases. ELF's encoder passes are counted when its config.json can be
+    read. A distilled student's is its own round's (:func:`elf_eqx.flops.distill_step_flops`; the
+    teacher's and earlier rounds' compute is theirs)."""
     bundle = session.bundle
     if bundle.kind != "run" or bundle.step is None:
         return {}
@@ -117,7 +120,13 @@ def model_compute(session: TextSampler, source: str) -> dict:
             encoder_config = load_encoder_config(run_config["encoder"])
         except (OSError, ValueError) as err:
             print(f"note: {source}: encoder FLOPs not counted ({err})")
-    return training_compute(cfg, session.model.config, step, encoder_config)
+    if bundle.distillation is None:
+        return training_compute(cfg, session.model.config, step, encoder_config)
+    batch, length = cfg.optimizer.global_batch, cfg.data.max_length
+    share = bundle.distillation.get("decode_share", 0.2)  # the default, in records written before it was kept
+    per_step = distill_step_flops(session.model.config, batch, length, share, bundle.distillation["cfg_weight"],
+                                  encoder_config)
+    return {"train_steps": step, "tokens": float(step * batch * length), "train_flops": step * per_step}
 
 
 def model_entry(name: str, session: TextSampler, compute: dict) -> dict:
