@@ -9,7 +9,8 @@ counted once), as in HARDWARE.md's reference table; generated code is reported a
 programs keep it in HBM too; GPU reports 0) and so is XLA's own ``peak_memory_in_bytes``.
 Deviceless GPU figures leave out cuDNN's workspace. TPU figures include layout padding (an
 array's last two axes are stored in tiles: a ``bf16[25, N]`` takes 32 rows). ``fits`` is
-``total ≤ HBM``; ``headroom`` is ``1 − total / HBM``. A TPU program over HBM does not compile
+``total ≤ usable`` (the HBM; on GPUs JAX's share of it, :attr:`Target.usable_bytes`); ``headroom``
+is ``1 − total / usable``. A TPU program over HBM does not compile
 (:mod:`elf_eqx.aot.compile`); its report has ``fits`` False, ``total_bytes`` from the compiler's
 message (to its three digits), no breakdown, and the message in ``out_of_memory``.
 
@@ -127,7 +128,7 @@ def analyze(
         lower_s, out_of_memory = compiled.lower_s, compiled.out_of_memory
         compiled = compiled.compiled
     devices = target.device_count if devices is None else devices
-    hbm = target.hbm_bytes
+    hbm, usable = target.hbm_bytes, target.usable_bytes
     if compiled is None:  # the TPU compiler refused the program: it does not fit
         mem: dict[str, int | None] = {key: None for key in (*MEMORY_FIELDS, "total_bytes")}
         mem["total_bytes"] = oom_total_bytes(out_of_memory or "")
@@ -158,9 +159,10 @@ def analyze(
         "memory_gib_per_device": _ratio(total, GIB),
         "hbm_bytes_per_device": hbm,
         "hbm_gib_per_device": _ratio(hbm, GIB),
-        "fits": False if out_of_memory else None if total is None or hbm is None else total <= hbm,
+        "usable_gib_per_device": _ratio(usable, GIB),
+        "fits": False if out_of_memory else None if total is None or usable is None else total <= usable,
         "out_of_memory": out_of_memory,
-        "headroom": None if total is None or not hbm else 1.0 - total / hbm,
+        "headroom": None if total is None or not usable else 1.0 - total / usable,
         "param_bytes_per_device": param_bytes_per_device,
         "opt_state_bytes_per_device": opt_state_bytes_per_device,
         "analytic_flops": analytic_flops,

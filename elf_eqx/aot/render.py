@@ -42,7 +42,7 @@ def _fits(report: dict[str, Any]) -> str:
         return DASH
     if headroom is None:
         return "yes" if fits else "NO"
-    return f"yes ({headroom:.0%} free)" if fits else f"NO (over by {-headroom:.0%} of HBM)"
+    return f"yes ({headroom:.0%} free)" if fits else f"NO (over by {-headroom:.0%} of the usable memory)"
 
 
 def _collective(kind: str) -> Callable[[dict[str, Any]], str]:
@@ -72,6 +72,8 @@ def _rows(reports: Sequence[dict[str, Any]]) -> list[tuple[str, Callable[[dict[s
         ("  total (args+out+temp-alias)", lambda r: _gib(r.get("total_bytes"))),
         ("  generated code", lambda r: _gib(r.get("generated_code_bytes"))),
         ("HBM / device", lambda r: _gib(r.get("hbm_bytes_per_device"))),
+        ("  usable (GPU: JAX's share)", lambda r: _gib(None if r.get("usable_gib_per_device") is None
+                                                         else r["usable_gib_per_device"] * GIB)),
         ("fits", _fits),
         ("parameters / device", lambda r: _gib(r.get("param_bytes_per_device"))),
         ("optimizer state / device", lambda r: _gib(r.get("opt_state_bytes_per_device"))),

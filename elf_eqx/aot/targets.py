@@ -28,6 +28,8 @@ Hardware facts per device (one device = one chip; v4 and v5p chips are one "mega
   program use, as its out-of-memory error prints it (v4 30.75 GiB, v5p 95.74 GiB, v5e 15.75 GiB,
   v6e 31.25 GiB, to 0.01 GiB): the vendors' "GB" here are GiB, and the TPU compiler refuses a
   program over this limit (see :mod:`elf_eqx.aot.compile`).
+- ``usable_bytes``: what a run may use, ``hbm_bytes`` on TPUs; on GPUs JAX's allocator takes
+  ``XLA_PYTHON_CLIENT_MEM_FRACTION`` of it (0.75 by default), so a program fits under that share.
 - ``has_cost_model``: whether XLA's cost analysis gives a step-time estimate (``optimal_seconds``):
   TPU only. The deviceless GPU compiler gives no cost analysis at all.
 
@@ -40,6 +42,7 @@ takes; :attr:`Target.gpu_platform` is ``cuda`` for NVIDIA targets and None other
 from __future__ import annotations
 
 import dataclasses
+import os
 import math
 import re
 from importlib import resources
@@ -132,6 +135,12 @@ class Target:
     chip_config: str | None = None     # libtpu chip_config_name
     chips_per_host_bounds: tuple[int, int, int] | None = None  # chips per process along each axis (TPU)
     wrap: tuple[bool, bool, bool] | None = None                 # torus wrap-around per axis (TPU)
+    memory_fraction: float = 1.0       # of hbm_bytes a run may use (GPU: JAX's allocator takes a share)
+
+    @property
+    def usable_bytes(self) -> int | None:
+        """Memory per device a run may use: the HBM, times JAX's share of it on GPUs."""
+        return None if self.hbm_bytes is None else int(self.hbm_bytes * self.memory_fraction)
 
     @property
     def device_count(self) -> int:
@@ -228,7 +237,20 @@ def _gpu(text: str, card: _GpuCard, count: int) -> Target:
     return Target(spelling=text, platform="cuda", device_kind=card.device_kind, chips=count, hosts=hosts,
                   processes=hosts, hbm_bytes=_spec_memory(card.spec_file), peak_flops=card.peak_flops,
                   has_cost_model=False, compile_only=True, generation=card.name,
-                  topology=f"1x{hosts}x{per_host}", spec_file=card.spec_file)
+                  topology=f"1x{hosts}x{per_host}", spec_file=card.spec_file, memory_fraction=gpu_memory_fraction())
+
+
+def gpu_memory_fraction() -> float:
+    """The share of a GPU's memory JAX's allocator takes: ``XLA_PYTHON_CLIENT_MEM_FRACTION``, 0.75
+    unless set (JAX's default; the GPU compiler rematerialises to stay under it)."""
+    value = os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.75")
+    try:
+        fraction = float(value)
+    except ValueError:
+        raise ConfigError(f"XLA_PYTHON_CLIENT_MEM_FRACTION={value!r} is not a number") from None
+    if not 0.0 < fraction <= 1.0:
+        raise ConfigError(f"XLA_PYTHON_CLIENT_MEM_FRACTION={value!r} must be in (0, 1]")
+    return fraction
 
 
 def local_target() -> Target:

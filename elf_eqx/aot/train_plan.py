@@ -31,9 +31,6 @@ from elf_eqx.training.optim import muon_flops
 from elf_eqx.training.schedule import make_lr_schedule
 from elf_eqx.training.trainer import build_step_program
 
-KEY = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
-"""A typed PRNG key, abstract."""
-
 
 def attention_kernel(config: ELFConfig) -> str:
     """The attention core ``config``'s blocks run on its platform (``config.attention`` resolved)."""
@@ -100,7 +97,8 @@ class TrainPlan:
         program = build_step_program(cfg, cfg.objective.model_family, elf_config, mesh, schedule, encoder)
         state = program.abstract_state()
         batch = abstract(program.token_batch(opt.global_batch, cfg.data.max_length), program.batch_sharding)
-        args = (state, batch, KEY, None if encoder is None else abstract(encoder, program.encoder_sharding))
+        key = jax.eval_shape(lambda: jax.random.key(0))  # traced, not made: no backend is started
+        args = (state, batch, key, None if encoder is None else abstract(encoder, program.encoder_sharding))
         return compile_for_target(program.step_fn, args, target=self.target, mesh=mesh), args
 
     def kernel_correction(self, compiled: CompiledProgram) -> float | None:

@@ -115,3 +115,18 @@ def test_libtpu_held_by_another_process_says_how_to_share_it(monkeypatch):
     with pytest.raises(ConfigError, match="held by another process.*ALLOW_MULTIPLE_LIBTPU_LOAD=1") as caught:
         parse_target("v5p-8").devices()
     assert "\n" not in str(caught.value)
+
+
+def test_a_gpu_run_may_use_jax_allocator_share_of_the_card(monkeypatch):
+    from elf_eqx.aot.targets import parse_target
+    from elf_eqx.errors import ConfigError
+
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION", raising=False)
+    h100 = parse_target("h100")
+    assert h100.usable_bytes == int(0.75 * h100.hbm_bytes)  # JAX's default preallocation
+    assert parse_target("v5p:1x1x1").usable_bytes == parse_target("v5p:1x1x1").hbm_bytes
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")
+    assert parse_target("h100").usable_bytes == int(0.95 * h100.hbm_bytes)
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "lots")
+    with pytest.raises(ConfigError, match="XLA_PYTHON_CLIENT_MEM_FRACTION"):
+        parse_target("h100")
