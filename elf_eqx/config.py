@@ -158,10 +158,11 @@ PRESETS: dict[str, dict[str, int]] = {
     "ELF-T": dict(depth=2, hidden_size=64, num_heads=4),
 }
 
-# Default remat policy of each preset (any preset not listed: "none"). Estimated for one 80 GB
-# GPU at L = 1024 with bf16 activations and fused attention: ELF-B keeps every activation
-# (batch 32 needs roughly 10 GB of them); ELF-M keeps only matmul outputs; ELF-L keeps only each
-# block's input. benchmarks/gpu_suite.py measures the largest batch under each.
+# Default remat policy of each network preset (any preset not listed: "none"), for one 80 GB
+# GPU at L = 1024 in bf16 with cuDNN attention, under JAX's default 75% share of its memory. From
+# deviceless H100 compiles (benchmarks/RESULTS.md): ELF-B keeps every activation (batch 32:
+# 21.1 GiB); ELF-M keeps matmul outputs (batch 96: 56.0 GiB); ELF-L keeps each block's input
+# (batch 8: 14.5 GiB). The OWT run presets (configs/) set their own for TPU v5p-64.
 PRESET_REMAT: dict[str, str] = {"ELF-M": "dots_saveable", "ELF-L": "full"}
 
 

@@ -109,6 +109,7 @@ def analyze(
     compile_s: int | float | None = None,
     cost_program: Any = None,
     kernel_correction_s: float | None = None,
+    costed: bool = True,
 ) -> dict[str, Any]:
     """A report of ``compiled`` (a :class:`~elf_eqx.aot.compile.CompiledProgram` or a
     ``jax.stages.Compiled``) on ``target``; see the module docstring for each figure.
@@ -119,7 +120,8 @@ def analyze(
     memory is always ``compiled``'s. ``kernel_correction_s`` is time the cost model cannot see (kernels
     without a cost estimate, :mod:`elf_eqx.aot.kernels`): ``estimate_s`` adds it to the compiler's
     estimate, and the tokens/s, MFU and epoch time are derived from that. Figures that need an input
-    not given, or a compiler estimate the backend does not make, are None.
+    not given, or a compiler estimate the backend does not make, are None. ``costed=False`` reports
+    no compiler FLOPs or time at all: a program whose loops XLA counts once, with no twin.
     """
     lower_s, out_of_memory = None, None
     if isinstance(compiled, CompiledProgram):
@@ -140,6 +142,8 @@ def analyze(
     if cost_program is not None:
         twin = cost_program.compiled if isinstance(cost_program, CompiledProgram) else cost_program
         costs = cost(twin) if twin is not None else {}
+    if not costed:
+        costs = {}
     total = mem["total_bytes"]
     flops_per_device = costs.get("flops")
     raw_estimate = costs.get("optimal_seconds") or None

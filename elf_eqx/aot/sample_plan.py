@@ -109,8 +109,11 @@ class SamplePlan:
         compiled, params = self.compile()
         nfe = src.family.sampler(self.settings, src.flow, vocab_size=src.elf_config.vocab_size, length=self.length).nfe()
         flops = src.family.sample_flops(src.elf_config, self.batch_size, self.length, nfe)
+        # The sampler's step loop and block loop are each counted once by XLA, and it has no
+        # unrolled twin (steps × layers copies of the network would take long to compile): memory only.
         report = analyze(compiled, self.target, program="sample", global_batch=self.batch_size, analytic_flops=flops,
-                         tokens_per_step=self.batch_size * self.length, param_bytes_per_device=per_device_bytes(params))
+                         tokens_per_step=self.batch_size * self.length, param_bytes_per_device=per_device_bytes(params),
+                         costed=False)
         config = dataclasses.replace(src.elf_config, **runtime_for(self.target, self.compute_dtype))
         return {**report, "source": src.origin, "family": src.family.name, "length": self.length, "nfe": nfe,
                 "compute_dtype": config.compute_dtype, "attention": attention_kernel(config),

@@ -138,7 +138,7 @@ class TrainPlan:
                          steps_per_epoch=None if self.epoch_rows is None else self.epoch_rows // opt.global_batch,
                          param_bytes_per_device=per_device_bytes(state.model),
                          opt_state_bytes_per_device=per_device_bytes(state.opt_state), cost_program=estimate,
-                         kernel_correction_s=correction)
+                         kernel_correction_s=correction, costed=costed)
         report.update(ema_bytes_per_device=per_device_bytes(state.ema), batch_bytes_per_device=per_device_bytes(batch),
                       encoder_bytes_per_device=per_device_bytes(encoder) if encoder is not None else 0)
         if estimate is not None:

@@ -59,8 +59,11 @@ class TrainConfig:
         return self.model.elf_config(encoder_dim, vocab_size)
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as JSON-ready nested sections (stored with checkpoints; :meth:`from_dict` reads it)."""
-        return config_values(self)
+        """The config as JSON-ready nested sections (stored with checkpoints; :meth:`from_dict` reads it).
+        The dry-run flags (``plan``) say what this command does, not what the run is: left out."""
+        values = config_values(self)
+        values.pop("plan", None)
+        return values
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], where: str = "run config") -> "TrainConfig":
