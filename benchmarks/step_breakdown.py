@@ -36,7 +36,7 @@ from elf_eqx.aot.analysis import analyze
 from elf_eqx.aot.compile import compile_for_target, target_mesh
 from elf_eqx.aot.kernels import pallas_backward_correction
 from elf_eqx.aot.targets import parse_target
-from elf_eqx.aot.train_plan import KEY, TrainPlan
+from elf_eqx.aot.train_plan import TrainPlan, abstract_key
 from elf_eqx.cli.errors import cli_main, flag_errors
 from elf_eqx.errors import ConfigError
 from elf_eqx.io.atomic import write_text_atomic
@@ -82,13 +82,13 @@ def pieces(plan: TrainPlan) -> dict[str, tuple[Any, tuple[Any, ...]]]:
     out: dict[str, tuple[Any, tuple[Any, ...]]] = {}
     encoder = dataclasses.replace(plan.encoder, unroll_layers=True)
     ids = jax.ShapeDtypeStruct((batch, length), jnp.int32)
-    out["encoder"] = (lambda enc, ids, key: enc(_token_batch(ids), key).x, (encoder, ids, KEY))
+    out["encoder"] = (lambda enc, ids, key: enc(_token_batch(ids), key).x, (encoder, ids, abstract_key()))
     if n_den:
         out["denoise branch"] = (lambda m, b, k: eqx.filter_value_and_grad(
-            lambda m: objective.denoise_loss(m, b, k))(m), (model, _latents(n_den, length, dim), KEY))
+            lambda m: objective.denoise_loss(m, b, k))(m), (model, _latents(n_den, length, dim), abstract_key()))
     if n_dec:
         out["decode branch"] = (lambda m, b, k: eqx.filter_value_and_grad(
-            lambda m: objective.decode_loss(m, b, k))(m), (model, _latents(n_dec, length, dim), KEY))
+            lambda m: objective.decode_loss(m, b, k))(m), (model, _latents(n_dec, length, dim), abstract_key()))
 
     def attention_passes(q, k, v, q2, k2, v2):
         fwd = core(q, k, v, scale)  # the denoise rows' no-gradient pass

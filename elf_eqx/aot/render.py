@@ -72,7 +72,7 @@ def _rows(reports: Sequence[dict[str, Any]]) -> list[tuple[str, Callable[[dict[s
         ("  total (args+out+temp-alias)", lambda r: _gib(r.get("total_bytes"))),
         ("  generated code", lambda r: _gib(r.get("generated_code_bytes"))),
         ("HBM / device", lambda r: _gib(r.get("hbm_bytes_per_device"))),
-        ("  usable (GPU: JAX's share)", lambda r: _gib(None if r.get("usable_gib_per_device") is None
+        ("  usable by a run", lambda r: _gib(None if r.get("usable_gib_per_device") is None
                                                          else r["usable_gib_per_device"] * GIB)),
         ("fits", _fits),
         ("parameters / device", lambda r: _gib(r.get("param_bytes_per_device"))),

@@ -32,6 +32,11 @@ from elf_eqx.training.schedule import make_lr_schedule
 from elf_eqx.training.trainer import build_step_program
 
 
+def abstract_key() -> jax.ShapeDtypeStruct:
+    """A typed PRNG key, abstract (traced, not made: importing this module starts no backend)."""
+    return jax.eval_shape(lambda: jax.random.key(0))
+
+
 def attention_kernel(config: ELFConfig) -> str:
     """The attention core ``config``'s blocks run on its platform (``config.attention`` resolved)."""
     dropout = config.attn_dropout > 0
@@ -97,8 +102,7 @@ class TrainPlan:
         program = build_step_program(cfg, cfg.objective.model_family, elf_config, mesh, schedule, encoder)
         state = program.abstract_state()
         batch = abstract(program.token_batch(opt.global_batch, cfg.data.max_length), program.batch_sharding)
-        key = jax.eval_shape(lambda: jax.random.key(0))  # traced, not made: no backend is started
-        args = (state, batch, key, None if encoder is None else abstract(encoder, program.encoder_sharding))
+        args = (state, batch, abstract_key(), None if encoder is None else abstract(encoder, program.encoder_sharding))
         return compile_for_target(program.step_fn, args, target=self.target, mesh=mesh), args
 
     def kernel_correction(self, compiled: CompiledProgram) -> float | None:
