@@ -147,6 +147,12 @@ def analyze(
     total = mem["total_bytes"]
     flops_per_device = costs.get("flops")
     raw_estimate = costs.get("optimal_seconds") or None
+    notes = []
+    if raw_estimate is not None and raw_estimate < 0:
+        # libtpu 0.0.42's cost model returns negative times for some programs whose rows it pads
+        # unevenly over the devices (seen: a 6-row batch on 2 shards, 512 rows on 256 chips).
+        notes.append(f"the TPU cost model returned a negative step time ({raw_estimate:.3g} s): no estimate")
+        raw_estimate = None
     estimate = None if raw_estimate is None else raw_estimate + (kernel_correction_s or 0.0)
     loops = hlo.while_loops(text)
     peak_total = None if target.peak_flops is None else target.peak_flops * devices
@@ -189,4 +195,5 @@ def analyze(
         "loop_trip_counts": [loop["trip_count"] for loop in loops],
         "lower_s": lower_s,
         "compile_s": compile_s,
+        "notes": notes,
     }

@@ -153,6 +153,6 @@ class TrainPlan:
                 "family": cfg.objective.family, "length": cfg.data.max_length, "scan_unroll": self.elf_config.scan_unroll,
                 "mesh": dict(compiled.mesh.shape), "compute_dtype": self.elf_config.compute_dtype,
                 "attention": attention_kernel(self.elf_config), "remat": self.elf_config.remat,
-                "grad_accum": opt.grad_accum, "notes": list(self.shapes.notes)}
+                "grad_accum": opt.grad_accum, "notes": [*self.shapes.notes, *report["notes"]]}
 
 
