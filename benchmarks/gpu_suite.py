@@ -163,7 +163,7 @@ class TrainBench:
         holder = {"state": self.state}
 
         def one():
-            holder["state"], metrics = program(holder["state"], tokens, key, self.encoder)
+            holder["state"], metrics = program(holder["state"], tokens, key, self.encoder, None)  # no teacher
             return metrics["loss"]
 
         first_s, _ = first_call_seconds(one)

@@ -154,7 +154,8 @@ def make_train_step(
         return compiled(state, batch, key, encoder, teacher)
 
     # For benchmarks and dry runs: ``step.lower(state, batch, key, encoder).compile()`` gives the
-    # program, its compile time and ``memory_analysis()`` without running it.
+    # program, its compile time and ``memory_analysis()`` without running it; the compiled program
+    # takes all five arguments, ``teacher`` included (None outside distillation).
     call.lower = lambda state, batch, key, encoder=None, teacher=None: compiled.lower(state, batch, key, encoder,
                                                                                       teacher)
     return call
