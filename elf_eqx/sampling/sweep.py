@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+from elf_eqx.distillation.config import RoundsSection
 from elf_eqx.errors import ConfigError
 from elf_eqx.encoders.load import load_encoder_config
 from elf_eqx.model import count_params
@@ -123,7 +124,8 @@ def model_compute(session: TextSampler, source: str) -> dict:
     if bundle.distillation is None:
         return training_compute(cfg, session.model.config, step, encoder_config)
     batch, length = cfg.optimizer.global_batch, cfg.data.max_length
-    share = bundle.distillation.get("decode_share", 0.2)  # the default, in records written before it was kept
+    # Records written before decode_share was kept used the default.
+    share = bundle.distillation.get("decode_share", RoundsSection.decode_share)
     per_step = distill_step_flops(session.model.config, batch, length, share, bundle.distillation["cfg_weight"],
                                   encoder_config)
     return {"train_steps": step, "tokens": float(step * batch * length), "train_flops": step * per_step}

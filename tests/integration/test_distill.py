@@ -51,6 +51,18 @@ def test_a_round_is_a_run_whose_student_samples_at_its_own_steps(students, tmp_p
     assert "2-step student of round 1" in settings["origin"]
 
 
+def test_a_sweep_counts_a_student_at_its_distillation_compute(students):
+    from elf_eqx.sampling.sweep import model_compute
+    from elf_eqx.sampling.text import TextSampler
+
+    source = str(students / "steps_2")
+    compute = model_compute(TextSampler.open(source), source)
+    last = json.loads((students / "steps_2" / "metrics.jsonl").read_text().splitlines()[-1])
+    # The round's own log counts distillation steps (teacher passes included), not training steps.
+    assert compute["train_steps"] == last["step"] == 4
+    assert compute["train_flops"] == pytest.approx(last["train_flops"], rel=1e-9)
+
+
 def test_a_stopped_distillation_resumes_to_the_uninterrupted_weights(teacher, students, tmp_path, monkeypatch):
     from elf_eqx.training.checkpoint import load_model_from_checkpoint
     from elf_eqx.training.hooks import CheckpointHook
