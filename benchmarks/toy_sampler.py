@@ -146,18 +146,22 @@ def markdown_table(rows: list[dict], true_entropy: float, steps: tuple[int, ...]
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
-    """CLI entry: print (and optionally write) the table."""
-    import tyro
-
+def write_table(cfg: ToyConfig) -> None:
+    """Print (and optionally write) the table."""
     from elf_eqx.io.atomic import write_text_atomic
 
-    cfg = tyro.cli(ToyConfig, args=argv)
     rows, true_entropy = run_toy(cfg)
     table = markdown_table(rows, true_entropy, cfg.steps)
     print(table)
     if cfg.output:
         write_text_atomic(cfg.output, table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI entry (``argv`` default: ``sys.argv[1:]``); expected failures end as one line (exit 2)."""
+    from elf_eqx.cli.errors import run_parsed
+
+    run_parsed(ToyConfig, write_table, argv)
 
 
 if __name__ == "__main__":

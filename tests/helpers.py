@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 
@@ -32,3 +34,12 @@ def random_batch(batch: int = 4, length: int = 8, seed: int = 1, dim: int = TINY
     x = jax.random.normal(kx, (batch, length, dim))
     tokens = jax.random.randint(kt, (batch, length), 0, TINY_V)
     return LatentBatch.unconditional(x, tokens, jnp.ones((batch, length), bool))
+
+
+def xla_flags(devices: int | None = None) -> str:
+    """The suite's XLA flags (conftest.py: the optimisation level, any ISA cap given to the suite)
+    for a subprocess, with ``devices`` CPU devices when given."""
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    if devices is not None:
+        flags.append(f"--xla_force_host_platform_device_count={devices}")
+    return " ".join(flags)

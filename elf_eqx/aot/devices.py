@@ -25,34 +25,19 @@ different times hold the same device objects.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 from collections.abc import Iterator
 from typing import Any
 
 from elf_eqx.aot.targets import Target
 from elf_eqx.errors import ConfigError
+from elf_eqx.parallel.platforms import has_cuda_plugin, has_libtpu
 
 TPU_EXTRA = 'pip install -e ".[tpu-aot]"'
 GPU_EXTRA = 'pip install -e ".[gpu-aot]"'
 LIBTPU_SHARE_VAR = "ALLOW_MULTIPLE_LIBTPU_LOAD"
 
 _CACHE: dict[Target, list[Any]] = {}
-
-
-def has_libtpu() -> bool:
-    """Whether libtpu can be loaded (the ``tpu-aot`` extra, or ``TPU_LIBRARY_PATH``)."""
-    path = os.environ.get("TPU_LIBRARY_PATH")
-    return bool(path and os.path.isfile(path)) or importlib.util.find_spec("libtpu") is not None
-
-
-def has_cuda_plugin() -> bool:
-    """Whether JAX's CUDA plugin is installed (the ``gpu-aot`` extra)."""
-    try:
-        return any(importlib.util.find_spec(f"jax_plugins.{name}") is not None
-                   for name in ("xla_cuda12", "xla_cuda13"))
-    except ModuleNotFoundError:  # no jax_plugins namespace at all
-        return False
 
 
 def _first_line(error: BaseException) -> str:

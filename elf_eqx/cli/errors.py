@@ -26,6 +26,7 @@ from typing import TypeVar
 import tyro
 
 from elf_eqx.errors import UserError
+from elf_eqx.parallel.platforms import prefer_present_hardware
 
 EXIT_CODE = 2
 DEBUG_FLAG = "--debug"
@@ -84,10 +85,14 @@ def cli_main(body: Callable[[list[str]], R]) -> Callable[[Sequence[str] | None],
     """Decorate a CLI's ``main(argv)``: ``argv`` defaults to ``sys.argv[1:]``, ``--debug`` is taken
     out of it, and expected failures (:class:`elf_eqx.errors.UserError`, and a flag parser's
     ``SystemExit`` with a message) end as one line on stderr and :class:`CLIExit` (exit code 2).
-    Nothing else is caught: any other exception is a bug and keeps its traceback."""
+    Nothing else is caught: any other exception is a bug and keeps its traceback. Before the body
+    runs, JAX is kept to the hardware this host has
+    (:func:`~elf_eqx.parallel.platforms.prefer_present_hardware`: no libtpu start-up on hosts
+    without a TPU)."""
 
     @functools.wraps(body)
     def main(argv: Sequence[str] | None = None) -> R:
+        prefer_present_hardware()
         args = list(sys.argv[1:] if argv is None else argv)
         debug = debugging(args)
         args = [a for a in args if a != DEBUG_FLAG]

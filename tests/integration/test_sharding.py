@@ -15,6 +15,7 @@ import pytest
 from jax.sharding import AbstractMesh
 
 from elf_eqx.parallel.mesh import MeshConfig, check_global_batch
+from helpers import xla_flags
 
 TESTS = Path(__file__).resolve().parents[1]  # tests/: sharding_check.py and the shared helpers
 REPO = TESTS.parent  # this checkout's elf_eqx, not whichever one is installed
@@ -23,8 +24,7 @@ REPO = TESTS.parent  # this checkout's elf_eqx, not whichever one is installed
 def cpu_env(devices: int) -> dict[str, str]:
     env = dict(os.environ)
     path = os.pathsep.join([str(TESTS), str(REPO), env.get("PYTHONPATH", "")])
-    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
-               "--xla_backend_optimization_level=0", PYTHONPATH=path)
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(devices), PYTHONPATH=path)
     return env
 
 

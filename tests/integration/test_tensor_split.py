@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+from helpers import xla_flags
+
 PLACE = r"""
 import json
 import jax, numpy as np
@@ -36,8 +38,7 @@ print(json.dumps(report))
 
 
 def test_rule_parameters_are_split_over_tensor_on_a_mesh():
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(4))
     done = subprocess.run([sys.executable, "-c", PLACE], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])

@@ -18,6 +18,7 @@ from elf_eqx.nn.scalar_embed import ScalarEmbedder, sinusoidal_features
 from elf_eqx.nn.swiglu import SwiGLU
 
 from helpers import TINY_D, TINY_V, tiny_model
+from tolerances import assert_reassociated
 
 KEY = jax.random.key(0)
 
@@ -172,7 +173,9 @@ def test_dropout_acts_only_in_the_band_of_middle_blocks():
             np.testing.assert_array_equal(np.asarray(out), np.asarray(block(expected, cos, sin)))
         expected = out
     got = run_blocks(model.blocks, model.config, x, cos, sin, key)
-    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-6, atol=1e-6)
+    # lax.scan against a loop of layers: two programs, so float32 reassociation over 4 layers whose
+    # widest sum is the MLP's fan-in (tests/tolerances.py); seen 1.4e-6 on an AVX-512 CPU.
+    assert_reassociated(got, expected, terms=model.config.mlp_hidden, layers=4)
     assert not np.allclose(np.asarray(got), np.asarray(run_blocks(model.blocks, model.config, x, cos, sin, None)))
 
 
