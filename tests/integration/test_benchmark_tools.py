@@ -57,7 +57,7 @@ def test_train_judge_writes_a_judge_torch_can_read(judge_dir, corpus):
     ids = jnp.asarray([tok("and the lord spake unto moses", add_special_tokens=False)["input_ids"]])
     ours = np.asarray(judge(ids))
     theirs = transformers.GPT2LMHeadModel.from_pretrained(judge_dir).eval()(torch.tensor(np.asarray(ids))).logits.detach().numpy()
-    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)  # fidelity to the Hugging Face model (torch)
     assert judge.config == GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2, n_head=2,
                                       eos_token_id=tok.eos_token_id)
     with pytest.raises(SystemExit, match="exists; pass --overwrite"):

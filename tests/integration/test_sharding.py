@@ -15,8 +15,15 @@ import pytest
 from jax.sharding import AbstractMesh
 
 from elf_eqx.parallel.mesh import MeshConfig, check_global_batch
+from elf_eqx.config import preset
 from helpers import xla_flags
+from tolerances import reassociation
 
+# A mesh's program against one device's: XLA splits and reorders the float32 sums. Losses, weights
+# and latents are O(1); a training step is ELF-T's 2 blocks forward and back, a sampling step forward.
+FAN_IN = preset("ELF-T").mlp_hidden
+TRAIN_TOL = reassociation(FAN_IN, layers=2 * 4)  # sharding_check.py trains 2 steps
+SAMPLE_TOL = reassociation(FAN_IN, layers=3 * 2)  # and samples 3
 TESTS = Path(__file__).resolve().parents[1]  # tests/: sharding_check.py and the shared helpers
 REPO = TESTS.parent  # this checkout's elf_eqx, not whichever one is installed
 
@@ -39,7 +46,7 @@ def mesh_results() -> dict:
 @pytest.mark.parametrize("shape", ["(8, 1, 1)", "(2, 4, 1)", "(1, 8, 1)", "(2, 2, 2)"])
 def test_train_step_on_a_mesh_matches_one_device(mesh_results, shape):
     got = mesh_results["train"][shape]
-    assert got["loss"] < 1e-5 and got["state"] < 1e-5
+    assert got["loss"] < TRAIN_TOL and got["state"] < TRAIN_TOL
     if shape != "(8, 1, 1)":
         assert got["sharded_leaves"] > 0  # parameters and optimizer state really are split
 
@@ -47,13 +54,13 @@ def test_train_step_on_a_mesh_matches_one_device(mesh_results, shape):
 @pytest.mark.parametrize("shape", ["(8, 1, 1)", "(2, 4, 1)", "(1, 8, 1)", "(2, 2, 2)"])
 def test_sampling_on_a_mesh_matches_one_device(mesh_results, shape):
     got = mesh_results["sample"][shape]
-    assert got["tokens_equal"] and got["latents"] < 1e-5
+    assert got["tokens_equal"] and got["latents"] < SAMPLE_TOL
 
 
 def test_checkpoint_saved_on_one_mesh_restores_on_another(mesh_results):
     got = mesh_results["restore"]
     assert got["restored_on"] == {"data": 8, "fsdp": 1, "tensor": 1}
-    assert got["state_vs_saved"] == 0.0 and got["loss"] < 1e-5
+    assert got["state_vs_saved"] == 0.0 and got["loss"] < reassociation(FAN_IN, layers=4)
 
 
 def test_bad_meshes_and_batches_are_named():
@@ -97,7 +104,8 @@ def test_two_processes_train_like_one(tmp_path, shared_dir):
     def losses(folder: Path) -> list[float]:
         return [json.loads(line)["loss"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
-    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-5)
+    # two processes' program against one's, through 3 steps of ELF-T forward and back
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=reassociation(FAN_IN, layers=12))
     assert len(losses(tmp_path / "two")) == 3  # one writer: process 0
     assert (tmp_path / "two" / "checkpoints" / "3").is_dir()
     assert (tmp_path / "two" / "samples" / "step_0000003.txt").is_file()

@@ -77,8 +77,7 @@ def test_sigterm_saves_and_resume_reproduces_the_uninterrupted_run(corpus, tmp_p
     main(tiny_args(corpus, fresh, "--max-steps", str(total)))
     resumed, reference = losses(killed), losses(fresh)
     assert sorted(resumed) == list(range(1, total + 1))
-    for step in range(1, total + 1):
-        assert resumed[step] == pytest.approx(reference[step], rel=1e-5, abs=1e-6), step
+    assert resumed == reference  # the same program on the same rows and keys: bitwise
 
 
 def test_nan_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path):

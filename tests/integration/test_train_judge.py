@@ -72,7 +72,7 @@ def test_saved_judge_loads_back_exactly_and_matches_torch(tmp_path):
     torch_model = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
     with torch.no_grad():
         theirs = torch_model(torch.from_numpy(ids)).logits.numpy()
-    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)  # fidelity to the Hugging Face model (torch)
 
 
 def test_pack_blocks_separates_documents_by_eos():
@@ -153,6 +153,7 @@ def test_cli_writes_a_loadable_judge_and_refuses_to_overwrite(tmp_path, shared_d
     assert 1 < record["valid_block_ppl"] < 320 and 1 < record["valid_gen_ppl"] < 320
     texts = [json.loads(line)["text"].lower() for line in corpus.read_text().splitlines()]
     again = evaluate_unconditional(texts, judge, tok, max_length=32)
+    # the training script's validation batches against evaluate's: another program over the judge
     assert again["gen_ppl"] == pytest.approx(record["valid_gen_ppl"], rel=1e-5)
     assert again["num_scored_tokens"] == record["valid_scored_tokens"] > 0
     assert sorted(p.name for p in out.parent.iterdir()) == ["kjv"]

@@ -19,6 +19,9 @@ from elf_eqx.encoders.latent_encoder import TokenBatch
 from elf_eqx.families import build_network, make_sampler, network_template
 from elf_eqx.flow import FLOW
 from elf_eqx.sampling.settings import SamplerSettings
+from tolerances import reassociation
+
+pytestmark = pytest.mark.numerics  # compares float computations: .ci/run reruns it with a narrower ISA
 
 V = 5
 
@@ -51,7 +54,8 @@ def test_mdlm_loss_is_the_continuous_time_elbo_on_a_two_token_case():
 
     rows = 20000  # one batch of copies: the antithetic times stratify [t_min, 1]
     loss, metrics = objective(model, token_batch(jnp.repeat(x0, rows, axis=0)), jax.random.key(0))
-    assert float(loss) * 2 == pytest.approx(exact, rel=0.02)  # per token → per sequence
+    # per token → per sequence; 20,000 antithetic draws of t put the Monte-Carlo error well under 2%
+    assert float(loss) * 2 == pytest.approx(exact, rel=0.02)
     assert float(metrics["mask_frac"]) == pytest.approx(0.5, abs=0.02)
 
 
@@ -65,8 +69,10 @@ def test_mdlm_nelbo_by_hand_and_condition_tokens_never_masked_or_scored():
     loss, ce = objective.nelbo(model, ids, t, masked, scored)
     per_token = optax.softmax_cross_entropy_with_integer_labels(model(jnp.where(masked, V, ids)), ids)
     expected = (per_token[0, 0] / 0.5 + per_token[0, 2] / 0.5 + per_token[1, 3] / 0.25) / 8
-    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
-    assert float(ce) == pytest.approx(float((per_token[0, 0] + per_token[0, 2] + per_token[1, 3]) / 3), rel=1e-5)
+    # the same per-token losses, weighted and summed in another order: a few float32 roundings
+    assert float(loss) == pytest.approx(float(expected), rel=reassociation(8, layers=2))
+    assert float(ce) == pytest.approx(float((per_token[0, 0] + per_token[0, 2] + per_token[1, 3]) / 3),
+                                      rel=reassociation(8, layers=2))
 
     # Uniform logits: each masked token costs log V and the 1/t weight undoes P(masked) = t, so the
     # expected loss is log V per scored token, with or without (unscored) condition positions.
@@ -76,6 +82,7 @@ def test_mdlm_nelbo_by_hand_and_condition_tokens_never_masked_or_scored():
     uniform, _ = objective(uniform_model, batch, jax.random.key(1))
     half, metrics = objective(uniform_model, token_batch(batch.input_ids, cond_length=0), jax.random.key(1))
     assert 0.0 < float(metrics["mask_frac"]) < 1.0
+    # in expectation only: 64 rows of a few masked tokens each
     assert float(uniform) == pytest.approx(np.log(V), rel=0.1) and float(half) == pytest.approx(np.log(V), rel=0.1)
 
 
@@ -101,7 +108,7 @@ def test_mdlm_sampler_draws_from_the_model_marginals():
                         (jnp.zeros_like(model.head.weight), jnp.log(probs)))
     out = MaskedDiffusionSampler(num_steps=4, mask_id=3)(model, jax.random.key(0), condition=TokenCondition.none(4000, 3))
     freq = np.bincount(np.asarray(out.tokens).ravel(), minlength=3) / out.tokens.size
-    np.testing.assert_allclose(freq, probs, atol=0.02)
+    np.testing.assert_allclose(freq, probs, atol=0.02)  # 12,000 draws: standard errors under 0.005
 
 
 def test_causal_network_does_not_look_ahead_and_bidirectional_does():
@@ -120,7 +127,8 @@ def test_next_token_objective_scores_targets_only():
     inputs = jnp.asarray([[V, 1, 2, 3], [V, 2, 2, 4]])
     np.testing.assert_array_equal(np.asarray(shift_right(batch.input_ids, V)), np.asarray(inputs))
     ce = optax.softmax_cross_entropy_with_integer_labels(model(inputs), batch.input_ids)
-    assert float(loss) == pytest.approx(float(jnp.mean(ce[:, 1:])), rel=1e-6) and float(metrics["ce"]) == float(loss)
+    assert float(loss) == pytest.approx(float(jnp.mean(ce[:, 1:])), rel=reassociation(ce.size))  # a mean reordered
+    assert float(metrics["ce"]) == float(loss)
 
 
 def test_nucleus_keeps_the_smallest_set_reaching_p():

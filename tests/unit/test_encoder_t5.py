@@ -20,6 +20,9 @@ from elf_eqx.encoders import (
     normalize_latents,
 )
 from elf_eqx.encoders.t5 import relative_position_buckets
+from tolerances import assert_reassociated
+
+pytestmark = pytest.mark.numerics  # compares float computations: .ci/run reruns it with a narrower ISA
 
 
 def _rel_err(out, ref, valid=None):
@@ -87,10 +90,10 @@ def test_label_drop_hides_condition_from_target_rows():
 def test_latent_normalisation_round_trip():
     h = jnp.linspace(-1.0, 1.0, 12).reshape(2, 3, 2)
     x = normalize_latents(h)
-    np.testing.assert_allclose(np.asarray(x), np.asarray(h) * 5, rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(denormalize_latents(x)), np.asarray(h), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(np.asarray(denormalize_latents(normalize_latents(h, 0.3, 2.0), 0.3, 2.0)),
-                               np.asarray(h), rtol=1e-6, atol=1e-6)
+    # one or two float32 roundings of each element against the formula
+    assert_reassociated(x, np.asarray(h) * 5)
+    assert_reassociated(denormalize_latents(x), h, layers=2)
+    assert_reassociated(denormalize_latents(normalize_latents(h, 0.3, 2.0), 0.3, 2.0), h, layers=4)
 
 
 def test_buckets_are_bidirectional_and_saturate():

@@ -26,6 +26,8 @@ from elf_eqx.evaluate import (
     unigram_entropy,
 )
 
+pytestmark = pytest.mark.numerics  # compares float computations: .ci/run reruns it with a narrower ISA
+
 LONG = " ".join(["and god saw the light, that it was good"] * 12)  # longer than the judge's context
 TEXTS = ["and the lord said unto moses", "in the beginning god created the heaven and the earth",
          "amen<|endoftext|>and it was so", LONG, ""]

@@ -8,6 +8,8 @@ from elf_eqx.sampler import Condition, Sampler, mask_after_eos
 
 from helpers import TINY_D, tiny_model
 
+pytestmark = pytest.mark.numerics  # compares float computations: .ci/run reruns it with a narrower ISA
+
 KEY = jax.random.key(7)
 
 
@@ -72,6 +74,8 @@ def test_cfg_changes_targets_only_through_the_condition(model):
     # without condition tokens the condition-free pass equals the conditional one: CFG is a no-op
     a = run(Sampler(num_steps=3, cfg_weight=3.0), model, condition=no_cond)
     b = run(Sampler(num_steps=3, cfg_weight=1.0), model, condition=no_cond)
+    # the guided run's two passes are rows of one batched program, the plain run another program:
+    # float32 reassociation through 3 steps of the tiny model, on O(1) latents
     np.testing.assert_allclose(np.asarray(a.latents), np.asarray(b.latents), rtol=1e-5, atol=1e-5)
 
 
