@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +16,9 @@ ComputeDtype = Literal["auto", "float32", "bfloat16"]
 RematPolicy = Literal["none", "dots_saveable", "full"]
 AttentionImpl = Literal["auto", "xla", "cudnn", "pallas"]
 REMAT_POLICIES: tuple[str, ...] = ("none", "dots_saveable", "full")
+RUNTIME_FIELDS: tuple[str, ...] = ("compute_dtype", "remat", "attention", "attn_dropout", "proj_dropout", "platform",
+                                   "scan_unroll")
+"""The :class:`ELFConfig` fields that change how the weights are run, not what they are."""
 
 
 def backend_of(platform: str | None) -> str:
@@ -52,26 +56,11 @@ def normalize_remat(value: str | bool | None) -> str:
 class ELFConfig:
     """Shape and behaviour of one ELF network (denoiser and decoder share these weights).
 
-    ``encoder_dim`` (D) and ``vocab_size`` (V) come from the frozen encoder and its tokenizer;
-    the rest is the preset. Runtime fields (they change how the weights are run, not what they are):
-
-    - ``compute_dtype``: activation dtype of the matmuls; ``auto`` resolves at trace time to
-      bfloat16 on GPU/TPU and float32 on CPU (:func:`resolve_compute_dtype`). Parameters,
-      optimizer state and EMA stay float32; norms, softmax statistics, both heads' outputs and
-      the loss are float32 whatever this says.
-    - ``remat``: rematerialisation policy per block, named as ``jax.checkpoint_policies``:
-      ``none`` (keep every activation), ``dots_saveable`` (keep matmul outputs, recompute the
-      elementwise rest), ``full`` (keep only each block's input). The old booleans are accepted
-      (True → full, False → none).
-    - ``attention``: ``auto`` uses the Pallas flash-attention kernel on TPUs, cuDNN flash attention
-      on NVIDIA GPUs when the dtype is bf16/fp16, and XLA elsewhere; ``pallas``/``cudnn`` insist on
-      their kernel, ``xla`` is the explicit einsum math. With attention-probability dropout active
-      the explicit path is always used.
-    - ``platform``: the platform the network is compiled for (``cpu``, ``cuda``, ``rocm``, ``tpu``);
-      ``None`` (the default) is this machine's. ``auto`` compute dtype and attention resolve for it,
-      so a dry run (``--dry-run --target``) compiles for its target, not for the machine compiling.
-    - ``scan_unroll``: run the blocks as an unrolled loop instead of ``lax.scan`` (longer compiles;
-      XLA's cost analysis then counts every layer, which the dry run's estimate needs).
+    ``encoder_dim`` (D) and ``vocab_size`` (V) come from the frozen encoder and its tokenizer; the
+    rest is the preset. The fields of :data:`RUNTIME_FIELDS` change how the weights are run, not
+    what they are: a checkpoint may be resumed or sampled with other values of them, and the
+    training config's model section takes its flags from their declarations here
+    (:class:`elf_eqx.training.sections.ModelSection`).
     """
 
     depth: int
@@ -87,12 +76,28 @@ class ELFConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
     attn_dropout: float = 0.0
+    """Dropout on attention probabilities, in blocks depth//4 ≤ i < 3·depth//4 only."""
     proj_dropout: float = 0.0
+    """Dropout on attention and MLP outputs, same blocks as attn_dropout."""
     compute_dtype: ComputeDtype = "auto"
+    """Activation dtype of the network's matmuls and the frozen encoder (parameters stay float32);
+    auto: bfloat16 on GPU/TPU, float32 on CPU. Norms, softmax statistics, both heads' outputs and
+    the loss are float32 whatever this says."""
     remat: RematPolicy | bool = "none"  # a bool (old configs) is normalised to a policy name
+    """Per-block rematerialisation policy (jax.checkpoint_policies names): none keeps every
+    activation, dots_saveable keeps matmul outputs, full keeps only each block's input (true =
+    full, false = none). A training config's default is the preset's (PRESET_REMAT)."""
     attention: AttentionImpl = "auto"
+    """Attention core: auto = Pallas flash attention on TPUs, cuDNN flash attention on NVIDIA GPUs
+    with bf16, XLA elsewhere; pallas/cudnn insist on their kernel, xla is the explicit einsum math.
+    Live attention-probability dropout always runs the explicit math."""
     platform: str | None = None
+    """The platform the network is compiled for (cpu, cuda, rocm, tpu; None: this machine's):
+    auto settings resolve for it, so a dry run (--dry-run --target) compiles for its target."""
     scan_unroll: bool = False
+    """Run the blocks as an unrolled loop instead of lax.scan: XLA can then reuse buffers across
+    layers (less memory on TPUs, see benchmarks/RESULTS.md) and count every layer's cost, at the
+    price of a longer first compile."""
 
     def __post_init__(self) -> None:
         for name in ("depth", "hidden_size", "num_heads", "encoder_dim", "vocab_size", "bottleneck_dim"):
@@ -107,21 +112,23 @@ class ELFConfig:
                 f"ELFConfig head dimension {self.head_dim} (hidden_size {self.hidden_size} / num_heads "
                 f"{self.num_heads}) must be even: RoPE rotates interleaved pairs"
             )
+        self.check(self.__dict__, lambda name: f"ELFConfig.{name}")
+        object.__setattr__(self, "remat", normalize_remat(self.remat))  # old configs stored a bool
+
+    @staticmethod
+    def check(values: Mapping[str, Any], flag: Callable[[str], str]) -> None:
+        """Raise :class:`~elf_eqx.errors.ConfigError` naming (``flag(name)``) the first bad run-time
+        setting of ``values`` (dropout rates, compute dtype, remat, attention); missing names and a
+        remat of ``None`` (a training config's "the preset's") are not checked."""
         for name in ("attn_dropout", "proj_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"ELFConfig.{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.compute_dtype not in ("auto", "float32", "bfloat16"):
-            raise ConfigError(
-                f"ELFConfig.compute_dtype must be auto, float32 or bfloat16, got {self.compute_dtype!r}"
-            )
-        try:
-            # Old configs and checkpoints stored remat as a bool.
-            object.__setattr__(self, "remat", normalize_remat(self.remat))
-        except ConfigError as err:
-            raise ConfigError(f"ELFConfig.{err}") from None
-        if self.attention not in typing.get_args(AttentionImpl):
-            raise ConfigError(f"ELFConfig.attention must be one of {list(typing.get_args(AttentionImpl))}, "
-                              f"got {self.attention!r}")
+            if name in values and not 0.0 <= values[name] < 1.0:
+                raise ConfigError(f"{flag(name)} must be in [0, 1), got {values[name]}")
+        for name, kind in (("compute_dtype", ComputeDtype), ("attention", AttentionImpl)):
+            if name in values and values[name] not in typing.get_args(kind):
+                raise ConfigError(f"{flag(name)} must be one of {list(typing.get_args(kind))}, got {values[name]!r}")
+        remat = values.get("remat")
+        if remat is not None and not isinstance(remat, bool) and remat not in REMAT_POLICIES:
+            raise ConfigError(f"{flag('remat')} must be one of {list(REMAT_POLICIES)} (or a bool), got {remat!r}")
 
     @property
     def dtype(self) -> jnp.dtype:

@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
-from elf_eqx.config import ELFConfig
+from elf_eqx.config import RUNTIME_FIELDS, ELFConfig
+from elf_eqx.errors import ConfigError
 from elf_eqx.nn.linear import Linear
 from elf_eqx.nn.norm import RMSNorm
 from elf_eqx.nn.rope import rope_angles
@@ -157,10 +158,9 @@ def count_params(model: eqx.Module) -> int:
 def with_runtime_options(model: eqx.Module, **fields) -> eqx.Module:
     """``model`` (ELF, or a baseline network built from an :class:`ELFConfig`) with the same weights and other runtime settings of its :class:`ELFConfig`
     (``compute_dtype``, ``remat``, ``attention``, dropout rates), e.g. ``with_runtime_options(m, compute_dtype="bfloat16")``."""
-    allowed = {"compute_dtype", "remat", "attention", "attn_dropout", "proj_dropout", "platform", "scan_unroll"}
-    unknown = sorted(set(fields) - allowed)
+    unknown = sorted(set(fields) - set(RUNTIME_FIELDS))
     if unknown:
-        raise ValueError(f"with_runtime_options: {unknown} change the architecture; allowed: {sorted(allowed)}")
+        raise ConfigError(f"with_runtime_options: {unknown} change the architecture; allowed: {sorted(RUNTIME_FIELDS)}")
     config = dataclasses.replace(model.config, **fields)
     template = eqx.filter_eval_shape(type(model), config, key=jax.random.key(0))
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template), jax.tree_util.tree_leaves(model))

@@ -23,7 +23,10 @@ Which denoise samples are self-conditioned is :attr:`FlowObjective.self_cond_dra
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+import dataclasses
+import typing
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import equinox as eqx
 import jax
@@ -32,6 +35,7 @@ import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, Shaped
 
 from elf_eqx.errors import ConfigError
+from elf_eqx.fields import static_choice
 from elf_eqx.flow import FLOW, FlowConstants, TimeSchedule, interpolate, keep_condition, sample_logit_normal, sample_sc_cfg_scale, sample_time, velocity
 from elf_eqx.model import ELF
 
@@ -39,7 +43,7 @@ Branch = Literal["split", "per_step"]
 SelfCondDraw = Literal["per_sample", "split"]
 if TYPE_CHECKING:
     _Schedule, _Branch, _Draw = TimeSchedule, Branch, SelfCondDraw
-else:  # at run time a bad choice fails in __check_init__, a ValueError naming the field
+else:  # at run time a bad choice fails in FlowObjective.check, a ConfigError naming the field
     _Schedule = _Branch = _Draw = str
 
 
@@ -96,32 +100,56 @@ def masked_mean(values: Float[Array, "B L"], mask: Bool[Array, "B L"]) -> Float[
 
 class FlowObjective(eqx.Module):
     """Hyperparameters of the ELF loss and the flow constants it trains with; call it as
-    ``objective(model, batch, key)``."""
+    ``objective(model, batch, key)``. Each hyperparameter is declared here once: the training
+    config's objective section takes its flags from these fields (all but ``flow``, which it
+    holds as its own fields, and ``branch_groups``, which the mesh sets)."""
 
     flow: FlowConstants = eqx.field(static=True, default=FLOW)
-    time_schedule: _Schedule = eqx.field(static=True, default="logit_normal")
+    time_schedule: _Schedule = static_choice(TimeSchedule, "logit_normal")
+    """Distribution of training times t."""
     decoder_noise_scale: float = 5.0
+    """s_dec of the decode branch's corruption λ·x + (1 − λ)·s_dec·ε."""
     decoder_prob: float = eqx.field(static=True, default=0.2)
+    """Share of the decode branch."""
     decoder_lambda_mean: float = 0.8
+    """Mean of the logit-normal λ of the decode branch's corruption (per token)."""
     decoder_lambda_std: float = 0.8
+    """Std of the logit-normal λ of the decode branch's corruption."""
     self_cond_prob: float = 0.5
+    """Probability that a sample is self-conditioned."""
     omega_min: float = 0.5
+    """SC-CFG scale range: 1 + ω is log-uniform on [1 + omega_min, 1 + omega_max]."""
     omega_max: float = 5.0
-    branch: _Branch = eqx.field(static=True, default="split")
+    """Upper end of the SC-CFG scale range."""
+    branch: _Branch = static_choice(Branch, "split")
+    """How steps divide between the denoise and decode branches (see elf_eqx.objective)."""
     branch_groups: int = eqx.field(static=True, default=1)
-    self_cond_draw: _Draw = eqx.field(static=True, default="per_sample")
+    """Equal groups of the batch that each hold both branches' shares (the data-parallel shards)."""
+    self_cond_draw: _Draw = static_choice(SelfCondDraw, "per_sample")
+    """Which denoise samples are self-conditioned: per_sample (a coin each, the reference) or split
+    (exactly self_cond_prob of them, the no-gradient first pass on those only: less compute)."""
 
     def __check_init__(self):
-        if self.self_cond_draw not in ("per_sample", "split"):
-            raise ValueError(f"FlowObjective.self_cond_draw must be 'per_sample' or 'split', got {self.self_cond_draw!r}")
-        if self.branch not in ("split", "per_step"):
-            raise ValueError(f"FlowObjective.branch must be 'split' or 'per_step', got {self.branch!r}")
-        if not 0.0 <= self.decoder_prob <= 1.0:
-            raise ValueError(f"FlowObjective.decoder_prob must be in [0, 1], got {self.decoder_prob}")
-        if self.time_schedule not in ("logit_normal", "uniform"):
-            raise ValueError(f"FlowObjective.time_schedule must be logit_normal or uniform, got {self.time_schedule!r}")
-        if self.branch_groups < 1:
-            raise ValueError(f"FlowObjective.branch_groups must be >= 1, got {self.branch_groups}")
+        self.check({name: getattr(self, name) for name in self.settings() + ("branch_groups",)},
+                   lambda name: f"FlowObjective.{name}")
+
+    @classmethod
+    def settings(cls) -> tuple[str, ...]:
+        """The hyperparameters a training config sets (every field but ``flow`` and ``branch_groups``)."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name not in ("flow", "branch_groups"))
+
+    @staticmethod
+    def check(values: Mapping[str, Any], flag: Callable[[str], str]) -> None:
+        """Raise :class:`~elf_eqx.errors.ConfigError` naming (``flag(name)``) the first bad
+        hyperparameter of ``values``; missing names are not checked."""
+        for name, kind in (("time_schedule", TimeSchedule), ("branch", Branch), ("self_cond_draw", SelfCondDraw)):
+            if name in values and values[name] not in typing.get_args(kind):
+                raise ConfigError(f"{flag(name)} must be one of {list(typing.get_args(kind))}, got {values[name]!r}")
+        for name in ("decoder_prob", "self_cond_prob"):
+            if name in values and not 0.0 <= values[name] <= 1.0:
+                raise ConfigError(f"{flag(name)} must be in [0, 1], got {values[name]}")
+        if values.get("branch_groups", 1) < 1:
+            raise ConfigError(f"{flag('branch_groups')} must be >= 1, got {values['branch_groups']}")
 
     # -- the two branches -------------------------------------------------------------------
 

@@ -27,11 +27,13 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from elf_eqx.aot.targets import Target
 from elf_eqx.errors import ConfigError
 from elf_eqx.parallel.platforms import has_cuda_plugin, has_libtpu
+
+if TYPE_CHECKING:  # a target's devices() calls in here: this module only reads its attributes
+    from elf_eqx.aot.targets import Target
 
 TPU_EXTRA = 'pip install -e ".[tpu-aot]"'
 GPU_EXTRA = 'pip install -e ".[gpu-aot]"'

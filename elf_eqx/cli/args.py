@@ -14,7 +14,7 @@ import importlib.resources
 import inspect
 import textwrap
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +22,7 @@ import tyro
 import yaml
 
 from elf_eqx.errors import ConfigError, MissingInputError
+from elf_eqx.fields import FLAG_TYPE
 from elf_eqx.parallel.mesh import MeshConfig
 
 ConfigT = TypeVar("ConfigT")
@@ -181,13 +182,57 @@ def attribute_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+def source_fields(
+    source: type, *, only: Sequence[str] | None = None, exclude: Sequence[str] = (),
+    defaults: Mapping[str, Any] | None = None, optional: bool = False,
+) -> list[tuple[str, Any, Any]]:
+    """``(name, annotation, field)`` of the fields of dataclass (or ``eqx.Module``) ``source`` for
+    :func:`dataclasses.make_dataclass`: its type (or its :data:`FLAG_TYPE` metadata), its default
+    (or ``defaults[name]``), and as help the docstring written under the field. ``only`` and
+    ``exclude`` choose fields by name; ``optional`` makes each ``T | None = None``."""
+    hints, docs, defaults = typing.get_type_hints(source), attribute_docs(source), defaults or {}
+    out = []
+    for f in dataclasses.fields(source):
+        if (only is not None and f.name not in only) or f.name in exclude:
+            continue
+        kind = f.metadata.get(FLAG_TYPE, hints[f.name])
+        if optional:
+            kind, default = kind | None, None
+        elif f.name in defaults:
+            default = defaults[f.name]
+            kind = kind | None if default is None else kind
+        elif f.default is not dataclasses.MISSING:
+            default = f.default
+        else:
+            raise TypeError(f"{source.__name__}.{f.name} has no default to give its flag")
+        out.append((f.name, typing.Annotated[kind, tyro.conf.arg(help=docs.get(f.name))],
+                    dataclasses.field(default=default)))
+    return out
+
+
+def takes_fields(
+    source: type, *, only: Sequence[str] | None = None, exclude: Sequence[str] = (),
+    defaults: Mapping[str, Any] | None = None,
+) -> Callable[[type], type]:
+    """Decorate a frozen dataclass (a config section) so that it also has the fields of ``source``,
+    the object it builds (see :func:`source_fields`): each setting is declared once, on the object,
+    and a field added there becomes a flag and a YAML key with no second edit. The decorated
+    class's own fields, methods and checks stay; ``source``'s follow them."""
+
+    def decorate(cls: type) -> type:
+        own = {f.name for f in dataclasses.fields(cls)}
+        added = [f for f in source_fields(source, only=only, exclude=exclude, defaults=defaults) if f[0] not in own]
+        made = dataclasses.make_dataclass(cls.__name__, added, bases=(cls,), frozen=True)
+        made.__module__, made.__qualname__, made.__doc__ = cls.__module__, cls.__qualname__, cls.__doc__
+        return made
+
+    return decorate
+
+
 def optional_fields(cls: type, name: str, doc: str) -> type:
     """A frozen dataclass ``name`` with every field of dataclass ``cls`` as ``T | None = None`` and
     the same help: flags that change only the settings given (``SamplerSettings.replace``)."""
-    hints, docs = typing.get_type_hints(cls), attribute_docs(cls)
-    fields = [(f.name, typing.Annotated[hints[f.name] | None, tyro.conf.arg(help=docs.get(f.name))],
-               dataclasses.field(default=None)) for f in dataclasses.fields(cls)]
-    made = dataclasses.make_dataclass(name, fields, frozen=True)
+    made = dataclasses.make_dataclass(name, source_fields(cls, optional=True), frozen=True)
     made.__doc__ = doc
     return made
 

@@ -10,24 +10,18 @@ from elf_eqx.data.errors import DataError
 PadMode = Literal["pad", "eos"]
 
 
-@dataclasses.dataclass(frozen=True)
-class DataSpec:
-    """How token rows are laid out and padded.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SequenceLayout:
+    """How a model's rows are laid out: what it was trained on and samples at. The training
+    config's data section takes these flags from here; released tasks, loaded models and dry runs
+    hold one."""
 
-    ``vocab_size`` is ``len(tokenizer)``; every id is below it. ``max_length`` is the row
-    length L. ``max_input_length`` caps the condition of conditional data (``None`` or 0 for
-    unconditional data: conditional data then is an error). ``pad_mode`` "pad" fills rows with ``pad_id`` and scores valid target
-    tokens; "eos" fills them with ``eos_id`` and scores every target position. ``packing``
-    concatenates unconditional documents, EOS-separated, into full rows.
-    """
-
-    vocab_size: int
-    pad_id: int
-    eos_id: int
     max_length: int
+    """Sequence length L (condition + target for conditional data)."""
     max_input_length: int | None = None
+    """Longest condition (conditional tasks); None or 0 for unconditional data."""
     pad_mode: PadMode = "pad"
-    packing: bool = False
+    """Pad with the pad id (loss on real target tokens) or the EOS id (loss on every target position)."""
 
     def __post_init__(self) -> None:
         if self.max_length < 1:
@@ -38,6 +32,36 @@ class DataSpec:
             )
         if self.pad_mode not in ("pad", "eos"):
             raise DataError(f"pad_mode must be 'pad' or 'eos', got {self.pad_mode!r}")
+
+    @property
+    def conditional(self) -> bool:
+        """Whether rows start with a condition (``max_input_length`` > 0)."""
+        return bool(self.max_input_length)
+
+    def layout(self) -> "SequenceLayout":
+        """The layout alone (a :class:`DataSpec` without its tokenizer ids)."""
+        return SequenceLayout(max_length=self.max_length, max_input_length=self.max_input_length,
+                              pad_mode=self.pad_mode)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataSpec(SequenceLayout):
+    """A :class:`SequenceLayout` with the ids of a tokenizer: how token rows are laid out and padded.
+
+    ``vocab_size`` is ``len(tokenizer)``; every id is below it. ``pad_mode`` "pad" fills rows with
+    ``pad_id`` and scores valid target tokens; "eos" fills them with ``eos_id`` and scores every
+    target position. Unconditional layouts (``max_input_length`` ``None`` or 0) make conditional
+    data an error.
+    """
+
+    vocab_size: int
+    pad_id: int
+    eos_id: int
+    packing: bool = False
+    """Concatenate documents (EOS-separated) into full rows instead of chunking each one."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("pad_id", "eos_id"):
             if not 0 <= getattr(self, name) < self.vocab_size:
                 raise DataError(f"{name}={getattr(self, name)} is outside the vocabulary [0, {self.vocab_size})")

@@ -23,7 +23,7 @@ import optax
 from jax.typing import DTypeLike
 from optax.contrib import MuonDimensionNumbers, MuonState
 
-from elf_eqx.config import resolve_compute_dtype
+from elf_eqx.config import ComputeDtype, backend_of, resolve_compute_dtype
 from elf_eqx.errors import ConfigError
 from elf_eqx.nn.axes import LAYERS, leaf_axes
 from elf_eqx.tree_paths import key_name
@@ -165,7 +165,8 @@ def make_optimizer(
     b2: float | None = None,
     weight_decay: float = 0.0,
     clip_norm: float | None = 1.0,
-    ns_dtype: Literal["auto", "float32", "bfloat16"] = "auto",
+    ns_dtype: ComputeDtype = "auto",
+    platform: str | None = None,
 ) -> optax.GradientTransformation:
     """``clip_by_global_norm(clip_norm)`` then Muon (AdamW ``b1``/``b2`` for its non-matrix leaves)
     or plain AdamW, at ``learning_rate`` (a float or an optax schedule).
@@ -173,12 +174,13 @@ def make_optimizer(
     ``b2=None`` takes each optimizer's default: 0.999 on Muon's Adam side (optax's, as the
     reference), 0.95 for AdamW; ``b2=0.95`` with Muon is elf_eqx's former behaviour.
     ``ns_dtype`` is the dtype of Muon's Newton–Schulz iterations (``auto``: bf16 on GPU/TPU,
-    float32 on CPU).
+    float32 on CPU), resolved for ``platform`` (the network's :attr:`~elf_eqx.config.ELFConfig.platform`:
+    a dry run's target; ``None``: this machine's), as the network's own compute dtype is.
     """
     if name == "muon":
         core = muon(learning_rate, muon_dimension_numbers, adam_b1=b1,
                     adam_b2=MUON_ADAM_B2 if b2 is None else b2, weight_decay=weight_decay,
-                    ns_dtype=resolve_compute_dtype(ns_dtype))
+                    ns_dtype=resolve_compute_dtype(ns_dtype, backend_of(platform)))
     elif name == "adamw":
         core = optax.adamw(learning_rate, b1=b1, b2=ADAMW_B2 if b2 is None else b2, weight_decay=weight_decay)
     else:

@@ -9,71 +9,72 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import tyro
 
-from elf_eqx.cli.args import MeshFlags
-from elf_eqx.config import PRESETS, AttentionImpl, ELFConfig, preset
+from elf_eqx.cli.args import MeshFlags, takes_fields
+from elf_eqx.config import PRESETS, RUNTIME_FIELDS, ELFConfig, preset
+from elf_eqx.data.spec import DataSpec
 from elf_eqx.errors import ConfigError
 from elf_eqx.families import Family, FamilyName, family_named
-from elf_eqx.flow import FlowConstants, TimeSchedule
-from elf_eqx.objective import Branch, FlowObjective, SelfCondDraw
+from elf_eqx.flow import FlowConstants
+from elf_eqx.objective import FlowObjective
 from elf_eqx.sampling.settings import SamplerSettings
 
 PresetName = Literal["ELF-B", "ELF-M", "ELF-L", "ELF-S", "ELF-XS", "ELF-T"]
 """The architecture presets of :data:`elf_eqx.config.PRESETS`."""
 Flat = tyro.conf.OmitArgPrefixes
-_OBJECTIVE = FlowObjective()  # the objective's defaults: its hyperparameters have one home
+
+
+def _flag(name: str) -> str:
+    """A setting's flag: ``--max-length`` for ``max_length``."""
+    return "--" + name.replace("_", "-")
 
 
 def _positive(section: Any, *names: str) -> None:
     for name in names:
         if getattr(section, name) <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(section, name)}")
+            raise ConfigError(f"{_flag(name)} must be positive, got {getattr(section, name)}")
 
 
 def _unit(section: Any, *names: str) -> None:
     for name in names:
         if not 0.0 <= getattr(section, name) <= 1.0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(section, name)}")
+            raise ConfigError(f"{_flag(name)} must be in [0, 1], got {getattr(section, name)}")
 
 
+MODEL_FLAGS: tuple[str, ...] = tuple(name for name in RUNTIME_FIELDS if name != "platform")
+"""The run-time fields of :class:`~elf_eqx.config.ELFConfig` a training config sets (the platform is
+a dry run's target)."""
+
+
+@takes_fields(ELFConfig, only=MODEL_FLAGS, defaults={"remat": None})
 @dataclasses.dataclass(frozen=True)
 class ModelSection:
-    """The network: architecture preset and how it runs."""
+    """The network: architecture preset and how it runs (the run-time fields of ELFConfig, whose
+    declarations give these flags; remat's default is the preset's)."""
 
     name: Annotated[PresetName, tyro.conf.arg(name="model")] = "ELF-B"
     """Architecture preset: ELF-B, ELF-M, ELF-L, or the small ELF-S, ELF-XS, ELF-T."""
-    compute_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    """Activation dtype of the network's matmuls and the frozen encoder (parameters stay float32);
-    auto: bfloat16 on GPU/TPU, float32 on CPU."""
-    remat: Literal["none", "dots_saveable", "full"] | bool | None = None
-    """Per-block rematerialisation policy (jax.checkpoint_policies names; true = full, false = none);
-    default: the preset's (none for ELF-B and smaller, dots_saveable for ELF-M, full for ELF-L)."""
-    attention: AttentionImpl = "auto"
-    """Attention core: auto = Pallas flash attention on TPUs, cuDNN flash attention on NVIDIA GPUs
-    with bf16, XLA elsewhere."""
-    scan_unroll: bool = False
-    """Run the blocks as an unrolled loop instead of lax.scan: XLA can then reuse buffers across
-    layers (less memory on TPUs, see benchmarks/RESULTS.md) at the price of a longer first compile."""
-    attn_dropout: float = 0.0
-    """Dropout on attention probabilities, in blocks depth//4 ≤ i < 3·depth//4 only."""
-    proj_dropout: float = 0.0
-    """Dropout on attention and MLP outputs, same blocks as attn_dropout."""
 
     def __post_init__(self) -> None:
         if self.name not in PRESETS:
             raise ConfigError(f"--model {self.name!r} is not a preset; choose one of {sorted(PRESETS)}")
+        ELFConfig.check(self.runtime(), _flag)
+
+    def runtime(self) -> dict[str, Any]:
+        """The run-time settings given (remat left out when it is the preset's)."""
+        values = {name: getattr(self, name) for name in MODEL_FLAGS}
+        return {k: v for k, v in values.items() if not (k == "remat" and v is None)}
 
     def elf_config(self, encoder_dim: int, vocab_size: int) -> ELFConfig:
         """The architecture for an encoder of width ``encoder_dim`` and a tokenizer of ``vocab_size``."""
-        remat = {} if self.remat is None else {"remat": self.remat}
-        return preset(self.name, encoder_dim=encoder_dim, vocab_size=vocab_size, compute_dtype=self.compute_dtype,
-                      attention=self.attention, attn_dropout=self.attn_dropout, proj_dropout=self.proj_dropout,
-                      scan_unroll=self.scan_unroll,
-                      **remat)
+        return preset(self.name, encoder_dim=encoder_dim, vocab_size=vocab_size, **self.runtime())
 
 
+@takes_fields(DataSpec, only=("max_length", "max_input_length", "pad_mode", "packing"),
+              defaults={"max_length": 1024, "max_input_length": 0})
 @dataclasses.dataclass(frozen=True)
 class DataSection:
-    """The data, its tokenizer and the frozen encoder that turns it into latents."""
+    """The data, its tokenizer and the frozen encoder that turns it into latents (the sequence
+    layout's flags come from elf_eqx.data.spec.DataSpec)."""
 
     source: Annotated[str, tyro.conf.arg(name="data")] = "embedded-language-flows/openwebtext-t5"
     """Hub dataset id, save_to_disk folder, .jsonl, .txt, or 'embedded' (the KJV subset in the package)."""
@@ -88,14 +89,6 @@ class DataSection:
     """Latents are (h − latent_mean) / latent_std."""
     latent_std: float = 0.2
     """0.2 for T5 (the reference); 0.28 suits MiniLM."""
-    max_length: int = 1024
-    """Sequence length L (condition + target for conditional data)."""
-    max_input_length: int = 0
-    """Longest condition (conditional tasks); 0 for unconditional data."""
-    pad_mode: Literal["pad", "eos"] = "pad"
-    """Pad with the pad id (loss on real target tokens) or the EOS id (loss on every target position)."""
-    packing: bool = False
-    """Concatenate documents (EOS-separated) into full rows instead of chunking each one."""
     cache_dir: str | None = None
     """Where tokenized datasets are cached (default: <output_dir>/../.elf_cache)."""
     prefetch: int = 0
@@ -105,7 +98,7 @@ class DataSection:
         _positive(self, "max_length")
         if self.prefetch < 0:
             raise ConfigError(f"--prefetch must be non-negative, got {self.prefetch}")
-        if not 0 <= self.max_input_length < self.max_length:
+        if not 0 <= (self.max_input_length or 0) < self.max_length:
             raise ConfigError(f"--max-input-length {self.max_input_length} must be in [0, max_length={self.max_length})")
         if self.latent_std <= 0:
             raise ConfigError(f"--latent-std must be positive, got {self.latent_std}")
@@ -116,42 +109,28 @@ class DataSection:
         return self.tokenizer or self.encoder
 
 
+@takes_fields(FlowObjective, only=FlowObjective.settings())
 @dataclasses.dataclass(frozen=True)
 class ObjectiveSection(FlowConstants):
-    """The model family and its objective: ELF's flow matching (see elf_eqx.objective; the fields
-    below apply to it) with its flow constants (elf_eqx.flow.FlowConstants, which the run's samplers
-    use too), or a baseline's (docs/method.md#baselines), and condition dropping."""
+    """The model family and its objective: ELF's flow matching (elf_eqx.objective.FlowObjective,
+    whose declarations give the loss's flags; they apply to ELF) with its flow constants
+    (elf_eqx.flow.FlowConstants, which the run's samplers use too), or a baseline's
+    (docs/method.md#baselines), and condition dropping."""
 
     family: Annotated[FamilyName, tyro.conf.arg(name="objective")] = "elf"
     """What to train: elf (flow matching in the encoder's embedding space), mdlm (masked
     diffusion) or ar (autoregressive); the baselines use the same blocks, data and optimizer."""
-    time_schedule: TimeSchedule = _OBJECTIVE.time_schedule
-    """Distribution of training times t."""
-    decoder_noise_scale: float = _OBJECTIVE.decoder_noise_scale
-    """s_dec of the decode branch's corruption λ·x + (1 − λ)·s_dec·ε."""
-    decoder_prob: float = _OBJECTIVE.decoder_prob
-    """Share of the decode branch."""
-    self_cond_prob: float = _OBJECTIVE.self_cond_prob
-    """Probability that a sample is self-conditioned."""
-    omega_min: float = _OBJECTIVE.omega_min
-    """SC-CFG scale range: 1 + ω is log-uniform on [1 + omega_min, 1 + omega_max]."""
-    omega_max: float = _OBJECTIVE.omega_max
-    """Upper end of the SC-CFG scale range."""
     label_drop_prob: float = 0.0
     """Conditional tasks: probability of dropping the condition (for CFG)."""
-    branch: Branch = _OBJECTIVE.branch
-    """How steps divide between the denoise and decode branches (see elf_eqx.objective)."""
-    self_cond_draw: SelfCondDraw = _OBJECTIVE.self_cond_draw
-    """Which denoise samples are self-conditioned: per_sample (a coin each, the reference) or split
-    (exactly self_cond_prob of them, the no-gradient first pass on those only: less compute)."""
 
     def flag(self, name: str) -> str:
-        return "--" + name.replace("_", "-")
+        return _flag(name)
 
     def __post_init__(self) -> None:
         super().__post_init__()  # the flow constants
         family_named(self.family)
-        _unit(self, "decoder_prob", "self_cond_prob", "label_drop_prob")
+        FlowObjective.check(self.loss_settings(), self.flag)
+        _unit(self, "label_drop_prob")
 
     @property
     def flow(self) -> FlowConstants:
@@ -163,17 +142,20 @@ class ObjectiveSection(FlowConstants):
         """The :class:`~elf_eqx.families.Family` this section trains."""
         return family_named(self.family)
 
+    def loss_settings(self) -> dict[str, Any]:
+        """The :class:`FlowObjective` hyperparameters of this section."""
+        return {name: getattr(self, name) for name in FlowObjective.settings()}
+
     def objective(self, branch_groups: int = 1) -> FlowObjective:
         """ELF's :class:`FlowObjective` of this section (``label_drop_prob`` acts in the encoder)."""
-        names = [f.name for f in dataclasses.fields(FlowObjective) if f.name not in ("flow", "branch_groups")]
-        values = {name: getattr(self, name) for name in names if hasattr(self, name)}
-        return FlowObjective(flow=self.flow, **values, branch_groups=branch_groups)
+        return FlowObjective(flow=self.flow, **self.loss_settings(), branch_groups=branch_groups)
 
     def loss(self, vocab_size: int) -> Any:
         """The training loss of :attr:`model_family`, called ``loss(model, batch, key)``: ELF's
         :class:`FlowObjective` (on latent batches) or a baseline's (on token batches; ``vocab_size``
         places its ``[MASK]``/``[BOS]`` id)."""
         return self.model_family.objective(self, vocab_size)
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerSection:
