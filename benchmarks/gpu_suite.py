@@ -47,7 +47,7 @@ from elf_eqx.model import ELF, count_params  # noqa: E402
 from elf_eqx.objective import FlowObjective  # noqa: E402
 from elf_eqx.sampler import Sampler  # noqa: E402
 from elf_eqx.training.optim import make_optimizer  # noqa: E402
-from elf_eqx.training.step import TrainState, make_train_step  # noqa: E402
+from elf_eqx.training.step import TrainState, make_train_step, objective_parts  # noqa: E402
 
 # Peak dense bf16 tensor-core rates (FLOP/s) by device kind substring.
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "H800": 989e12, "A100": 312e12, "L40S": 362e12}
@@ -123,7 +123,7 @@ class TrainBench:
         self.state = jax.jit(lambda k: TrainState.create(ELF(self.cfg, key=k), self.optimizer))(jax.random.key(0))
         t5 = jax.jit(lambda k: T5Encoder(plan.encoder, key=k))(jax.random.key(1))
         self.encoder = LatentEncoder(t5, compute_dtype=args.compute_dtype)
-        self.step = make_train_step(self.objective, self.optimizer)
+        self.step = make_train_step(self.optimizer)
         self.compiled: dict[int, tuple[object, float, float | None]] = {}
 
     def compile(self, batch: int):
@@ -131,7 +131,7 @@ class TrainBench:
         if batch not in self.compiled:
             tokens = token_batch(batch, self.plan.length, self.cfg.vocab_size)
             start = time.perf_counter()
-            program = self.step.lower(self.state, tokens, jax.random.key(2), self.encoder).compile()
+            program = self.step.lower(self.state, tokens, jax.random.key(2), self.objective, self.encoder).compile()
             seconds = time.perf_counter() - start
             self.compiled[batch] = (program, seconds, program_bytes(program))
         return self.compiled[batch]
@@ -161,9 +161,10 @@ class TrainBench:
         tokens = token_batch(batch, self.plan.length, self.cfg.vocab_size, seed=3)
         key = jax.random.key(4)
         holder = {"state": self.state}
+        arrays = objective_parts(self.objective)[0]  # what the compiled program takes of the objective (none of ELF's)
 
         def one():
-            holder["state"], metrics = program(holder["state"], tokens, key, self.encoder, None)  # no teacher
+            holder["state"], metrics = program(holder["state"], tokens, key, arrays, self.encoder)
             return metrics["loss"]
 
         first_s, _ = first_call_seconds(one)

@@ -85,11 +85,11 @@ def main(args: Args) -> dict:
     tokens = jax.random.randint(kt, (args.batch, args.length), 0, args.vocab_size)
     batch = LatentBatch.unconditional(x, tokens, jnp.ones(tokens.shape, bool))
     opt = make_optimizer(model, 1e-4, name=args.optimizer)
-    step = make_train_step(FlowObjective(), opt)
+    step, objective = make_train_step(opt), FlowObjective()
     holder = {"state": TrainState.create(model, opt)}
 
     def one_step():
-        holder["state"], metrics = step(holder["state"], batch, jax.random.key(2))
+        holder["state"], metrics = step(holder["state"], batch, jax.random.key(2), objective)
         return metrics["loss"]
 
     result = {"device": str(jax.devices()[0].device_kind), "params": count_params(model), **dataclasses.asdict(args)}

@@ -21,9 +21,14 @@ import tyro
 from elf_eqx.cli.errors import cli_main, flag_errors
 from elf_eqx.errors import ConfigError, OutputExistsError
 from elf_eqx.io.atomic import refuse_existing, staged_file, staged_folder
-from elf_eqx.training.checkpoint import CheckpointManager
-from elf_eqx.release.model_source import ModelBundle, load_model_source_weights, run_record
+from elf_eqx.data.spec import DataSpec
+from elf_eqx.encoders.load import load_tokenizer
+from elf_eqx.release.model_source import ModelBundle, load_model_source_weights
 from elf_eqx.release.tasks import RELEASE_TOKENIZER, release_data_spec, task_of
+from elf_eqx.training.checkpoint import CheckpointManager
+from elf_eqx.training.config import TrainConfig
+from elf_eqx.training.run_directory import read_run_record
+from elf_eqx.training.run_record import RunRecord
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,38 +69,29 @@ def _stored_parts(bundles: dict[str, ModelBundle], weights: str) -> dict[str, An
     return {"ema": bundles["ema"].model}
 
 
-def _release_data_spec(bundle: ModelBundle, task: str, tokenizer_override: str | None) -> dict[str, Any]:
-    """The released ``task``'s data layout as :meth:`DataSpec.to_dict` (T5 pad/EOS ids); a
-    tokenizer other than the release's is loaded for its ids."""
+def _release_data_spec(bundle: ModelBundle, task: str, tokenizer_override: str | None) -> DataSpec:
+    """The released ``task``'s data layout (T5 pad/EOS ids); a tokenizer other than the release's
+    is loaded for its ids."""
     spec = release_data_spec(task, bundle.model.config.vocab_size)
     if tokenizer_override is None or tokenizer_override == RELEASE_TOKENIZER:
-        return spec.to_dict()
-    from elf_eqx.data.spec import DataSpec
-    from elf_eqx.encoders.load import load_tokenizer
-
+        return spec
     tok = load_tokenizer(tokenizer_override)
     return DataSpec.from_tokenizer(tok, spec.max_length, max_input_length=spec.max_input_length,
-                                   pad_mode=spec.pad_mode).to_dict()
+                                   pad_mode=spec.pad_mode)
 
 
-def release_run_config(bundle: ModelBundle, data_spec: dict[str, Any]) -> dict[str, Any]:
-    """The run config a converted release is stored with: the model signature (``elf``,
-    ``encoder``, ``tokenizer``, ``data_spec``) and a ``run`` entry holding the
-    :class:`elf_eqx.training.config.TrainConfig` sections that matter for sampling: the latent
-    normalisation and data layout, the flow constants and the release's sampler settings."""
-    return {
-        "family": bundle.family.name,
-        "elf": dataclasses.asdict(bundle.model.config),
-        "encoder": bundle.encoder,
-        "tokenizer": bundle.tokenizer,
-        "data_spec": data_spec,
-        "run": {"data": {"latent_mean": bundle.latent_mean, "latent_std": bundle.latent_std,
-                         "max_length": bundle.max_length, "max_input_length": bundle.max_input_length,
-                         "pad_mode": bundle.pad_mode},
-                "objective": bundle.flow.to_dict(),
-                "sampling": bundle.sampling.to_dict()},
-        "converted_from": bundle.origin,
-    }
+def release_run_record(bundle: ModelBundle, data_spec: DataSpec) -> RunRecord:
+    """The run record a converted release is stored with: the architecture, encoder, tokenizer and
+    data layout, and a training config holding what sampling reads: the latent normalisation and
+    data layout, the flow constants and the release's sampler settings."""
+    run = TrainConfig.from_dict({
+        "data": {"latent_mean": bundle.latent_mean, "latent_std": bundle.latent_std, "max_length": bundle.max_length,
+                 "max_input_length": bundle.max_input_length, "pad_mode": bundle.pad_mode},
+        "objective": bundle.flow.to_dict(),
+        "sampling": bundle.sampling.to_dict(),
+    }, where=f"{bundle.origin}: its settings")
+    return RunRecord(family=bundle.family.name, elf=bundle.model.config, encoder=bundle.encoder,
+                     tokenizer=bundle.tokenizer, data_spec=data_spec, run=run, converted_from=bundle.origin)
 
 
 def _remove(path: Path) -> None:
@@ -132,18 +128,18 @@ def convert(cfg: ConvertConfig) -> Path:
     bundles = load_model_source_weights(cfg.source, kinds, step=cfg.step, encoder=cfg.encoder,
                                         tokenizer=cfg.tokenizer, task=cfg.task, architecture=cfg.architecture)
     bundle = bundles[kinds[-1]]
-    if bundle.kind == "run":  # one of ours: keep its run config, drop the optimizer state
-        run_config = dict(run_record(Path(cfg.source), bundle.step)[0]["run_config"])
-        run_config.update(encoder=bundle.encoder, tokenizer=bundle.tokenizer, converted_from=bundle.origin)
+    if bundle.kind == "run":  # one of ours: keep its run record, drop the optimizer state
+        record = dataclasses.replace(read_run_record(Path(cfg.source), bundle.step)[0], encoder=bundle.encoder,
+                                     tokenizer=bundle.tokenizer, converted_from=bundle.origin)
     else:
         task = task_of(cfg.source, cfg.task)
-        run_config = release_run_config(bundle, _release_data_spec(bundle, task, cfg.tokenizer))
+        record = release_run_record(bundle, _release_data_spec(bundle, task, cfg.tokenizer))
     copied = _copy_encoder(bundle.encoder, out) if cfg.copy_encoder else None
     if copied is not None:
-        run_config["encoder"] = str(copied.absolute())
+        record = dataclasses.replace(record, encoder=str(copied.absolute()))
     step = bundle.step or 0
     try:
-        with CheckpointManager(out, max_to_keep=None, run_config=run_config) as manager:
+        with CheckpointManager(out, max_to_keep=None, run_record=record) as manager:
             manager.save(step, _stored_parts(bundles, cfg.weights),
                          {"converted_from": bundle.origin, "weights": cfg.weights})
     except BaseException:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from elf_eqx.config import ELFConfig
+from elf_eqx.objective import decode_rows
 
 
 def block_stack_flops(config: ELFConfig, tokens: int) -> float:
@@ -75,7 +76,7 @@ def distill_step_flops(config: ELFConfig, batch: int, length: int, decode_share:
     and forward-backward (4 passes); per decode row the teacher's decode pass and the student's
     forward-backward (4 passes with the vocabulary head); the frozen encoder's pass for every row."""
     fwd = elf_forward_flops(config, length)
-    n_dec = min(max(round(decode_share * batch), 1), batch - 1) if decode_share > 0 else 0
+    n_dec = decode_rows(decode_share, batch)
     denoise = fwd["body"] + fwd["denoise_head"]
     teacher_passes = 3 * (2 if cfg_weight != 1.0 else 1)
     flops = (batch - n_dec) * (teacher_passes + 4) * denoise + n_dec * 4 * (fwd["body"] + fwd["decode_head"])

@@ -119,6 +119,16 @@ def velocity(
     return (x_pred - z) / jnp.maximum(1.0 - t, t_eps)[:, None, None]
 
 
+def euler_update(
+    z: Float[Array, "B L D"], x_hat: Float[Array, "B L D"], t: Float[Array, " B"], t_next: Float[Array, " B"],
+    t_eps: float,
+) -> Float[Array, "B L D"]:
+    """One Euler step of the sampling ODE from ``t`` to ``t_next`` (per sample) with prediction ``x̂``:
+    ``z + (t_next − t)·(x̂ − z)/max(1 − t, t_eps)``. The one Euler update: the Euler solver and the
+    distillation's teacher steps both take it."""
+    return z + (t_next - t)[:, None, None] * velocity(x_hat, z, t, t_eps)
+
+
 def keep_condition(
     z: Float[Array, "B L D"], clean: Float[Array, "B L D"], cond_mask: Bool[Array, "B L"]
 ) -> Float[Array, "B L D"]:

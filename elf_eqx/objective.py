@@ -92,6 +92,16 @@ def group_concat(head: Shaped[Array, "n ..."], tail: Shaped[Array, "m ..."], gro
     return jnp.concatenate([h, t], axis=1).reshape(head.shape[0] + tail.shape[0], *head.shape[1:])
 
 
+def decode_rows(share: float, rows: int) -> int:
+    """How many of ``rows`` samples go to the decode branch at ``share``: none at 0, all at 1, else
+    ``round(share·rows)`` kept within ``[1, rows − 1]`` so both branches get a sample (none at all
+    when ``rows`` is 1). The one split of a batch between the branches: ELF's training
+    (:meth:`FlowObjective.split_sizes`, per group), the distillation's decode share and their FLOP counts."""
+    if share in (0.0, 1.0):
+        return int(share) * rows
+    return min(max(round(share * rows), 1), rows - 1)
+
+
 def masked_mean(values: Float[Array, "B L"], mask: Bool[Array, "B L"]) -> Float[Array, ""]:
     """Mean of ``values`` over the positions where ``mask`` holds (0 if none do)."""
     m = mask.astype(jnp.float32)
@@ -231,14 +241,12 @@ class FlowObjective(eqx.Module):
         if batch_size % g:
             raise ConfigError(f"batch size {batch_size} is not divisible by FlowObjective.branch_groups={g}")
         per_group = batch_size // g
-        if self.decoder_prob in (0.0, 1.0):
-            return g, int(self.decoder_prob) * per_group
-        if per_group < 2:
+        if per_group < 2 and self.decoder_prob not in (0.0, 1.0):
             raise ConfigError(
                 f"branch='split' needs at least 2 samples per group to hold both branches "
                 f"(batch {batch_size}, branch_groups {g}); use branch='per_step' or a larger batch"
             )
-        return g, min(max(round(self.decoder_prob * per_group), 1), per_group - 1)
+        return g, decode_rows(self.decoder_prob, per_group)
 
     def __call__(
         self, model: ELF, batch: LatentBatch, key: PRNGKeyArray, *, dropout: bool = True

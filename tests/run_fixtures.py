@@ -1,14 +1,19 @@
 """A training output directory written directly (no training): a random ELF-T on the offline
-MiniLM encoder's latents and tokenizer, for the sampling and benchmark tests."""
+MiniLM encoder's latents and tokenizer, for the sampling and benchmark tests; and a saved step made
+to look as an older elf_eqx left it (:func:`store_old_run_config`)."""
 
 from __future__ import annotations
 
-import dataclasses
+import json
 from pathlib import Path
+from typing import Any
 
 import jax
 
 from elf_eqx.training.checkpoint import CheckpointManager
+from elf_eqx.training.checkpoint_integrity import record_sizes
+from elf_eqx.training.run_record import RunRecord
+from elf_eqx.training.signature import model_signature
 from elf_eqx.config import preset
 from elf_eqx.data import DataSpec
 from elf_eqx.encoders.load import load_tokenizer
@@ -52,8 +57,20 @@ def write_run(out: Path, *, conditional: bool) -> Path:
     elf = preset("ELF-T", encoder_dim=MINILM_DIM, vocab_size=MINILM_VOCAB)
     model = ELF(elf, key=jax.random.key(3))
     state = TrainState.create(model, make_optimizer(model, 1e-3, name="adamw"))
-    run_config = {"elf": dataclasses.asdict(elf), "encoder": d.encoder, "tokenizer": d.encoder,
-                  "data_spec": spec.to_dict(), "run": run.to_dict()}
-    with CheckpointManager(out, run_config=run_config) as manager:
+    record = RunRecord(elf=elf, encoder=d.encoder, tokenizer=d.encoder, data_spec=spec, run=run)
+    with CheckpointManager(out, run_record=record) as manager:
         manager.save(7, state, {"data": {}}, key=jax.random.key(0))
     return out
+
+
+def store_old_run_config(step_dir: Path, run_config: dict[str, Any] | None) -> None:
+    """Make the saved step ``step_dir`` look as an older elf_eqx left it: ``run_config`` (a stored
+    format of its time, as a dict) in its JSON record, with the signature computed from it then
+    (the architecture still the saved weights'), and the file sizes recorded again."""
+    meta = step_dir / "meta" / "metadata"
+    record = json.loads(meta.read_text())
+    signature = model_signature(run_config, None)
+    signature["elf"] = record["signature"]["elf"]
+    record.update(run_config=run_config, signature=signature)
+    meta.write_text(json.dumps(record))
+    record_sizes(step_dir)

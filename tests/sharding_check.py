@@ -34,7 +34,7 @@ def max_diff(a, b) -> float:
 def run_steps(state, step_fn, batches):
     losses = []
     for batch in batches:
-        state, metrics = step_fn(state, batch, KEY)
+        state, metrics = step_fn(state, batch, KEY, FlowObjective())
         losses.append(float(metrics["loss"]))
     return state, losses
 
@@ -42,16 +42,15 @@ def run_steps(state, step_fn, batches):
 def main() -> None:
     model = tiny_model()
     optimizer = make_optimizer(model, 1e-2, name="muon")
-    objective = FlowObjective()
     batches = [random_batch(8, 8, seed=s) for s in (1, 2)]
-    single, single_losses = run_steps(TrainState.create(model, optimizer), make_train_step(objective, optimizer), batches)
+    single, single_losses = run_steps(TrainState.create(model, optimizer), make_train_step(optimizer), batches)
     abstract = eqx.filter_eval_shape(TrainState.create, model, optimizer)
     result: dict = {"train": {}, "sample": {}}
     states = {}
     for shape in MESHES:
         mesh = make_mesh(MeshConfig(*shape))
         shardings = tree_shardings(abstract, mesh)
-        step_fn = make_train_step(objective, optimizer, state_sharding=shardings, batch_sharding=batch_sharding(mesh))
+        step_fn = make_train_step(optimizer, state_sharding=shardings, batch_sharding=batch_sharding(mesh))
         state = jax.device_put(TrainState.create(model, optimizer), shardings)
         placed = [jax.device_put(b, batch_sharding(mesh)) for b in batches]
         state, losses = run_steps(state, step_fn, placed)
@@ -72,8 +71,8 @@ def main() -> None:
     restored_on = dict(jax.tree_util.tree_leaves(restored)[1].sharding.mesh.shape)
     state_vs_saved = max_diff(restored, state24)
     next_batch = random_batch(8, 8, seed=3)
-    _, m24 = step24(state24, jax.device_put(next_batch, batch_sharding(mesh24)), KEY)
-    _, m81 = step81(restored, jax.device_put(next_batch, batch_sharding(mesh81)), KEY)
+    _, m24 = step24(state24, jax.device_put(next_batch, batch_sharding(mesh24)), KEY, FlowObjective())
+    _, m81 = step81(restored, jax.device_put(next_batch, batch_sharding(mesh81)), KEY, FlowObjective())
     result["restore"] = {"loss": abs(float(m24["loss"]) - float(m81["loss"])), "state_vs_saved": state_vs_saved,
                          "restored_on": restored_on}
 

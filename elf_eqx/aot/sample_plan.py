@@ -1,7 +1,8 @@
 """A sampling command made ready to compile for a target: the model source's architecture, flow
-constants, default sampler and layout read without its weights (our runs: the JSON record stored
-with the checkpoint; releases: the preset and task their name gives), and the sampler program
-:func:`elf_eqx.sampling.compiled.make_sample_fn` builds, compiled on the target's mesh.
+constants, default sampler and layout read without its weights (our runs: the run record stored
+with the checkpoint, :class:`~elf_eqx.training.run_record.RunRecord`; releases: the preset and task
+their name gives), and the sampler program :func:`elf_eqx.sampling.compiled.make_sample_fn` builds,
+compiled on the target's mesh.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from elf_eqx.aot.targets import Target
 from elf_eqx.aot.train_plan import attention_kernel, runtime_for
 from elf_eqx.config import ELFConfig, preset
 from elf_eqx.errors import ConfigError
-from elf_eqx.families import ELF_FAMILY, Family, family_named
+from elf_eqx.families import ELF_FAMILY, Family
 from elf_eqx.flow import FlowConstants
 from elf_eqx.parallel.mesh import MeshConfig, batch_sharding
-from elf_eqx.release.model_source import is_training_checkpoint, run_record
+from elf_eqx.release.model_source import is_training_checkpoint
 from elf_eqx.release.tasks import RELEASE_EOS_ID, RELEASE_FLOW, RELEASE_PAD_ID, RELEASED_TASKS, task_of
 from elf_eqx.sampling.compiled import make_sample_fn
 from elf_eqx.sampling.settings import SamplerSettings
-from elf_eqx.training.config import TrainConfig
+from elf_eqx.training.run_directory import read_run_record
 
 _PRESET_IN_NAME = re.compile(r"ELF-([BML])(?![A-Za-z])", re.IGNORECASE)
 
@@ -52,15 +53,13 @@ def source_architecture(source: str, *, step: int | None = None, task: str | Non
     whose name says its preset (``ELF-B``/``ELF-M``/``ELF-L``) and task."""
     path = Path(source).expanduser()
     if path.exists() and is_training_checkpoint(path):
-        record, chosen, _ = run_record(path, step)
-        config = record["run_config"]
-        spec = config["data_spec"]
-        run = TrainConfig.from_dict(config.get("run") or {}, where=f"{source}: the run config stored with step {chosen}")
-        return SourceArchitecture(
-            family_named(config.get("family", ELF_FAMILY.name), f"{source}: stored family"),
-            ELFConfig(**config["elf"]), run.objective.flow, run.sampling.settings, int(spec["max_length"]),
-            int(spec.get("max_input_length") or 0), int(spec["eos_id"]), int(spec["pad_id"]),
-            f"{source} step {chosen}")
+        record, chosen = read_run_record(path, step)
+        record.require("elf", "data_spec", where=f"{source}: the run config stored with step {chosen}",
+                       purpose="compile its sampler")
+        spec, run = record.data_spec, record.run
+        return SourceArchitecture(record.model_family, record.elf, run.objective.flow, run.sampling.settings,
+                                  spec.max_length, spec.max_input_length or 0, spec.eos_id, spec.pad_id,
+                                  f"{source} step {chosen}")
     named = _PRESET_IN_NAME.search(str(source))
     if named is None:
         raise ConfigError(f"{source}: a dry run reads a release's architecture from its name (ELF-B, ELF-M or "

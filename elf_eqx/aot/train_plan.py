@@ -89,7 +89,8 @@ class TrainPlan:
 
     def compile(self, *, unrolled: bool = False) -> tuple[CompiledProgram, tuple[Any, ...]]:
         """The training step compiled for the target (``unrolled``: every layer scan unrolled) and
-        the sharded abstract arguments it was compiled against: ``(state, batch, key, encoder)``."""
+        the sharded abstract arguments it was compiled against: ``(state, batch, key, objective,
+        encoder)`` (the objective with its arrays, if any, abstract)."""
         cfg, opt = self.cfg, self.cfg.optimizer
         elf_config = dataclasses.replace(self.elf_config, scan_unroll=True) if unrolled else self.elf_config
         encoder = self.encoder
@@ -102,7 +103,8 @@ class TrainPlan:
         program = build_step_program(cfg, cfg.objective.model_family, elf_config, mesh, schedule, encoder)
         state = program.abstract_state()
         batch = abstract(program.token_batch(opt.global_batch, cfg.data.max_length), program.batch_sharding)
-        args = (state, batch, abstract_key(), None if encoder is None else abstract(encoder, program.encoder_sharding))
+        args = (state, batch, abstract_key(), program.abstract_objective(),
+                None if encoder is None else abstract(encoder, program.encoder_sharding))
         return compile_for_target(program.step_fn, args, target=self.target, mesh=mesh), args
 
     def kernel_correction(self, compiled: CompiledProgram) -> float | None:
@@ -128,7 +130,7 @@ class TrainPlan:
     def report(self) -> dict[str, Any]:
         """Compile and report the step (:func:`elf_eqx.aot.analysis.analyze`)."""
         cfg, opt = self.cfg, self.cfg.optimizer
-        compiled, (state, batch, _, encoder) = self.compile()
+        compiled, (state, batch, _, _, encoder) = self.compile()
         costed = self.estimate and self.target.has_cost_model and compiled.compiled is not None
         estimate = None  # an unrolled program (--scan-unroll) is counted in full; a scanned one needs its twin
         if costed and not self.elf_config.scan_unroll:

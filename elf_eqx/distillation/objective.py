@@ -21,18 +21,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from elf_eqx.flow import FLOW, FlowConstants, interpolate, keep_condition, velocity
+from elf_eqx.flow import FLOW, FlowConstants, euler_update, interpolate, keep_condition
 from elf_eqx.model import ELF
-from elf_eqx.objective import FlowObjective, LatentBatch, masked_mean
+from elf_eqx.objective import FlowObjective, LatentBatch, decode_rows, masked_mean
 from elf_eqx.sampler import Condition, guided_prediction
-
-
-def euler_step(
-    z: Float[Array, "B L D"], x_hat: Float[Array, "B L D"], t: Float[Array, " B"], t_next: Float[Array, " B"],
-    t_eps: float,
-) -> Float[Array, "B L D"]:
-    """One Euler step of the sampling ODE per sample: ``z + (t' − t)·(x̂ − z)/max(1 − t, t_eps)``."""
-    return z + (t_next - t)[:, None, None] * velocity(x_hat, z, t, t_eps)
 
 
 def student_target(
@@ -45,9 +37,9 @@ def student_target(
 
 
 class DistillObjective(eqx.Module):
-    """One distillation round's loss, called ``objective(student, batch, key)`` once bound to its
-    teacher (:meth:`with_teacher`; the train step binds the teacher it is given as an argument, so
-    its weights are not constants of the program).
+    """One distillation round's loss, called ``objective(student, batch, key)``. It carries its
+    frozen ``teacher``: the training step takes the objective as an argument, so the teacher's
+    weights are traced arrays of the step (sharded like any network's), not constants of the program.
 
     ``grid`` holds the student's ``n + 1`` times; the teacher's grid is it with each interval's
     midpoint-in-the-teacher's-grid ``mid`` (``2n + 1`` times). ``omega`` is the SC-CFG scale the
@@ -56,6 +48,7 @@ class DistillObjective(eqx.Module):
     decode branch with ``decode``'s loss.
     """
 
+    teacher: ELF
     grid: tuple[float, ...] = eqx.field(static=True)
     mid: tuple[float, ...] = eqx.field(static=True)
     flow: FlowConstants = eqx.field(static=True, default=FLOW)
@@ -63,7 +56,6 @@ class DistillObjective(eqx.Module):
     cfg_weight: float = eqx.field(static=True, default=1.0)
     decode: FlowObjective = FlowObjective()
     decode_share: float = eqx.field(static=True, default=0.2)
-    teacher: ELF | None = None
 
     def __check_init__(self):
         if len(self.mid) != len(self.grid) - 1:
@@ -76,10 +68,6 @@ class DistillObjective(eqx.Module):
     def steps(self) -> int:
         """The student's number of steps ``n``."""
         return len(self.grid) - 1
-
-    def with_teacher(self, teacher: ELF) -> "DistillObjective":
-        """This loss with its teacher's weights (a traced argument of the step)."""
-        return eqx.tree_at(lambda o: o.teacher, self, teacher, is_leaf=lambda x: x is None)
 
     def _predict(self, model: ELF, z, x_prev, t, cond: Condition, weight: float):
         omega = jnp.full(t.shape, self.omega)
@@ -109,9 +97,9 @@ class DistillObjective(eqx.Module):
 
         teacher = jax.lax.stop_gradient(self.teacher)
         x1 = self._predict(teacher, z, self_conditioning(teacher, self.cfg_weight), t, cond, self.cfg_weight)
-        z_mid = hold(euler_step(z, x1, t, t_mid, eps))
+        z_mid = hold(euler_update(z, x1, t, t_mid, eps))
         x2 = self._predict(teacher, z_mid, x1, t_mid, cond, self.cfg_weight)
-        z_end = hold(euler_step(z_mid, x2, t_mid, t_end, eps))
+        z_end = hold(euler_update(z_mid, x2, t_mid, t_end, eps))
         target = jax.lax.stop_gradient(student_target(z, z_end, t, t_end, eps))
         x_prev = jax.lax.stop_gradient(self_conditioning(model, 1.0))
         x_hat = self._predict(model, z, x_prev, t, cond, 1.0)
@@ -134,11 +122,9 @@ class DistillObjective(eqx.Module):
     ) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
         """``(loss, {"distill", "decode_kl"})``: ``(1 − share)·distill + share·decode_kl`` over the
         batch split into its distillation rows and its decode rows (the first ``round(share·B)``)."""
-        if self.teacher is None:
-            raise ValueError("DistillObjective needs its teacher: use with_teacher(teacher)")
         k_distill, k_decode = jax.random.split(key)
         b = batch.x.shape[0]
-        n_dec = min(max(round(self.decode_share * b), 1), b - 1) if self.decode_share > 0 else 0
+        n_dec = decode_rows(self.decode_share, b)
         distill, _ = self.distill_loss(model, batch.rows(n_dec, b), k_distill)
         kl = self.decode_kl(model, batch.rows(0, n_dec), k_decode) if n_dec else jnp.float32(0.0)
         share = n_dec / b

@@ -2,35 +2,34 @@
 
 Round ``r`` trains a student of ``n_r = from_steps / 2^r`` steps, initialised from its teacher (the
 given run for the first round, the previous round's EMA after that), with
-:class:`~elf_eqx.distillation.objective.DistillObjective`. Each round is an ordinary training run in
-``OUTPUT_DIR/steps_<n>``: the training machinery's step, checkpoints, resume, metrics, sample
-files, SIGTERM handling and sharding (:class:`~elf_eqx.training.trainer.Trainer` and its hooks),
-its stored run config the teacher's with the student's sampler settings, so the student samples
-and sweeps like any run. ``OUTPUT_DIR/distillation.json`` records the rounds and which are
-complete; rerunning the command resumes the first incomplete round.
+:class:`~elf_eqx.distillation.objective.DistillObjective`, which carries the teacher. Each round is
+an ordinary training run in ``OUTPUT_DIR/steps_<n>``: the training machinery's step, checkpoints,
+resume, metrics, sample files, SIGTERM handling, sharding and loop
+(:class:`~elf_eqx.training.trainer.Trainer`, its hooks, :func:`~elf_eqx.training.loop.run_to_end`);
+its run record is the teacher's with the student's sampler settings and a ``distillation`` entry, so
+the student samples and sweeps like any run. ``OUTPUT_DIR/distillation.json`` records the rounds
+and which are complete; rerunning the command resumes the first incomplete round.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 import jax
 
-from elf_eqx.config import ELFConfig
 from elf_eqx.distillation.config import DistillConfig
 from elf_eqx.distillation.objective import DistillObjective, nested_grids
 from elf_eqx.errors import ConfigError, IncompatibleModelError
 from elf_eqx.flops import distill_step_flops
 from elf_eqx.distillation.manifest import Manifest, round_dir
-from elf_eqx.release.model_source import ModelBundle, load_model_source, run_record
+from elf_eqx.release.model_source import ModelBundle, load_model_source
 from elf_eqx.sampling.settings import SamplerSettings
-from elf_eqx.training.checkpoint import load_model_from_checkpoint
 from elf_eqx.training.config import TrainConfig
-from elf_eqx.training.hooks import drive
+from elf_eqx.training.loop import run_to_end
+from elf_eqx.training.run_directory import load_model_from_checkpoint, read_run_record
+from elf_eqx.training.run_record import DistillationRecord
 from elf_eqx.training.sections import SamplingSection
-from elf_eqx.training.stop_signal import StopRequest
 from elf_eqx.training.trainer import Trainer
 
 @dataclasses.dataclass(frozen=True)
@@ -50,9 +49,8 @@ class Teacher:
             what = f"an {bundle.family.name.upper()} baseline" if not bundle.family.uses_encoder else "a release"
             raise IncompatibleModelError(f"teacher {t.teacher} is {what}; distillation needs an ELF run of ours "
                                          "(convert a release first: python -m elf_eqx.convert)")
-        record, _, _ = run_record(Path(t.teacher).expanduser(), bundle.step)
-        train = TrainConfig.from_dict(record["run_config"].get("run") or {}, where=f"{t.teacher}: its run config")
-        return Teacher(bundle, train)
+        record, _ = read_run_record(Path(t.teacher).expanduser(), bundle.step)
+        return Teacher(bundle, record.run)
 
 
 def student_config(cfg: DistillConfig, teacher: Teacher, steps: int, index: int, omega: float) -> TrainConfig:
@@ -95,12 +93,12 @@ def distill(cfg: DistillConfig) -> Path:
         grid = SamplerSettings(time_grid=cfg.rounds.time_grid, steps=2 * steps).build_grid()
         student_grid, mid = nested_grids(grid.times(2 * steps, jax.random.key(0), flow))
         decode = dataclasses.replace(teacher.config.objective.objective(), flow=flow)
-        objective = DistillObjective(student_grid, mid, flow, omega, cfg_weight, decode, cfg.rounds.decode_share)
+        objective = DistillObjective(model, student_grid, mid, flow, omega, cfg_weight, decode, cfg.rounds.decode_share)
         train_cfg = student_config(cfg, teacher, steps, index, omega)
         length, batch = train_cfg.data.max_length, train_cfg.optimizer.global_batch
-        record = {"distillation": {**manifest.identity, "round": index + 1, "steps": steps,
-                                   "teacher_steps": 2 * steps, "decode_share": cfg.rounds.decode_share}}
-        trainer = Trainer.build(train_cfg, objective=objective, initial=model, teacher=model, record=record,
+        record = DistillationRecord(**manifest.identity, round=index + 1, steps=steps, teacher_steps=2 * steps,
+                                    decode_share=cfg.rounds.decode_share)
+        trainer = Trainer.build(train_cfg, objective=objective, initial=model, distillation=record,
                                 compute=lambda run: {"tokens": float(batch * length), "train_flops": distill_step_flops(
                                     model.config, batch, length, objective.decode_share, objective.cfg_weight,
                                     run.latent_encoder.encoder.config)})
@@ -108,14 +106,7 @@ def distill(cfg: DistillConfig) -> Path:
             print(f"round {index + 1}: {2 * steps} → {steps} steps ({cfg.rounds.time_grid} grid, ω {omega:g}"
                   + (f", CFG {cfg_weight:g} learnt in one pass" if cfg_weight != 1.0 else "")
                   + (f"; resumed at step {trainer.start}" if trainer.start is not None else "") + f") in {where}")
-        try:
-            with StopRequest() as stop:
-                last = drive(trainer.steps(stop), trainer.hooks())
-        finally:
-            trainer.close()
-        if last is not None and last.stopping is not None:
-            if is_main:
-                print(f"{last.stopping}: saved step {last.step} of round {index + 1} to {where}; exiting")
+        if run_to_end(trainer, f" of round {index + 1}"):
             return out
         manifest.save(steps)
         model = trainer.state.ema

@@ -13,11 +13,12 @@ import equinox as eqx
 
 from elf_eqx.training.checkpoint import STATE
 from elf_eqx.training.run_directory import open_run
+from elf_eqx.training.run_record import DistillationRecord, RunRecord
 from elf_eqx.config import PRESETS
 from elf_eqx.distillation.manifest import distilled_source
 from elf_eqx.encoders.sources import is_hub_id
 from elf_eqx.errors import ConfigError, IncompatibleModelError, MissingInputError, UserError
-from elf_eqx.families import ELF_FAMILY, Family, family_named
+from elf_eqx.families import ELF_FAMILY, Family
 from elf_eqx.flow import FlowConstants
 from elf_eqx.release.checkpoint import WEIGHT_ENTRIES, orbax_item_folder, read_release_weights
 from elf_eqx.release.files import (
@@ -40,7 +41,6 @@ from elf_eqx.release.tasks import (
     task_of,
 )
 from elf_eqx.sampling.settings import SamplerSettings
-from elf_eqx.training.config import TrainConfig
 
 Weights = Literal["ema", "raw"]
 # Our checkpoints' state parts for each weights kind.
@@ -76,8 +76,8 @@ class ModelBundle:
     """``release`` or ``run`` (one of our training checkpoints)."""
     family: Family = ELF_FAMILY
     """The model's :class:`~elf_eqx.families.Family` (ELF, MDLM or AR); releases are ELF."""
-    distillation: dict[str, Any] | None = None
-    """A distilled student's record (its round, steps, teacher; :mod:`elf_eqx.distillation`), else ``None``."""
+    distillation: DistillationRecord | None = None
+    """A distilled student's entry (its round, steps, teacher; :mod:`elf_eqx.distillation`), else ``None``."""
 
 
 # -- our training checkpoints ------------------------------------------------------------
@@ -92,14 +92,6 @@ def is_training_checkpoint(path: Path) -> bool:
     return any(p.name.isdigit() and (p / STATE).is_dir() for p in path.iterdir())
 
 
-def run_record(path: Path, step: int | None) -> tuple[dict[str, Any], int, Path]:
-    """The JSON record stored with a step of our checkpoints (``metadata``, ``run_config``, ...;
-    the newest readable step or ``step``), that step, and the run directory."""
-    with open_run(path, step) as run:
-        record, chosen = run.load(run.manager.metadata)
-        return record, chosen, run.run_dir
-
-
 def _local_encoder(encoder: str, run_dir: Path) -> str:
     """``encoder``, or the copy beside the checkpoints when a recorded file path has moved with
     the run directory (``convert --copy-encoder``)."""
@@ -111,29 +103,19 @@ def _local_encoder(encoder: str, run_dir: Path) -> str:
 
 def _from_training_run(path: Path, weights: Sequence[str], step: int | None, encoder: str | None,
                        tokenizer: str | None, architecture: str | None) -> dict[str, ModelBundle]:
-    def check(record: dict[str, Any]) -> None:
-        for needed in ("elf", "encoder", "data_spec"):
-            if needed not in (record.get("run_config") or {}):
-                raise IncompatibleModelError(f"{path}: the run config stored with step {record.get('step')} "
-                                             f"has no {needed!r} entry; cannot sample from it")
-        if "raw" in weights and (record.get("metadata") or {}).get("weights") == "ema":
+    def check(record: RunRecord, metadata: dict[str, Any], step: int) -> None:
+        record.require("elf", "encoder", "data_spec", where=f"{path}: the run config stored with step {step}")
+        if "raw" in weights and metadata.get("weights") == "ema":
             raise ConfigError(f"{path} holds only EMA weights (converted with --weights ema); use weights='ema'")
 
     with open_run(path, step) as ckpts:  # weights and record from one readable step
-        models, record, step = ckpts.models(tuple(_PART[kind] for kind in weights), check)
+        models, record, metadata, step = ckpts.models(tuple(_PART[kind] for kind in weights), check)
         run_dir = ckpts.run_dir
-    run_config = record["run_config"]
-    metadata = record.get("metadata") or {}
     converted = f", converted from {metadata['converted_from']}" if "converted_from" in metadata else ""
-    spec = run_config["data_spec"]
-    # runs written before the baselines store no family: they are ELF runs
-    family = family_named(run_config.get("family", ELF_FAMILY.name), f"{path}: stored family")
+    spec, run, family = record.data_spec, record.run, record.model_family
     family_name = f"{family.title}, " if family.title else ""
-    distilled = run_config.get("distillation")
-    if distilled:
-        family_name += f"{distilled['steps']}-step student of round {distilled['round']}, "
-    # Nested sections, or the flat run config of checkpoints written before them.
-    run = TrainConfig.from_dict(run_config.get("run") or {}, where=f"{path}: the run config stored with step {step}")
+    if record.distillation is not None:
+        family_name += f"{record.distillation.steps}-step student of round {record.distillation.round}, "
     bundles = {}
     for kind in weights:
         model = models[_PART[kind]]
@@ -142,11 +124,11 @@ def _from_training_run(path: Path, weights: Sequence[str], step: int | None, enc
                                          f"not {architecture}")
         bundles[kind] = ModelBundle(
             model=model,
-            tokenizer=tokenizer or run_config.get("tokenizer") or run_config["encoder"],
-            encoder=encoder or _local_encoder(run_config["encoder"], run_dir),
-            max_length=int(spec["max_length"]),
-            max_input_length=int(spec.get("max_input_length") or 0),
-            pad_mode=spec.get("pad_mode", "pad"),
+            tokenizer=tokenizer or record.tokenizer,
+            encoder=encoder or _local_encoder(record.encoder, run_dir),
+            max_length=spec.max_length,
+            max_input_length=spec.max_input_length or 0,
+            pad_mode=spec.pad_mode,
             latent_mean=run.data.latent_mean,
             latent_std=run.data.latent_std,
             flow=run.objective.flow,
@@ -155,7 +137,7 @@ def _from_training_run(path: Path, weights: Sequence[str], step: int | None, enc
             step=step,
             kind="run",
             family=family,
-            distillation=distilled,
+            distillation=record.distillation,
         )
     return bundles
 

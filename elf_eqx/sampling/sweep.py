@@ -10,18 +10,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from elf_eqx.distillation.config import RoundsSection
 from elf_eqx.errors import ConfigError
 from elf_eqx.encoders.load import load_encoder_config
 from elf_eqx.model import count_params
 from elf_eqx.parallel.mesh import MeshConfig
-from elf_eqx.release.model_source import run_record
 from elf_eqx.sampling.settings import SamplerMethod, SamplerSettings
 from elf_eqx.solvers import SdeNoiseName, SolverName, TimeGridName
 from elf_eqx.sampling.text import TextSampler
 from elf_eqx.flops import distill_step_flops
 from elf_eqx.training.compute import training_compute
-from elf_eqx.training.config import TrainConfig
+from elf_eqx.training.run_directory import read_run_record
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -112,22 +110,19 @@ def model_compute(session: TextSampler, source: str) -> dict:
     bundle = session.bundle
     if bundle.kind != "run" or bundle.step is None:
         return {}
-    record, step, _ = run_record(Path(source), bundle.step)
-    run_config = record["run_config"]
-    cfg = TrainConfig.from_dict(run_config.get("run") or {}, where=f"{source}: the stored run config")
+    record, step = read_run_record(Path(source), bundle.step)
+    cfg = record.run
     encoder_config = None
     if bundle.family.uses_encoder:
         try:
-            encoder_config = load_encoder_config(run_config["encoder"])
+            encoder_config = load_encoder_config(record.encoder)
         except (OSError, ValueError) as err:
             print(f"note: {source}: encoder FLOPs not counted ({err})")
     if bundle.distillation is None:
         return training_compute(cfg, session.model.config, step, encoder_config)
     batch, length = cfg.optimizer.global_batch, cfg.data.max_length
-    # Records written before decode_share was kept used the default.
-    share = bundle.distillation.get("decode_share", RoundsSection.decode_share)
-    per_step = distill_step_flops(session.model.config, batch, length, share, bundle.distillation["cfg_weight"],
-                                  encoder_config)
+    per_step = distill_step_flops(session.model.config, batch, length, bundle.distillation.decode_share,
+                                  bundle.distillation.cfg_weight, encoder_config)
     return {"train_steps": step, "tokens": float(step * batch * length), "train_flops": step * per_step}
 
 

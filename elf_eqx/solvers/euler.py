@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from elf_eqx.flow import euler_update
 from elf_eqx.solvers.base import FlowTerm, Solver
 
 
@@ -21,4 +23,4 @@ class Euler(Solver):
     ) -> tuple[Float[Array, "B L D"], Float[Array, "B L D"], Any]:
         """One Euler step; the next step is self-conditioned on this step's x̂."""
         x = term.x_hat(z, x_prev, t)
-        return z + (t_next - t) * term.velocity(x, z, t), x, state
+        return euler_update(z, x, jnp.full(z.shape[:1], t), jnp.full(z.shape[:1], t_next), term.t_eps), x, state

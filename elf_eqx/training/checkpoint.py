@@ -2,7 +2,8 @@
 
 Each step folder holds two orbax items: ``state``, the arrays of the :class:`TrainState` (model,
 EMA, optimizer state, step), and ``meta``, a JSON record of the caller's metadata (the data
-loader position, ...), the run's base PRNG key, the resolved run config and the model signature.
+loader position, ...), the run's base PRNG key, the run record
+(:class:`~elf_eqx.training.run_record.RunRecord`, under ``run_config``) and the model signature.
 
 Orbax writes a step into ``<step>.orbax-checkpoint-tmp`` and renames it when complete, so a
 process killed mid-save leaves the earlier steps untouched and a temporary folder that is never
@@ -20,15 +21,15 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-import equinox as eqx
 import jax
 import orbax.checkpoint as ocp
 
 # CheckpointMismatchError and UnreadableCheckpointError are imported from here too.
 from elf_eqx.errors import CheckpointMismatchError, MissingInputError, UnreadableCheckpointError, UserError
 from elf_eqx.training.checkpoint_integrity import damage, quiet_read_only_warning, record_sizes, set_aside
+from elf_eqx.training.run_record import RunRecord
 from elf_eqx.training.signature import as_json, key_from_json, key_to_json, model_signature, signature_diff
 from elf_eqx.training.state_tree import abstract_leaf, fill_template, flatten_nested, misfits, named_leaves, to_nested, unexpected
 from elf_eqx.training.step import TrainState
@@ -52,9 +53,10 @@ def _warn(message: str) -> None:
 class CheckpointManager:
     """Saves and restores :class:`TrainState` checkpoints of one run under ``<output_dir>/checkpoints``.
 
-    ``run_config`` (JSON-able) is stored with every step; its ``elf``, ``encoder``, ``tokenizer``
-    and ``data_spec`` entries are the model signature, which must match the directory's latest
-    checkpoint (checked on opening and on every save). Saves are synchronous unless
+    ``run_record`` is stored with every step (as ``run_config``, :meth:`RunRecord.to_dict`); its
+    ``family``, ``elf``, ``encoder``, ``tokenizer`` and ``data_spec`` entries are the model signature,
+    which must match the directory's latest checkpoint (checked on opening and on every save).
+    :meth:`run_record` reads it back. Saves are synchronous unless
     ``async_save``; keep-last-``max_to_keep`` (``None`` keeps all) runs after each completed save.
     ``read_only`` opens an existing directory for restoring only. ``subdir`` is where the step
     folders live under ``output_dir`` (``""``: ``output_dir`` is that folder itself).
@@ -65,7 +67,7 @@ class CheckpointManager:
         output_dir: str | os.PathLike,
         *,
         max_to_keep: int | None = 3,
-        run_config: Mapping[str, Any] | None = None,
+        run_record: RunRecord | None = None,
         async_save: bool = False,
         read_only: bool = False,
         subdir: str = "checkpoints",
@@ -84,12 +86,12 @@ class CheckpointManager:
         )
         handlers = {STATE: ocp.PyTreeCheckpointHandler(), META: ocp.JsonCheckpointHandler()}
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
-        self._run_config = None if run_config is None else as_json(dict(run_config), "run config")
+        self._run_config = None if run_record is None else as_json(run_record.to_dict(), "run config")
         self._signature: dict[str, Any] | None = None
         self._async = async_save
         self._unrecorded: list[int] = []  # async saves whose file sizes are not yet recorded
-        if run_config is not None:
-            self._check_signature(model_signature(run_config, None))
+        if self._run_config is not None:
+            self._check_signature(model_signature(self._run_config, None))
 
     # -- listing -----------------------------------------------------------------------
 
@@ -258,6 +260,18 @@ class CheckpointManager:
         restored = self._manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))
         return restored[META]
 
+    def run_record(self, step: int | None = None) -> RunRecord:
+        """The run record stored with ``step`` (default: latest), in whatever format it was stored
+        (:meth:`RunRecord.from_dict`), with the architecture the step's weights were saved with (its
+        signature, which a step saved without a run config holds too)."""
+        step = self._resolve_step(step)
+        stored = self.metadata(step)
+        values = dict(stored.get("run_config") or {})
+        weights = (stored.get("signature") or {}).get("elf")
+        if weights is not None:  # the fields a resume may change, which the signature leaves out, from the run config
+            values["elf"] = {**(values.get("elf") or {}), **weights}
+        return RunRecord.from_dict(values, where=f"the run config stored with step {step} in {self.directory}")
+
     def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
         """Restore ``step`` (default: latest) into the structure of ``target`` and return it with
         the saved metadata (the PRNG key, if one was saved, under ``"key"``).
@@ -298,18 +312,3 @@ class CheckpointManager:
         restored = self._manager.restore(step, args=ocp.args.Composite(**{STATE: restore}))[STATE]
         arrays = {names[len(prefix):]: value for names, value in flatten_nested(restored).items()}
         return fill_template(target, arrays)
-
-
-def load_model_from_checkpoint(
-    path: str | os.PathLike, which: Literal["ema", "model"] = "ema", *, step: int | None = None
-) -> eqx.Module:
-    """The EMA (or raw) weights of a checkpoint, for sampling, without building an optimizer.
-
-    ``path`` is a run's output directory or its ``checkpoints`` folder (newest readable step, or
-    ``step``) or one step folder. The network (ELF or a baseline's) and its architecture come from
-    the checkpoint's stored run config.
-    """
-    from elf_eqx.training.run_directory import open_run  # it builds on this module
-
-    with open_run(path, step) as run:
-        return run.models((which,))[0][which]

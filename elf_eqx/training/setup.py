@@ -21,6 +21,7 @@ from elf_eqx.encoders.latent_encoder import LatentEncoder, TokenBatch
 from elf_eqx.families import Family, ModelSampler
 from elf_eqx.parallel.mesh import gather
 from elf_eqx.training.config import TrainConfig
+from elf_eqx.training.run_record import DistillationRecord, RunRecord
 from elf_eqx.io.atomic import write_text_atomic
 from elf_eqx.sampling.compiled import make_sample_fn
 from elf_eqx.sampling.records import decode_outputs
@@ -60,17 +61,13 @@ class TrainingRun:
         """The next batch as device arrays: this process's rows, split over ``sharding`` when given."""
         return TokenBatch.from_numpy(next(self.loader), sharding)
 
-    def signature_config(self, cfg: TrainConfig) -> dict[str, Any]:
-        """What must match for a checkpoint directory to be resumed: the architecture, the
-        encoder and tokenizer, and the sequence layout."""
-        return {
-            "family": self.family.name,
-            "elf": dataclasses.asdict(self.elf_config),
-            "encoder": cfg.data.encoder,
-            "tokenizer": cfg.data.tokenizer_source,
-            "data_spec": self.spec.to_dict(),
-            "run": cfg.to_dict(),
-        }
+    def run_record(self, cfg: TrainConfig, distillation: DistillationRecord | None = None) -> RunRecord:
+        """What the run's checkpoints record of it (:class:`RunRecord`): the family, the architecture,
+        the encoder and tokenizer, the sequence layout (together what must match to resume), the
+        resolved config, and a distilled student's ``distillation`` entry."""
+        return RunRecord(family=self.family.name, elf=self.elf_config, encoder=cfg.data.encoder,
+                         tokenizer=cfg.data.tokenizer_source, data_spec=self.spec, run=cfg,
+                         distillation=distillation)
 
     def sample_text(self, model: Any, key: jax.Array, mesh: Mesh | None = None) -> list[str]:
         """Decode samples from ``model`` (usually the EMA), conditioned on :attr:`sample_condition`.

@@ -10,16 +10,16 @@ from typing import Any
 import jax
 import numpy as np
 
-from elf_eqx.config import ELFConfig
+from elf_eqx.config import RUNTIME_FIELDS, ELFConfig
 
 # Top-level entries of a run config that must match to resume a directory. The resolved run
 # config as a whole ("run": learning rate, max_steps, ...) may change between resumes.
 # "family" (elf, mdlm, ar) is absent from runs written before the baselines: those are ELF runs.
 SIGNATURE_KEYS: tuple[str, ...] = ("family", "elf", "encoder", "tokenizer", "data_spec")
-# ELFConfig fields that change how the same weights are run, not what they are: a run may be
-# resumed with bf16 matmuls, rematerialisation or other dropout rates.
-RUNTIME_ELF_FIELDS: tuple[str, ...] = ("compute_dtype", "remat", "attn_dropout", "proj_dropout", "platform",
-                                        "scan_unroll")
+# ELFConfig fields a resume may change, left out of the signature: the run-time fields (bf16
+# matmuls, rematerialisation, other dropout rates, ...) but the attention kernel, which every stored
+# signature carries (it was added after this list) and which therefore still has to match.
+UNSIGNED_ELF_FIELDS: tuple[str, ...] = tuple(name for name in RUNTIME_FIELDS if name != "attention")
 
 
 def as_json(value: Any, what: str) -> Any:
@@ -36,7 +36,7 @@ def model_signature(run_config: Mapping[str, Any] | None, elf_config: ELFConfig 
     if elf_config is not None:
         sig["elf"] = dataclasses.asdict(elf_config)
     if isinstance(sig.get("elf"), Mapping):
-        sig["elf"] = {k: v for k, v in sig["elf"].items() if k not in RUNTIME_ELF_FIELDS}
+        sig["elf"] = {k: v for k, v in sig["elf"].items() if k not in UNSIGNED_ELF_FIELDS}
     return as_json(sig, "run config")
 
 

@@ -1,5 +1,5 @@
 """One optimisation step (loss, gradients, optimizer update, EMA) as a pure function, the same for
-ELF and the baselines (the loss and, for ELF, the frozen encoder are arguments).
+ELF, the baselines and distillation (the objective and, for ELF, the frozen encoder are arguments).
 
 :func:`make_train_step` jit-compiles it with donated state and, when given, explicit input and
 output shardings, so multi-device training passes shardings in rather than rewriting the step.
@@ -19,6 +19,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from elf_eqx.errors import ConfigError
 from elf_eqx.objective import LatentBatch
 from elf_eqx.parallel.mesh import traced_on
+from elf_eqx.parallel.partition import tree_shardings
 
 if TYPE_CHECKING:
     from elf_eqx.encoders.latent_encoder import LatentEncoder, TokenBatch
@@ -89,7 +90,6 @@ def train_step(
     ema_decay: float = 0.9999,
     encoder: "LatentEncoder | None" = None,
     grad_accum: int = 1,
-    teacher: eqx.Module | None = None,
 ) -> tuple[TrainState, dict[str, Float[Array, ""]]]:
     """One optimizer step on ``batch``; returns the new state and ``{loss, grad_norm}`` with the
     objective's metrics (ELF: ``l2, ce, decode_frac``).
@@ -99,11 +99,8 @@ def train_step(
     objective is a baseline's, which reads tokens. With
     ``grad_accum`` > 1 the batch is processed in that many micro-batches and their gradients
     averaged before the one update (and the one EMA update). The key is folded with the step
-    count, so a resumed run draws the same randomness. ``teacher`` (distillation) is the frozen
-    network the objective is bound to (``objective.with_teacher``), an argument of the step.
+    count, so a resumed run draws the same randomness.
     """
-    if teacher is not None:
-        objective = objective.with_teacher(teacher)
     step_key = jax.random.fold_in(key, state.step)
     (loss, metrics), grads = _accumulated_grads(state.model, batch, step_key, objective, encoder, grad_accum)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.model)
@@ -113,49 +110,84 @@ def train_step(
     return new_state, {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads)}
 
 
+def _traced(leaf: Any) -> bool:
+    return eqx.is_array(leaf) or isinstance(leaf, jax.ShapeDtypeStruct)
+
+
+def objective_parts(objective: Loss) -> tuple[Any, Any]:
+    """``(arrays, rest)`` of an objective, as the step takes it: its arrays (concrete or
+    ``ShapeDtypeStruct``), which the step traces, and everything else, which it compiles in as
+    constants. ELF's and the baselines' losses hold no arrays; a distillation's holds its teacher's
+    weights. ``eqx.combine(arrays, rest)`` is the objective again."""
+    return eqx.partition(objective, _traced)
+
+
+def objective_shardings(objective: Loss, mesh: Any) -> Any:
+    """The shardings of ``objective``'s arrays on ``mesh`` (:func:`objective_parts`), by the partition
+    rules of the networks they belong to (:func:`elf_eqx.parallel.partition.tree_shardings`)."""
+    return tree_shardings(objective_parts(objective)[0], mesh)
+
+
+def place_objective(objective: Loss, shardings: Any) -> Loss:
+    """``objective`` with its arrays put on the devices of ``shardings`` (:func:`objective_shardings`);
+    its other fields stay Python values."""
+    arrays, rest = objective_parts(objective)
+    return eqx.combine(jax.device_put(arrays, shardings), rest)
+
+
 def make_train_step(
-    objective: Loss,
     optimizer: optax.GradientTransformation,
     *,
     ema_decay: float = 0.9999,
     grad_accum: int = 1,
     state_sharding: Any = None,
     batch_sharding: Any = None,
+    objective_sharding: Any = None,
     encoder_sharding: Any = None,
-    teacher_sharding: Any = None,
     donate: bool = True,
 ) -> Callable[..., tuple[TrainState, dict[str, Float[Array, ""]]]]:
-    """``step(state, batch, key, encoder=None, teacher=None) -> (state, metrics)``, jit-compiled.
+    """``step(state, batch, key, objective, encoder=None) -> (state, metrics)``, jit-compiled.
 
-    ``encoder`` is the frozen :class:`~elf_eqx.encoders.latent_encoder.LatentEncoder` for token batches
-    (an argument, not a constant baked into the program), ``teacher`` a distillation's frozen
-    teacher network (likewise). ``state_sharding``, ``batch_sharding``, ``encoder_sharding`` and
-    ``teacher_sharding`` are pytrees of ``jax.sharding.Sharding`` (or one sharding for all
-    leaves); ``None`` leaves placement to JAX. The state's buffers are donated: do not reuse the
-    ``state`` passed in. The step is traced under the batch sharding's mesh (as an abstract mesh),
-    which kernels XLA cannot partition read to run per device (:func:`elf_eqx.nn.attention.pallas_attention`).
+    ``objective`` is the loss, ``objective(model, batch, key) -> (loss, metrics)``: ELF's
+    :class:`~elf_eqx.objective.FlowObjective`, a baseline's, or a distillation's. Its arrays (a
+    distillation's teacher weights; the others have none) are traced arguments of the program, its
+    other fields constants compiled in (one program per distinct objective, as JAX caches
+    static arguments). ``encoder`` is the frozen
+    :class:`~elf_eqx.encoders.latent_encoder.LatentEncoder` for token batches (an argument, not a
+    constant baked into the program). ``state_sharding``, ``batch_sharding``,
+    ``objective_sharding`` (:func:`objective_shardings`) and ``encoder_sharding`` are pytrees of
+    ``jax.sharding.Sharding`` (or one sharding for all leaves); ``None`` leaves placement to JAX.
+    The state's buffers are donated: do not reuse the ``state`` passed in. The step is traced
+    under the batch sharding's mesh (as an abstract mesh), which kernels XLA cannot partition read
+    to run per device (:func:`elf_eqx.nn.attention.pallas_attention`).
+
+    ``step.lower(state, batch, key, objective, encoder=None)`` lowers the program without running
+    it (benchmarks and dry runs: ``.compile()``, its ``memory_analysis()``); the compiled program
+    is called ``program(state, batch, key, arrays, encoder)`` with the objective's arrays
+    (:func:`objective_parts`).
     """
     mesh = getattr(batch_sharding, "mesh", None)
 
-    def step(state: TrainState, batch: Batch, key: PRNGKeyArray, encoder, teacher):
+    def step(state: TrainState, batch: Batch, key: PRNGKeyArray, arrays: Any, encoder: Any, rest: Any):
         with traced_on(mesh):
             return train_step(
-                state, batch, key, objective=objective, optimizer=optimizer, ema_decay=ema_decay,
-                encoder=encoder, grad_accum=grad_accum, teacher=teacher,
+                state, batch, key, objective=eqx.combine(arrays, rest), optimizer=optimizer, ema_decay=ema_decay,
+                encoder=encoder, grad_accum=grad_accum,
             )
 
     kwargs: dict[str, Any] = {}
-    if any(s is not None for s in (state_sharding, batch_sharding, encoder_sharding, teacher_sharding)):
-        kwargs["in_shardings"] = (state_sharding, batch_sharding, None, encoder_sharding, teacher_sharding)
+    if any(s is not None for s in (state_sharding, batch_sharding, objective_sharding, encoder_sharding)):
+        kwargs["in_shardings"] = (state_sharding, batch_sharding, None, objective_sharding, encoder_sharding)
         kwargs["out_shardings"] = (state_sharding, None)
-    compiled = jax.jit(step, donate_argnums=(0,) if donate else (), **kwargs)
+    compiled = jax.jit(step, donate_argnums=(0,) if donate else (), static_argnums=(5,), **kwargs)
 
-    def call(state, batch, key, encoder=None, teacher=None):
-        return compiled(state, batch, key, encoder, teacher)
+    def call(state, batch, key, objective, encoder=None):
+        arrays, rest = objective_parts(objective)
+        return compiled(state, batch, key, arrays, encoder, rest)
 
-    # For benchmarks and dry runs: ``step.lower(state, batch, key, encoder).compile()`` gives the
-    # program, its compile time and ``memory_analysis()`` without running it; the compiled program
-    # takes all five arguments, ``teacher`` included (None outside distillation).
-    call.lower = lambda state, batch, key, encoder=None, teacher=None: compiled.lower(state, batch, key, encoder,
-                                                                                      teacher)
+    def lower(state, batch, key, objective, encoder=None):
+        arrays, rest = objective_parts(objective)
+        return compiled.lower(state, batch, key, arrays, encoder, rest)
+
+    call.lower = lower
     return call

@@ -31,9 +31,10 @@ from elf_eqx.training.hooks import CheckpointHook, Hook, MetricsHook, SampleHook
 from elf_eqx.training.metrics_log import MetricsLog
 from elf_eqx.training.optim import make_optimizer
 from elf_eqx.training.schedule import make_lr_schedule
+from elf_eqx.training.run_record import DistillationRecord
 from elf_eqx.training.setup import TrainingRun, build_run
 from elf_eqx.training.stop_signal import StopRequest
-from elf_eqx.training.step import TrainState, make_train_step
+from elf_eqx.training.step import TrainState, make_train_step, objective_parts, objective_shardings, place_objective
 
 
 def abstract_on_mesh(tree: Any, shardings: Any) -> Any:
@@ -66,9 +67,10 @@ def restore_or_init(
 @dataclasses.dataclass(frozen=True)
 class StepProgram:
     """The training step and everything it is compiled against, built without any data: the
-    optimizer, the mesh, the state's initialiser and its shardings, the batch's and the frozen
-    encoder's shardings, and the jitted step. A run (:class:`Trainer`) and a dry run
-    (:mod:`elf_eqx.aot.train_plan`) build it the same way (:func:`build_step_program`)."""
+    optimizer, the mesh, the state's initialiser and its shardings, the objective and the shardings
+    of its arrays, the batch's and the frozen encoder's shardings, and the jitted step. A run
+    (:class:`Trainer`) and a dry run (:mod:`elf_eqx.aot.train_plan`) build it the same way
+    (:func:`build_step_program`)."""
 
     family: Family
     elf_config: ELFConfig
@@ -78,14 +80,21 @@ class StepProgram:
     init_arg: Any
     """What ``init`` starts from: a PRNG key (fresh weights), or the weights themselves (distillation)."""
     state_sharding: Any
+    objective: Any
+    """The loss the step takes as its argument (:func:`~elf_eqx.training.step.make_train_step`)."""
+    objective_sharding: Any
     batch_sharding: NamedSharding
     encoder_sharding: Any
-    teacher_sharding: Any
     step_fn: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
 
     def abstract_state(self) -> TrainState:
         """The state's shapes on the mesh (``ShapeDtypeStruct`` leaves with their shardings)."""
         return abstract_on_mesh(eqx.filter_eval_shape(self.init, self.init_arg), self.state_sharding)
+
+    def abstract_objective(self) -> Any:
+        """The objective with its arrays as ``ShapeDtypeStruct`` leaves carrying their shardings."""
+        arrays, rest = objective_parts(self.objective)
+        return eqx.combine(abstract_on_mesh(arrays, self.objective_sharding), rest)
 
     @staticmethod
     def token_batch(global_batch: int, length: int) -> TokenBatch:
@@ -100,14 +109,15 @@ def collate_shapes(batch: int, length: int) -> dict[str, np.ndarray]:
 
 
 def build_step_program(cfg: TrainConfig, family: Family, elf_config: ELFConfig, mesh: Mesh, schedule: Any,
-                       latent_encoder: Any, *, objective: Any = None, initial: eqx.Module | None = None,
-                       teacher: eqx.Module | None = None) -> StepProgram:
+                       latent_encoder: Any, *, objective: Any = None,
+                       initial: eqx.Module | None = None) -> StepProgram:
     """The training step of ``cfg`` on ``mesh`` for a network of ``family`` with ``elf_config``, the
     learning-rate ``schedule`` and the frozen ``latent_encoder`` (concrete or abstract; ``None`` for
-    the baselines): the optimizer, the shardings of state, batch and encoder, and the jitted step.
-    A distillation gives its ``objective`` (default: the config's loss), the ``initial`` weights
-    the state starts from (default: fresh ones from the run's seed) and the frozen ``teacher``
-    the step takes as an argument. Errors (a batch that does not split over the mesh) name the flags."""
+    the baselines): the optimizer, the shardings of state, objective, batch and encoder, and the
+    jitted step. ``objective`` is the loss the step takes (default: the config's; a distillation
+    gives its own, which carries its teacher), ``initial`` the weights the state starts from
+    (default: fresh ones from the run's seed). Errors (a batch that does not split over the mesh)
+    name the flags."""
     opt = cfg.optimizer
     optimizer = make_optimizer(family.network_template(elf_config), schedule, name=opt.name, b1=opt.b1, b2=opt.b2,
                                weight_decay=opt.weight_decay, clip_norm=opt.clip_norm)
@@ -122,18 +132,18 @@ def build_step_program(cfg: TrainConfig, family: Family, elf_config: ELFConfig, 
 
     init_arg = initial if initial is not None else jax.random.fold_in(jax.random.key(cfg.run.seed), 0)
     state_sharding = tree_shardings(eqx.filter_eval_shape(init, init_arg), mesh)
-    teacher_sharding = None if teacher is None else tree_shardings(teacher, mesh)
     encoder_sharding = None
     if latent_encoder is not None:  # ELF's frozen encoder; the baselines read tokens
         encoder_sharding = (tree_shardings(latent_encoder, mesh, tensor_rules=False) if cfg.mesh.shard_encoder
                             else replicated_shardings(latent_encoder, mesh))
     split = batch_sharding(mesh)
     loss = objective if objective is not None else cfg.objective.loss(elf_config.vocab_size)
-    step_fn = make_train_step(loss, optimizer, ema_decay=opt.ema_decay, grad_accum=opt.grad_accum,
-                              state_sharding=state_sharding, batch_sharding=split, encoder_sharding=encoder_sharding,
-                              teacher_sharding=teacher_sharding)
-    return StepProgram(family, elf_config, optimizer, mesh, init, init_arg, state_sharding, split, encoder_sharding,
-                       teacher_sharding, step_fn)
+    loss_sharding = objective_shardings(loss, mesh)
+    step_fn = make_train_step(optimizer, ema_decay=opt.ema_decay, grad_accum=opt.grad_accum,
+                              state_sharding=state_sharding, batch_sharding=split, objective_sharding=loss_sharding,
+                              encoder_sharding=encoder_sharding)
+    return StepProgram(family, elf_config, optimizer, mesh, init, init_arg, state_sharding, loss, loss_sharding, split,
+                       encoder_sharding, step_fn)
 
 
 @dataclasses.dataclass
@@ -152,12 +162,12 @@ class Trainer:
     start: int | None
     """The checkpoint step resumed from (``None``: a fresh start)."""
     step_fn: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
+    objective: Any
+    """The loss every step takes, its arrays (a distillation's teacher) on the mesh."""
     batch_sharding: NamedSharding
     latent_encoder: Any
     per_step: dict[str, int | float]
     """One step's ``tokens`` and ``train_flops`` (:func:`~elf_eqx.training.compute.training_compute`)."""
-    teacher: Any = None
-    """A distillation's frozen teacher, on the mesh (an argument of every step)."""
 
     @property
     def out(self) -> Path:
@@ -165,27 +175,25 @@ class Trainer:
 
     @staticmethod
     def build(cfg: TrainConfig, *, objective: Any = None, initial: eqx.Module | None = None,
-              teacher: eqx.Module | None = None, record: dict[str, Any] | None = None,
+              distillation: DistillationRecord | None = None,
               compute: Callable[[TrainingRun], dict[str, int | float]] | None = None) -> "Trainer":
         """Build the run's data, encoder, mesh, optimizer and compiled step; restore its state (the
-        data position and key with it) or initialise it. A distillation round gives its
-        ``objective``, the ``initial`` student weights, the ``teacher``, what its checkpoints
-        record beside the run config (``record``) and its ``compute(run)`` per step (see
-        :func:`build_step_program`)."""
+        data position and key with it) or initialise it. Another task than the config's trains
+        through the same machinery by giving its ``objective`` (the loss the step takes, carrying any
+        frozen network it needs), the ``initial`` weights, the ``distillation`` entry of its run
+        record and its ``compute(run)`` per step (see :func:`build_step_program`)."""
         opt, r = cfg.optimizer, cfg.run
         run = build_run(cfg)
         total_steps = opt.max_steps or max(1, math.ceil(opt.epochs * run.steps_per_epoch))
         warmup = opt.warmup_steps if opt.warmup_steps is not None else round(opt.warmup_epochs * run.steps_per_epoch)
         schedule = make_lr_schedule(opt.learning_rate, total_steps, min(warmup, total_steps), opt.lr_schedule)
         program = build_step_program(cfg, run.family, run.elf_config, make_mesh(cfg.mesh.config), schedule,
-                                     run.latent_encoder, objective=objective, initial=initial, teacher=teacher)
+                                     run.latent_encoder, objective=objective, initial=initial)
         latent_encoder = None
         if run.latent_encoder is not None:
             latent_encoder = jax.device_put(run.latent_encoder, program.encoder_sharding)
-        if teacher is not None:
-            teacher = jax.device_put(teacher, program.teacher_sharding)
         manager = CheckpointManager(cfg.run.output_dir, max_to_keep=r.keep_checkpoints,
-                                    run_config={**run.signature_config(cfg), **(record or {})})
+                                    run_record=run.run_record(cfg, distillation))
         state, meta, start = restore_or_init(manager, program.init, program.init_arg, program.state_sharding,
                                              r.resume_step, set_aside=jax.process_index() == 0)
         key = jax.random.key(r.seed)
@@ -195,7 +203,8 @@ class Trainer:
         encoder_config = None if run.latent_encoder is None else run.latent_encoder.encoder.config
         per_step = compute(run) if compute is not None else training_compute(cfg, run.elf_config, 1, encoder_config)
         return Trainer(cfg, run, program.mesh, lambda s: float(schedule(s)), total_steps, key, manager, state, start,
-                       program.step_fn, program.batch_sharding, latent_encoder, per_step, teacher)
+                       program.step_fn, place_objective(program.objective, program.objective_sharding),
+                       program.batch_sharding, latent_encoder, per_step)
 
     def steps(self, stop: StopRequest) -> Iterator[StepInfo]:
         """One :class:`StepInfo` per optimizer step until the run's length, or the step a stop
@@ -204,7 +213,7 @@ class Trainer:
         step = int(self.state.step)
         while step < self.total_steps:
             batch = self.run.next_batch(self.batch_sharding)
-            self.state, metrics = self.step_fn(self.state, batch, step_key, self.latent_encoder, self.teacher)
+            self.state, metrics = self.step_fn(self.state, batch, step_key, self.objective, self.latent_encoder)
             step += 1
             info = StepInfo(step, self.state, metrics, self.total_steps, stop.requested)
             yield info

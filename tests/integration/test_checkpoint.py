@@ -18,12 +18,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from run_fixtures import store_old_run_config
 
-from elf_eqx.training.checkpoint import CheckpointManager, CheckpointMismatchError, load_model_from_checkpoint
+from elf_eqx.training.checkpoint import CheckpointManager, CheckpointMismatchError
+from elf_eqx.training.run_directory import load_model_from_checkpoint
 from elf_eqx.config import preset
 from elf_eqx.model import ELF
 from elf_eqx.objective import FlowObjective, LatentBatch
+from elf_eqx.training.config import TrainConfig
 from elf_eqx.training.optim import make_optimizer
+from elf_eqx.training.run_record import RunRecord
 from elf_eqx.training.step import TrainState, make_train_step
 
 CFG = preset("ELF-T", encoder_dim=16, vocab_size=40)
@@ -47,8 +51,8 @@ def batch(i: int) -> LatentBatch:
     return LatentBatch.unconditional(x, tokens, jnp.ones((4, 8), bool))
 
 
-def run_config(cfg=CFG, **run) -> dict:
-    return {"elf": dataclasses.asdict(cfg), "encoder": "enc-a", "tokenizer": "enc-a", "run": {"blr": 1e-3, **run}}
+def run_record(cfg=CFG, **run) -> RunRecord:
+    return RunRecord(elf=cfg, encoder="enc-a", tokenizer="enc-a", run=TrainConfig.from_dict({"blr": 1e-3, **run}))
 
 
 def assert_trees_identical(a, b) -> None:
@@ -61,7 +65,7 @@ def assert_trees_identical(a, b) -> None:
 @pytest.fixture(scope="module")
 def step_fn():
     _, opt = make_state()
-    return make_train_step(FlowObjective(), opt, ema_decay=0.9)
+    return make_train_step(opt, ema_decay=0.9)
 
 
 def train(state: TrainState, step_fn, start: int, stop: int) -> tuple[TrainState, list[dict]]:
@@ -70,7 +74,7 @@ def train(state: TrainState, step_fn, start: int, stop: int) -> tuple[TrainState
     state = jax.device_put(state, jax.devices()[0])
     metrics = []
     for i in range(start, stop):
-        state, m = step_fn(state, batch(i), STEP_KEY)
+        state, m = step_fn(state, batch(i), STEP_KEY, FlowObjective())
         metrics.append({k: float(v) for k, v in m.items()})
     return state, metrics
 
@@ -80,7 +84,7 @@ def test_round_trip_is_bit_exact_and_training_continues(tmp_path, step_fn):
 
     state, _ = train(make_state()[0], step_fn, 0, 3)
     saved = jax.tree_util.tree_map(np.asarray, state)  # the state is donated below
-    manager = CheckpointManager(tmp_path, run_config=run_config())
+    manager = CheckpointManager(tmp_path, run_record=run_record())
     manager.save(3, state, {"data": {"epoch": 0, "position": 12}}, key=STEP_KEY)
 
     restored, meta = CheckpointManager(tmp_path).restore(abstract_state())
@@ -124,12 +128,13 @@ def test_async_save(tmp_path):
 def test_metadata_round_trip(tmp_path):
     state, _ = make_state()
     legacy_key = jax.random.PRNGKey(3)
-    manager = CheckpointManager(tmp_path, run_config=run_config(max_steps=10))
+    manager = CheckpointManager(tmp_path, run_record=run_record(max_steps=10))
     manager.save(1, state, {"data": {"epoch": 2, "order": [3, 1, 2]}, "seed": 4}, key=jax.random.key(9))
     manager.save(2, state, {"data": {"epoch": 3}}, key=legacy_key)
 
     record = manager.metadata(1)
-    assert record["run_config"] == run_config(max_steps=10)
+    assert record["run_config"] == run_record(max_steps=10).to_dict() and record["run_config"]["version"] == 1
+    assert manager.run_record(1) == run_record(max_steps=10)
     assert record["signature"]["encoder"] == "enc-a" and record["signature"]["elf"]["vocab_size"] == 40
     _, meta = manager.restore(abstract_state(), step=1)
     assert meta["data"] == {"epoch": 2, "order": [3, 1, 2]} and meta["seed"] == 4
@@ -226,12 +231,12 @@ def test_save_killed_with_sigkill_keeps_earlier_checkpoints(tmp_path):
 
 def test_different_model_is_refused(tmp_path):
     state, _ = make_state()
-    CheckpointManager(tmp_path, run_config=run_config()).save(1, state)
+    CheckpointManager(tmp_path, run_record=run_record()).save(1, state)
 
-    CheckpointManager(tmp_path, run_config=run_config(blr=5e-3, max_steps=99))  # run settings may change
-    other = run_config(preset("ELF-T", encoder_dim=16, vocab_size=50)) | {"encoder": "enc-b"}
+    CheckpointManager(tmp_path, run_record=run_record(blr=5e-3, max_steps=99))  # run settings may change
+    other = dataclasses.replace(run_record(preset("ELF-T", encoder_dim=16, vocab_size=50)), encoder="enc-b")
     with pytest.raises(CheckpointMismatchError) as err:
-        CheckpointManager(tmp_path, run_config=other)
+        CheckpointManager(tmp_path, run_record=other)
     message = str(err.value)
     assert "holds checkpoints of a different model" in message and "\n" not in message
     assert "elf.vocab_size: 40 → 50" in message and "encoder: 'enc-a' → 'enc-b'" in message
@@ -241,6 +246,20 @@ def test_different_model_is_refused(tmp_path):
     with pytest.raises(CheckpointMismatchError, match="elf.vocab_size"):
         CheckpointManager(tmp_path).save(2, other_state)
     assert CheckpointManager(tmp_path).all_steps() == [1]
+
+
+def test_a_directory_written_in_an_older_format_reads_and_resumes(tmp_path):
+    state, _ = make_state()
+    with CheckpointManager(tmp_path) as manager:
+        manager.save(1, state)
+    # What checkpoints of the first runs store: no version, no family, no tokenizer, a flat run config.
+    store_old_run_config(tmp_path / "checkpoints" / "1",
+                         {"elf": dataclasses.asdict(CFG), "encoder": "enc-a", "run": {"blr": 1e-3}})
+    assert CheckpointManager(tmp_path).run_record() == run_record()
+    assert_trees_identical(load_model_from_checkpoint(tmp_path), state.ema)
+    CheckpointManager(tmp_path, run_record=run_record()).save(2, state)  # today's record resumes it
+    with pytest.raises(CheckpointMismatchError, match="encoder: 'enc-a' → 'enc-b'"):
+        CheckpointManager(tmp_path, run_record=dataclasses.replace(run_record(), encoder="enc-b"))
 
 
 def test_wrong_shapes_name_the_parameters(tmp_path):
@@ -261,7 +280,7 @@ def test_wrong_shapes_name_the_parameters(tmp_path):
 def test_load_model_from_checkpoint(tmp_path, step_fn):
     state, _ = train(make_state()[0], step_fn, 0, 2)
     ema, model = jax.tree_util.tree_map(np.asarray, (state.ema, state.model))
-    manager = CheckpointManager(tmp_path, run_config=run_config())
+    manager = CheckpointManager(tmp_path, run_record=run_record())
     manager.save(2, state)
     manager.close()
 

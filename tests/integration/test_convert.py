@@ -3,17 +3,17 @@ same weights and settings, through both ``load_model_from_checkpoint`` and ``loa
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 
 import numpy as np
 import pytest
 
-from elf_eqx.training.checkpoint import load_model_from_checkpoint
+from elf_eqx.training.run_directory import load_model_from_checkpoint
 from elf_eqx.convert import main as convert_main
 from elf_eqx.encoders.load import load_text_encoder
-from elf_eqx.release.model_source import load_model_source, run_record
-from elf_eqx.training.config import TrainConfig
+from elf_eqx.data import DataSpec
+from elf_eqx.release.model_source import load_model_source
+from elf_eqx.training.run_directory import open_run, read_run_record
 from test_release import ode_tokens
 
 SETTINGS = ("tokenizer", "latent_mean", "latent_std", "max_length", "max_input_length", "pad_mode",
@@ -37,12 +37,13 @@ def test_convert_writes_our_format_once(reference_dir, cases, tmp_path):
     assert {f: getattr(bundle, f) for f in SETTINGS} == {f: getattr(release, f) for f in SETTINGS}
     assert bundle.encoder == str((out / "t5_encoder.pkl").absolute()) and bundle.kind == "run"
     load_text_encoder(bundle.encoder)
-    record, step, _ = run_record(out, None)
-    assert step == 1234 and record["metadata"]["weights"] == "both"
-    assert set(record["run_config"]["run"]) <= {f.name for f in dataclasses.fields(TrainConfig)}
-    assert TrainConfig.from_dict(record["run_config"]["run"]).sampling.settings == release.sampling
-    assert record["run_config"]["data_spec"] == {"vocab_size": 50, "pad_id": 0, "eos_id": 1, "max_length": 1024,
-                                                 "max_input_length": None, "pad_mode": "pad", "packing": False}
+    record, step = read_run_record(out)
+    with open_run(out) as run:
+        assert run.manager.metadata(step)["metadata"]["weights"] == "both"
+    assert step == 1234 and record.converted_from == release.origin and record.elf == release.model.config
+    assert record.run.sampling.settings == release.sampling and record.run.objective.flow == release.flow
+    assert record.data_spec == DataSpec(vocab_size=50, pad_id=0, eos_id=1, max_length=1024, max_input_length=None,
+                                        pad_mode="pad", packing=False)
     raw = load_model_source(str(out), weights="raw")
     reference_raw = load_model_source(str(reference_dir / "checkpoint_1234"), weights="raw")
     np.testing.assert_array_equal(raw.model.unembed.weight, reference_raw.model.unembed.weight)
@@ -69,7 +70,7 @@ def test_convert_ema_only_a_task_and_our_own_runs(reference_dir, cases, tmp_path
     again = tmp_path / "again"  # one of our runs converts too (its run config is kept)
     convert_main([str(out), str(again)])
     np.testing.assert_array_equal(ode_tokens(load_model_source(str(again)).model, cases), cases["ode_tokens"])
-    assert run_record(again, None)[0]["run_config"]["data_spec"]["max_input_length"] == 1024
+    assert read_run_record(again)[0].data_spec.max_input_length == 1024
 
 
 def test_convert_errors_and_help(reference_dir, tmp_path, capsys):

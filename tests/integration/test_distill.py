@@ -64,7 +64,7 @@ def test_a_sweep_counts_a_student_at_its_distillation_compute(students):
 
 
 def test_a_stopped_distillation_resumes_to_the_uninterrupted_weights(teacher, students, tmp_path, monkeypatch):
-    from elf_eqx.training.checkpoint import load_model_from_checkpoint
+    from elf_eqx.training.run_directory import load_model_from_checkpoint
     from elf_eqx.training.hooks import CheckpointHook
 
     saved = CheckpointHook.__call__

@@ -157,7 +157,7 @@ def test_damaged_newest_checkpoint_is_kept_and_skipped(workspace, reference, cap
 
     from elf_eqx.release.model_source import load_model_source
     from elf_eqx.sample import main as sample_main
-    from elf_eqx.training.checkpoint import load_model_from_checkpoint
+    from elf_eqx.training.run_directory import load_model_from_checkpoint
 
     out = workspace / "damaged"
     shutil.copytree(reference, out)

@@ -8,9 +8,10 @@ import dataclasses
 import equinox as eqx
 import numpy as np
 import pytest
-from run_fixtures import OLD_FLAT_RUN_CONFIG
+from run_fixtures import OLD_FLAT_RUN_CONFIG, store_old_run_config
 
-from elf_eqx.training.checkpoint import CheckpointManager, load_model_from_checkpoint
+from elf_eqx.training.checkpoint import CheckpointManager
+from elf_eqx.training.run_directory import load_model_from_checkpoint
 from elf_eqx.release.names import load_release_checkpoint
 from elf_eqx.release.model_source import load_model_source, load_model_source_weights
 from elf_eqx.training.optim import make_optimizer
@@ -36,8 +37,9 @@ def run_dir(tmp_path_factory, reference_dir):
             "packing": False}
     run_config = {"elf": dataclasses.asdict(model.config), "encoder": "offline-minilm", "tokenizer": "offline-minilm",
                   "data_spec": spec, "run": flat}
-    with CheckpointManager(out, run_config=run_config) as manager:
+    with CheckpointManager(out) as manager:
         manager.save(7, state, {"data": {}})
+    store_old_run_config(out / "checkpoints" / "7", run_config)
     return out
 
 
@@ -73,3 +75,21 @@ def test_raw_weights_steps_and_presets(run_dir):
         load_model_source_weights(str(run_dir), ("best",))
     with pytest.raises(ValueError, match=r"weights must be among 'ema', 'raw', got \[\]"):
         load_model_source_weights(str(run_dir), ())
+
+
+def test_a_record_newer_than_this_reader_is_one_line_not_damage(run_dir, tmp_path, capfd):
+    import json
+    import shutil
+
+    from elf_eqx.errors import IncompatibleModelError
+    from elf_eqx.training.run_record import RUN_RECORD_VERSION
+
+    newer = tmp_path / "newer"
+    shutil.copytree(run_dir, newer)
+    step_dir = newer / "checkpoints" / "7"
+    stored = json.loads((step_dir / "meta" / "metadata").read_text())["run_config"]
+    store_old_run_config(step_dir, {**stored, "version": RUN_RECORD_VERSION + 1})
+    with pytest.raises(IncompatibleModelError) as err:
+        load_model_source(str(newer))
+    assert f"version {RUN_RECORD_VERSION + 1}" in str(err.value) and f"version {RUN_RECORD_VERSION})" in str(err.value)
+    assert "cannot be read" not in capfd.readouterr().err  # refused, not skipped as a damaged step

@@ -11,8 +11,12 @@ import numpy as np
 import optax
 import pytest
 
-from elf_eqx.distillation.objective import DistillObjective, euler_step, nested_grids, student_target
-from elf_eqx.flow import FlowConstants
+import elf_eqx.distillation.objective as distillation_objective
+import elf_eqx.solvers.euler as euler_solver
+from elf_eqx.distillation.objective import DistillObjective, nested_grids, student_target
+from elf_eqx.flow import FlowConstants, euler_update
+from elf_eqx.solvers import Euler
+from elf_eqx.solvers.base import FlowTerm
 from elf_eqx.objective import LatentBatch
 from elf_eqx.sampling.settings import SamplerSettings
 
@@ -44,7 +48,7 @@ def test_one_student_step_lands_where_two_exact_teacher_steps_land(t, t_mid, t_e
     # float32 against float64: z_end − z loses digits and c(t)/(t_end − t) multiplies the loss by up to 3
     # (the third case), on latents of size S
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
-    landed = euler_step(jnp.asarray(z, jnp.float32), got, vec(t), vec(t_end), EPS)
+    landed = euler_update(jnp.asarray(z, jnp.float32), got, vec(t), vec(t_end), EPS)
     np.testing.assert_allclose(np.asarray(landed), z_end, rtol=1e-5, atol=1e-5)
 
 
@@ -58,15 +62,15 @@ def test_the_student_grid_is_every_other_point_of_the_teachers():
         assert len(mid) == 4 and all(a < m < b for a, m, b in zip(student, mid, student[1:]))
 
 
-def _objective(decode_share: float = 0.0) -> DistillObjective:
+def _objective(teacher, decode_share: float = 0.0) -> DistillObjective:
     teacher_grid = SamplerSettings(time_grid="uniform", steps=4).build_grid().times(4, KEY, FlowConstants())
     grid, mid = nested_grids(teacher_grid)
-    return DistillObjective(grid, mid, omega=3.0, decode_share=decode_share)
+    return DistillObjective(teacher, grid, mid, omega=3.0, decode_share=decode_share)
 
 
 def test_one_round_brings_the_student_closer_to_two_teacher_steps():
     teacher = tiny_model(seed=1)
-    objective = _objective().with_teacher(teacher)
+    objective = _objective(teacher)
     batch = random_batch(batch=8, length=8)
     error = eqx.filter_jit(lambda m, k: objective.distill_loss(m, batch, k)[0])
     keys = [jax.random.key(100 + i) for i in range(4)]
@@ -86,15 +90,46 @@ def test_one_round_brings_the_student_closer_to_two_teacher_steps():
     assert after < 0.75 * before
 
 
-def test_the_decode_branch_keeps_its_share_and_an_unbound_objective_is_refused():
+def test_the_decode_branch_keeps_its_share():
     batch = random_batch(batch=5, length=8)
     teacher = tiny_model()
-    loss, parts = eqx.filter_jit(_objective(decode_share=0.2).with_teacher(teacher))(teacher, batch, KEY)
+    loss, parts = eqx.filter_jit(_objective(teacher, decode_share=0.2))(teacher, batch, KEY)
     # student = teacher: both decode passes are the same arithmetic on the same inputs, so the KL is exactly 0
     assert float(parts["decode_kl"]) == 0.0 and float(parts["distill"]) > 0
     assert float(loss) == pytest.approx(0.8 * float(parts["distill"]) + 0.2 * float(parts["decode_kl"]), rel=1e-6)
     other = tiny_model(seed=5)  # a student that is not its teacher decodes differently
-    assert float(eqx.filter_jit(_objective(decode_share=0.2).with_teacher(teacher))(other, batch, KEY)[1]["decode_kl"]) > 0
-    with pytest.raises(ValueError, match="with_teacher"):
-        _objective()(teacher, batch, KEY)
+    assert float(eqx.filter_jit(_objective(teacher, decode_share=0.2))(other, batch, KEY)[1]["decode_kl"]) > 0
     assert isinstance(batch, LatentBatch)
+
+
+def test_the_teacher_steps_are_the_euler_solvers_update():
+    """One Euler update (:func:`elf_eqx.flow.euler_update`): the sampler's Euler solver and the
+    distillation's teacher steps take the same function, and the solver's step is it exactly."""
+    assert distillation_objective.euler_update is euler_update and euler_solver.euler_update is euler_update
+    assert not hasattr(distillation_objective, "euler_step")
+    k_z, k_x = jax.random.split(KEY)
+    z, x_prev = jax.random.normal(k_z, (3, 5, 4)), jax.random.normal(k_x, (3, 5, 4))
+    term = FlowTerm(lambda z, x_prev, t: 0.5 * z + x_prev * t, 0.05)
+    for t, t_next in ((0.2, 0.5), (0.96, 1.0)):
+        t, t_next = jnp.float32(t), jnp.float32(t_next)
+        z_next, x_hat, _ = Euler().step(term, z, x_prev, t, t_next, None)
+        same = euler_update(z, x_hat, jnp.full((3,), t), jnp.full((3,), t_next), 0.05)
+        np.testing.assert_array_equal(np.asarray(z_next), np.asarray(same))
+
+
+def test_the_decode_rows_are_elfs_split():
+    """The distillation's decode rows are the training objective's formula (:func:`elf_eqx.objective.decode_rows`)."""
+    from elf_eqx.flops import distill_step_flops, elf_forward_flops
+    from elf_eqx.objective import FlowObjective, decode_rows
+
+    # (share, rows, decode rows): at least one row each way, none at 0, all at 1, none of a single row
+    for share, rows, want in ((0.2, 5, 1), (0.2, 2, 1), (0.01, 8, 1), (0.99, 8, 7), (0.5, 8, 4), (0.0, 8, 0),
+                              (1.0, 4, 4), (0.5, 1, 0)):
+        assert decode_rows(share, rows) == want
+        if rows > 1:
+            assert FlowObjective(decoder_prob=share).split_sizes(rows) == (1, want)
+    model = tiny_model()
+    fwd = elf_forward_flops(model.config, 8)
+    n_dec = decode_rows(0.3, 6)
+    expected = (6 - n_dec) * 7 * (fwd["body"] + fwd["denoise_head"]) + n_dec * 4 * (fwd["body"] + fwd["decode_head"])
+    assert distill_step_flops(model.config, 6, 8, 0.3) == pytest.approx(expected)
