@@ -26,7 +26,7 @@ from elf_eqx.parallel.mesh import MeshConfig, batch_sharding
 from elf_eqx.release.model_source import is_training_checkpoint, run_record
 from elf_eqx.release.tasks import RELEASE_EOS_ID, RELEASE_FLOW, RELEASE_PAD_ID, RELEASED_TASKS, task_of
 from elf_eqx.sampling.compiled import make_sample_fn
-from elf_eqx.sampling.settings import SamplerSettings
+from elf_eqx.sampling.settings_base import SamplerSettingsBase
 from elf_eqx.training.config import TrainConfig
 
 _PRESET_IN_NAME = re.compile(r"ELF-([BML])(?![A-Za-z])", re.IGNORECASE)
@@ -39,7 +39,7 @@ class SourceArchitecture:
     family: Family
     elf_config: ELFConfig
     flow: FlowConstants
-    sampling: SamplerSettings
+    sampling: SamplerSettingsBase
     max_length: int
     max_input_length: int
     eos_id: int
@@ -56,9 +56,10 @@ def source_architecture(source: str, *, step: int | None = None, task: str | Non
         config = record["run_config"]
         spec = config["data_spec"]
         run = TrainConfig.from_dict(config.get("run") or {}, where=f"{source}: the run config stored with step {chosen}")
+        family = family_named(config.get("family", ELF_FAMILY.name), f"{source}: stored family")
         return SourceArchitecture(
-            family_named(config.get("family", ELF_FAMILY.name), f"{source}: stored family"),
-            ELFConfig(**config["elf"]), run.objective.flow, run.sampling.settings, int(spec["max_length"]),
+            family, ELFConfig(**config["elf"]), run.objective.flow, run.sampling.settings_for(family),
+            int(spec["max_length"]),
             int(spec.get("max_input_length") or 0), int(spec["eos_id"]), int(spec["pad_id"]),
             f"{source} step {chosen}")
     named = _PRESET_IN_NAME.search(str(source))
@@ -79,7 +80,7 @@ class SamplePlan:
 
     source: SourceArchitecture
     target: Target
-    settings: SamplerSettings
+    settings: SamplerSettingsBase
     batch_size: int
     length: int
     mesh: MeshConfig

@@ -20,7 +20,7 @@ from elf_eqx.families.base import Family, ModelSampler
 from elf_eqx.families.elf import ELFFamily
 from elf_eqx.families.mdlm import MDLMFamily
 from elf_eqx.flow import FlowConstants
-from elf_eqx.sampling.settings import SamplerSettings
+from elf_eqx.sampling.settings_base import SamplerSettingsBase
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (ELFFamily(), MDLMFamily(), ARFamily())}
 """Every family by its name."""
@@ -49,9 +49,9 @@ def network_template(family: str | Family, config: ELFConfig) -> eqx.Module:
     return family_named(family).network_template(config)
 
 
-def make_sampler(family: str | Family, settings: SamplerSettings, flow: FlowConstants, *, vocab_size: int,
+def make_sampler(family: str | Family, settings: SamplerSettingsBase, flow: FlowConstants, *, vocab_size: int,
                  length: int) -> ModelSampler:
-    """The sampler of ``settings`` for a model of ``family`` (see :meth:`Family.sampler`)."""
+    """The sampler of ``family``'s ``settings`` for a model of it (see :meth:`Family.sampler`)."""
     return family_named(family).sampler(settings, flow, vocab_size=vocab_size, length=length)
 
 
