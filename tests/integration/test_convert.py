@@ -12,6 +12,7 @@ import pytest
 from elf_eqx.training.checkpoint import load_model_from_checkpoint
 from elf_eqx.convert import main as convert_main
 from elf_eqx.encoders.load import load_text_encoder
+from elf_eqx.families import ELF_FAMILY
 from elf_eqx.release.model_source import load_model_source, run_record
 from elf_eqx.training.config import TrainConfig
 from test_release import ode_tokens
@@ -40,7 +41,7 @@ def test_convert_writes_our_format_once(reference_dir, cases, tmp_path):
     record, step, _ = run_record(out, None)
     assert step == 1234 and record["metadata"]["weights"] == "both"
     assert set(record["run_config"]["run"]) <= {f.name for f in dataclasses.fields(TrainConfig)}
-    assert TrainConfig.from_dict(record["run_config"]["run"]).sampling.settings == release.sampling
+    assert TrainConfig.from_dict(record["run_config"]["run"]).sampling.settings_for(ELF_FAMILY) == release.sampling
     assert record["run_config"]["data_spec"] == {"vocab_size": 50, "pad_id": 0, "eos_id": 1, "max_length": 1024,
                                                  "max_input_length": None, "pad_mode": "pad", "packing": False}
     raw = load_model_source(str(out), weights="raw")
