@@ -20,7 +20,6 @@ import csv
 import dataclasses
 import io
 from pathlib import Path
-from typing import Literal
 
 import tyro
 
@@ -29,8 +28,8 @@ from elf_eqx.errors import ConfigError, DataError
 from elf_eqx.evaluate import evaluate_conditional
 from elf_eqx.io.atomic import refuse_existing, write_json_atomic, write_text_atomic
 from elf_eqx.sampling.records import read_condition_inputs, write_samples_jsonl
-from elf_eqx.sampling.sweep import (SweepOptions, compute_table, model_compute, model_entry, sweep_settings,
-                                    model_names, nfe_cell, open_models, sampler_columns)
+from elf_eqx.sampling.sweep import (CfgWeights, Methods, Omegas, StepCounts, SweepOptions, compute_table, model_compute,
+                                    model_entry, model_names, nfe_cell, open_models, sampler_columns, sweep_settings)
 
 RESULT_FILES = ("conditional_scores.md", "conditional_scores.csv", "sweep.json")
 FIELDS = ["model", "family", "sampler", "cfg_weight", "steps", "nfe", "nfe_used", "bleu", "rouge1", "rouge2", "rougeL",
@@ -47,14 +46,11 @@ class ScoresConfig(SweepOptions):
     """JSONL of {"input", "output"} records: the conditions and their reference outputs."""
     num_inputs: int | None = None
     """Use only the first N records of --inputs (default: all)."""
-    steps: tuple[int, ...] = (16, 32, 64)
-    """Sampling step counts of ELF and MDLM (unused with --nfe)."""
-    methods: tuple[Literal["ode", "sde"], ...] = ("ode",)
-    """ELF samplers to sweep."""
-    omegas: tuple[float, ...] = (1.0,)
-    """SC-CFG scales ω (the released conditional tasks sample with 1)."""
-    cfg_weights: tuple[float, ...] = (1.0, 2.0)
-    """Classifier-free guidance weights of ELF (1 = off; the released tasks use 2)."""
+    # The released conditional tasks sample with ODE, ω 1 and CFG weight 2.
+    steps: StepCounts = (16, 32, 64)
+    methods: Methods = ("ode",)
+    omegas: Omegas = (1.0,)
+    cfg_weights: CfgWeights = (1.0, 2.0)
     output_dir: str = "runs/conditional_scores"
     """Where the table, CSV and samples go."""
 

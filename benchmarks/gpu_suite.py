@@ -13,7 +13,7 @@ donated aliases), the process's peak bytes so far, and the compile time. Then EL
 (32 SDE steps) at batch 32 and 256 in samples/s, and the input pipeline (token rows through the
 data loader to device arrays) in batches/s at batch 32. It prints a table and writes JSON.
 
-FLOP count (the MFU numerator): ``elf_eqx.flops.train_step_flops`` — matmul FLOPs of the blocks,
+FLOP count (the MFU numerator): ``elf_eqx.families.train_step_flops`` — matmul FLOPs of the blocks,
 input projections and heads, a no-grad pass plus a forward-backward per denoise sample, a
 forward-backward per decode sample, and the frozen encoder's forward pass (docs/method.md#baselines).
 
@@ -42,7 +42,7 @@ from elf_eqx.cli.errors import run_parsed
 from elf_eqx.config import ELFConfig, preset  # noqa: E402
 from elf_eqx.encoders.latent_encoder import LatentEncoder, TokenBatch  # noqa: E402
 from elf_eqx.encoders.t5 import T5Config, T5Encoder  # noqa: E402
-from elf_eqx.flops import train_step_flops  # noqa: E402
+from elf_eqx.families import train_step_flops  # noqa: E402
 from elf_eqx.model import ELF, count_params  # noqa: E402
 from elf_eqx.objective import FlowObjective  # noqa: E402
 from elf_eqx.sampler import Sampler  # noqa: E402

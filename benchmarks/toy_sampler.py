@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Literal
 
 import equinox as eqx
 import jax
@@ -23,7 +22,9 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from elf_eqx.flow import FLOW
-from elf_eqx.sampler import Sampler
+from elf_eqx.sampler import Sampler, SamplerSettings
+from elf_eqx.sampling.settings import setting, setting_axis
+from elf_eqx.sampling.settings_base import StepsSetting
 
 # (method, solver, sde_noise) of every sampler the toy scores.
 SAMPLERS = (
@@ -93,22 +94,24 @@ def sampler_name(method: str, solver: str, sde_noise: str) -> str:
     return f"{method} {solver}" + (f" {sde_noise}" if method == "sde" else "")
 
 
+ToySteps = setting_axis(StepsSetting, "steps", note="Swept:")
+ToyGamma = setting(SamplerSettings, "gamma", note="Every SDE sampler's:")
+ToyTimeGrid = setting(SamplerSettings, "time_grid", note="Every sampler's:")
+
+
 @dataclasses.dataclass(frozen=True)
 class ToyConfig:
     """Score every sampler × step count on the Zipf toy."""
 
-    steps: tuple[int, ...] = (4, 8, 16, 32, 64)
-    """Sampling step counts."""
+    steps: ToySteps = (4, 8, 16, 32, 64)
     vocab: int = 64
     """Number of tokens."""
     dim: int = 16
     """Embedding dimension."""
     zipf: float = 1.0
     """Zipf exponent a of p_k ∝ k^(−a)."""
-    gamma: float = 1.5
-    """SDE churn γ."""
-    time_grid: Literal["logit_normal", "logit_normal_quantile", "uniform", "power"] = "logit_normal"
-    """Time grid of every sampler."""
+    gamma: ToyGamma = SamplerSettings.gamma
+    time_grid: ToyTimeGrid = SamplerSettings.time_grid
     batches: int = 16
     """Batches (one grid each for the random logit-normal grid)."""
     batch_size: int = 1024

@@ -37,14 +37,14 @@ _EXPORTS = {
     "TrainConfig": "elf_eqx.training.config",
     "build_network": "elf_eqx.families",
     "make_sampler": "elf_eqx.families",
-    "train_step_flops": "elf_eqx.flops",
+    "train_step_flops": "elf_eqx.families",
 }
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from elf_eqx.config import ELFConfig, preset
     from elf_eqx.families import build_network, make_sampler
-    from elf_eqx.flops import train_step_flops
+    from elf_eqx.families import train_step_flops
     from elf_eqx.flow import FlowConstants
     from elf_eqx.model import ELF
     from elf_eqx.objective import FlowObjective, LatentBatch

@@ -2,7 +2,7 @@
 (docs/method.md#baselines). Matmul FLOPs only (2 per multiply-add); elementwise work, embedding
 lookups and rematerialisation's recompute are not counted; attention's ``QKᵀ`` and ``PV`` are
 counted in full, causal or not (what the XLA path computes). A backward pass costs twice its
-forward pass.
+forward pass. A family's whole training step: :func:`elf_eqx.families.train_step_flops`.
 """
 
 from __future__ import annotations
@@ -48,25 +48,6 @@ def encoder_forward_flops(encoder_config: Any, length: int) -> float:
         d = c.hidden_size
         return float(c.num_hidden_layers * length * (8 * d * d + 4 * d * c.intermediate_size + 4 * length * d))
     raise TypeError(f"no FLOP count for an encoder configured by {type(c).__name__}")
-
-
-def train_step_flops(
-    family: Any,
-    config: ELFConfig,
-    batch: int,
-    length: int,
-    *,
-    objective: Any = None,
-    encoder_config: Any = None,
-) -> float:
-    """FLOPs of one training step of ``family`` (a name or an :class:`elf_eqx.families.Family`) on
-    ``batch`` sequences of ``length`` tokens; see each family's ``train_step_flops`` (ELF needs its
-    ``objective`` for the denoise/decode split and counts the frozen encoder when ``encoder_config``
-    is given; the baselines count a forward-backward of every sequence)."""
-    from elf_eqx.families import family_named  # the families build on this module
-
-    return family_named(family, "unknown family").train_step_flops(config, batch, length, objective=objective,
-                                                           encoder_config=encoder_config)
 
 
 def distill_step_flops(config: ELFConfig, batch: int, length: int, decode_share: float, cfg_weight: float = 1.0,

@@ -24,15 +24,15 @@ from elf_eqx.families import ELF_FAMILY, Family
 from elf_eqx.errors import ConfigError
 from elf_eqx.sampling.config import SampleConfig, parse_sample_config
 from elf_eqx.sampling.records import ConditionInput, check_writable, read_condition_inputs, write_samples_jsonl
-from elf_eqx.sampling.settings import SamplerSettings
+from elf_eqx.sampling.settings_base import SamplerSettingsBase
 from elf_eqx.sampling.text import TextSampler
 
 DEFAULT_UNCONDITIONAL_SAMPLES = 8
 
 
-def default_output(cfg: SampleConfig, settings: SamplerSettings, family: Family = ELF_FAMILY) -> Path:
+def default_output(cfg: SampleConfig, settings: SamplerSettingsBase, family: Family = ELF_FAMILY) -> Path:
     """``samples/<source>-<method><steps>-w<omega>-seed<seed>.jsonl`` under the working directory
-    (``mdlm<steps>``, ``ar`` for the baselines)."""
+    (``mdlm<steps>``, ``ar`` for the baselines): ``family``'s tag of its ``settings``."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.source.rstrip("/")).strip("_.") or "model"
     return Path("samples") / f"{name[-80:]}-{family.sample_tag(settings)}-seed{cfg.draw.seed}.jsonl"
 

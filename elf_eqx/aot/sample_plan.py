@@ -27,7 +27,7 @@ from elf_eqx.parallel.mesh import MeshConfig, batch_sharding
 from elf_eqx.release.model_source import is_training_checkpoint
 from elf_eqx.release.tasks import RELEASE_EOS_ID, RELEASE_FLOW, RELEASE_PAD_ID, RELEASED_TASKS, task_of
 from elf_eqx.sampling.compiled import make_sample_fn
-from elf_eqx.sampling.settings import SamplerSettings
+from elf_eqx.sampling.settings_base import SamplerSettingsBase
 from elf_eqx.training.run_directory import read_run_record
 
 _PRESET_IN_NAME = re.compile(r"ELF-([BML])(?![A-Za-z])", re.IGNORECASE)
@@ -40,7 +40,7 @@ class SourceArchitecture:
     family: Family
     elf_config: ELFConfig
     flow: FlowConstants
-    sampling: SamplerSettings
+    sampling: SamplerSettingsBase
     max_length: int
     max_input_length: int
     eos_id: int
@@ -57,7 +57,7 @@ def source_architecture(source: str, *, step: int | None = None, task: str | Non
         record.require("elf", "data_spec", where=f"{source}: the run config stored with step {chosen}",
                        purpose="compile its sampler")
         spec, run = record.data_spec, record.run
-        return SourceArchitecture(record.model_family, record.elf, run.objective.flow, run.sampling.settings,
+        return SourceArchitecture(record.model_family, record.elf, run.objective.flow, run.sampling.settings_for(record.model_family),
                                   spec.max_length, spec.max_input_length or 0, spec.eos_id, spec.pad_id,
                                   f"{source} step {chosen}")
     named = _PRESET_IN_NAME.search(str(source))
@@ -78,7 +78,7 @@ class SamplePlan:
 
     source: SourceArchitecture
     target: Target
-    settings: SamplerSettings
+    settings: SamplerSettingsBase
     batch_size: int
     length: int
     mesh: MeshConfig

@@ -16,6 +16,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from elf_eqx.baselines.token_sampling import TokenCondition, TokenSampler
 from elf_eqx.baselines.network import TokenTransformer
 from elf_eqx.encoders.latent_encoder import TokenBatch
+from elf_eqx.errors import ConfigError
 from elf_eqx.objective import masked_mean
 
 
@@ -40,6 +41,13 @@ class NextTokenObjective(eqx.Module):
         return ce, {"ce": ce}
 
 
+def check_top_p(top_p: float, flag: str) -> None:
+    """A :class:`~elf_eqx.errors.ConfigError` naming ``flag`` unless ``top_p`` is in ``(0, 1]``
+    (the AR settings' check and the sampler's own)."""
+    if not 0.0 < top_p <= 1.0:
+        raise ConfigError(f"{flag} must be in (0, 1], got {top_p}")
+
+
 def nucleus_logits(logits: Float[Array, "B V"], top_p: float) -> Float[Array, "B V"]:
     """``logits`` with every token outside the smallest set whose probability reaches ``top_p``
     set to ``−inf`` (the most likely token always stays)."""
@@ -60,8 +68,7 @@ class AutoregressiveSampler(TokenSampler):
     top_p: float = eqx.field(static=True, default=1.0)
 
     def __check_init__(self):
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"AutoregressiveSampler.top_p must be in (0, 1], got {self.top_p}")
+        check_top_p(self.top_p, "AutoregressiveSampler.top_p")
 
     def nfe(self) -> int:
         """One evaluation per position: ``length``."""

@@ -23,6 +23,7 @@ from elf_eqx.baselines.token_sampling import TokenCondition, TokenSampler
 from elf_eqx.baselines.network import TokenTransformer
 from elf_eqx.encoders.latent_encoder import TokenBatch
 from elf_eqx.objective import masked_mean
+from elf_eqx.sampling.settings_base import check_steps
 
 
 class MaskedDiffusionObjective(eqx.Module):
@@ -89,8 +90,7 @@ class MaskedDiffusionSampler(TokenSampler):
     cache: bool = eqx.field(static=True, default=True)
 
     def __check_init__(self):
-        if self.num_steps < 1:
-            raise ValueError(f"MaskedDiffusionSampler.num_steps must be positive, got {self.num_steps}")
+        check_steps(self.num_steps, "MaskedDiffusionSampler.num_steps")
 
     def nfe(self) -> int:
         """Network evaluations at most (one per step; the cache may skip some, see the output's ``nfe``)."""

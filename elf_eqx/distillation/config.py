@@ -13,9 +13,17 @@ import tyro
 
 from elf_eqx.cli.args import DISTILL_PRESET_PREFIX, parse_cli
 from elf_eqx.errors import ConfigError
+from elf_eqx.sampler import SamplerSettings
+from elf_eqx.sampling.settings import setting
+from elf_eqx.solvers import FixedTimeGridName
 from elf_eqx.training.sections import MeshSection, OptimizerSection, RunSection
 
 Flat = tyro.conf.OmitArgPrefixes
+# The students' sampler settings, declared by ELF's SamplerSettings (each default: the teacher run's).
+StudentOmega = setting(SamplerSettings, "omega", optional=True, note="The students are distilled at and sampled "
+                       "with this (default: the teacher run's sampling ω):")
+TeacherCfgWeight = setting(SamplerSettings, "cfg_weight", optional=True, note="Conditional teachers: the students "
+                           "learn to apply this in one pass and sample with weight 1 (default: the teacher run's):")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,15 +49,11 @@ class RoundsSection:
     """The last student's number of steps (from_steps / 2^rounds)."""
     steps_per_round: int = 1000
     """Optimizer steps of each round."""
-    time_grid: Literal["logit_normal_quantile", "uniform"] = "logit_normal_quantile"
+    time_grid: FixedTimeGridName = "logit_normal_quantile"
     """The fixed time grid the teacher steps on and the students are sampled with (a random grid
     cannot be distilled: each student step is fitted to one fixed pair of teacher steps)."""
-    omega: float | None = None
-    """SC-CFG scale ω the students are distilled at and sampled with (default: the teacher run's
-    sampling ω)."""
-    cfg_weight: float | None = None
-    """Conditional teachers: the classifier-free guidance weight the students learn to apply in one
-    pass (default: the teacher run's sampling weight; the students sample with weight 1)."""
+    omega: StudentOmega = None
+    cfg_weight: TeacherCfgWeight = None
     decode_share: float = 0.2
     """Share of every batch that keeps training the decode branch (the network decodes too)."""
     samples_every: int = 500

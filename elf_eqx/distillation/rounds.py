@@ -90,8 +90,8 @@ def distill(cfg: DistillConfig) -> Path:
         if manifest.complete(steps):
             model = load_model_from_checkpoint(where, "ema")
             continue
-        grid = SamplerSettings(time_grid=cfg.rounds.time_grid, steps=2 * steps).build_grid()
-        student_grid, mid = nested_grids(grid.times(2 * steps, jax.random.key(0), flow))
+        grid = SamplerSettings(time_grid=cfg.rounds.time_grid, steps=2 * steps).sampler(flow).grid(jax.random.key(0))
+        student_grid, mid = nested_grids(grid)
         decode = dataclasses.replace(teacher.config.objective.objective(), flow=flow)
         objective = DistillObjective(model, student_grid, mid, flow, omega, cfg_weight, decode, cfg.rounds.decode_share)
         train_cfg = student_config(cfg, teacher, steps, index, omega)

@@ -8,7 +8,7 @@ name or a :class:`Family`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import equinox as eqx
 from jaxtyping import PRNGKeyArray
@@ -20,7 +20,7 @@ from elf_eqx.families.base import Family, ModelSampler
 from elf_eqx.families.elf import ELFFamily
 from elf_eqx.families.mdlm import MDLMFamily
 from elf_eqx.flow import FlowConstants
-from elf_eqx.sampling.settings import SamplerSettings
+from elf_eqx.sampling.settings_base import SamplerSettingsBase
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (ELFFamily(), MDLMFamily(), ARFamily())}
 """Every family by its name."""
@@ -49,11 +49,28 @@ def network_template(family: str | Family, config: ELFConfig) -> eqx.Module:
     return family_named(family).network_template(config)
 
 
-def make_sampler(family: str | Family, settings: SamplerSettings, flow: FlowConstants, *, vocab_size: int,
+def make_sampler(family: str | Family, settings: SamplerSettingsBase, flow: FlowConstants, *, vocab_size: int,
                  length: int) -> ModelSampler:
-    """The sampler of ``settings`` for a model of ``family`` (see :meth:`Family.sampler`)."""
+    """The sampler of ``family``'s ``settings`` for a model of it (see :meth:`Family.sampler`)."""
     return family_named(family).sampler(settings, flow, vocab_size=vocab_size, length=length)
 
 
+def train_step_flops(
+    family: str | Family,
+    config: ELFConfig,
+    batch: int,
+    length: int,
+    *,
+    objective: Any = None,
+    encoder_config: Any = None,
+) -> float:
+    """FLOPs of one training step of ``family`` (a name or an :class:`elf_eqx.families.Family`) on
+    ``batch`` sequences of ``length`` tokens; see each family's ``train_step_flops`` (ELF needs its
+    ``objective`` for the denoise/decode split and counts the frozen encoder when ``encoder_config``
+    is given; the baselines count a forward-backward of every sequence)."""
+    return family_named(family, "unknown family").train_step_flops(config, batch, length, objective=objective,
+                                                           encoder_config=encoder_config)
+
+
 __all__ = ["ELF_FAMILY", "FAMILIES", "Family", "FamilyName", "ModelSampler", "build_network", "family_named",
-           "make_sampler", "network_template"]
+           "make_sampler", "network_template", "train_step_flops"]

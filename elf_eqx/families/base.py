@@ -7,7 +7,7 @@ evaluation are shared."""
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import equinox as eqx
@@ -16,7 +16,7 @@ from jaxtyping import PRNGKeyArray
 
 from elf_eqx.config import ELFConfig
 from elf_eqx.flow import FlowConstants
-from elf_eqx.sampling.settings import SamplerSettings
+from elf_eqx.sampling.settings_base import SamplerSettingsBase
 
 if TYPE_CHECKING:
     from elf_eqx.baselines.token_sampling import TokenCondition
@@ -44,6 +44,8 @@ class Family(abc.ABC):
     """Whether the family trains on latents of a frozen text encoder (only ELF does)."""
     title: ClassVar[str] = ""
     """How a loaded model's origin names the family ("" for ELF)."""
+    settings_class: ClassVar[type[SamplerSettingsBase]]
+    """The family's sampler settings: what its sampler is built from, its flags and its records' fields."""
 
     def __repr__(self) -> str:
         return f"<{self.name} family>"
@@ -77,34 +79,45 @@ class Family(abc.ABC):
         """Analytic FLOPs of drawing ``batch`` samples of ``length`` positions with ``nfe`` network
         evaluations each (and, for ELF, the decode pass)."""
 
+    def sampler_settings(self, values: Mapping[str, Any]) -> SamplerSettingsBase:
+        """This family's settings from ``values``, which may hold other families' settings and more
+        (a training run's sampling flags, a sample record's settings, also one written before the
+        families had settings of their own); missing ones take their defaults."""
+        return self.settings_class.from_dict(self.settings_class.own(values))
+
+    def sampler_record(self, settings: SamplerSettingsBase, flow: FlowConstants) -> dict[str, Any]:
+        """What a sample record says of the sampler: the settings, by name (ELF adds the flow constants)."""
+        return settings.to_dict()
+
     @abc.abstractmethod
-    def sampler(self, settings: SamplerSettings, flow: FlowConstants, *, vocab_size: int, length: int) -> ModelSampler:
-        """The family's sampler for ``settings`` (ELF's with the flow constants ``flow`` it was
-        trained with; the baselines read the settings that apply to them)."""
+    def sampler(self, settings: SamplerSettingsBase, flow: FlowConstants, *, vocab_size: int,
+                length: int) -> ModelSampler:
+        """The family's sampler for its ``settings`` (:attr:`settings_class`; ELF's with the flow
+        constants ``flow`` it was trained with)."""
 
     @abc.abstractmethod
     def no_condition(self, batch: int, length: int, config: ELFConfig) -> "Condition | TokenCondition":
         """The condition of ``batch`` unconditional samples of ``length`` positions."""
 
     @abc.abstractmethod
-    def sample_tag(self, settings: SamplerSettings) -> str:
+    def sample_tag(self, settings: SamplerSettingsBase) -> str:
         """A short name of ``settings`` for file names (``sde32-w3``, ``mdlm32``, ``ar``)."""
 
     # -- sweeps (benchmarks/steps_vs_ppl.py, benchmarks/conditional_scores.py) -----------------
 
     @abc.abstractmethod
-    def sweep_settings(self, axes: Any, cfg_weights: Sequence[float] = (1.0,)) -> list[SamplerSettings]:
+    def sweep_settings(self, axes: Any, cfg_weights: Sequence[float] = (1.0,)) -> list[SamplerSettingsBase]:
         """Every sampler setting a sweep (:class:`elf_eqx.sampling.sweep.SweepOptions`) runs for this family."""
 
     @abc.abstractmethod
-    def sweep_label(self, settings: SamplerSettings) -> str:
+    def sweep_label(self, settings: SamplerSettingsBase) -> str:
         """The curve ``settings`` belong to in a sweep's table and plots."""
 
     @abc.abstractmethod
-    def sweep_file_stem(self, settings: SamplerSettings) -> str:
+    def sweep_file_stem(self, settings: SamplerSettingsBase) -> str:
         """The samples file stem of one sweep configuration."""
 
     @abc.abstractmethod
-    def sweep_columns(self, settings: SamplerSettings, nfe: int) -> dict[str, Any]:
+    def sweep_columns(self, settings: SamplerSettingsBase, nfe: int) -> dict[str, Any]:
         """A sweep row's sampler columns: ``method, solver, sde_noise, gamma, omega, cfg_weight``
         (blank where they do not apply) and ``steps``."""

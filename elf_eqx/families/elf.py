@@ -11,8 +11,7 @@ from elf_eqx.flops import elf_forward_flops, encoder_forward_flops
 from elf_eqx.flow import FlowConstants
 from elf_eqx.model import ELF
 from elf_eqx.objective import FlowObjective
-from elf_eqx.sampler import Condition, Sampler
-from elf_eqx.sampling.settings import SamplerSettings
+from elf_eqx.sampler import Condition, Sampler, SamplerSettings
 
 
 def steps_for_nfe(setting: SamplerSettings, budget: int) -> int | None:
@@ -29,6 +28,7 @@ class ELFFamily(Family):
     name: ClassVar[str] = "elf"
     network: ClassVar[type] = ELF
     uses_encoder: ClassVar[bool] = True
+    settings_class: ClassVar[type] = SamplerSettings
 
     def objective(self, section: Any, vocab_size: int) -> FlowObjective:
         """:class:`FlowObjective` of the section's hyperparameters and flow constants."""
@@ -64,7 +64,11 @@ class ELFFamily(Family):
         return batch * (nfe * (fwd["body"] + fwd["denoise_head"]) + fwd["body"] + fwd["decode_head"])
 
     def sampler(self, settings: SamplerSettings, flow: FlowConstants, *, vocab_size: int, length: int) -> Sampler:
-        return Sampler(settings, flow)
+        return settings.sampler(flow)
+
+    def sampler_record(self, settings: SamplerSettings, flow: FlowConstants) -> dict[str, Any]:
+        """The settings and the flow constants the sampler ran with."""
+        return {**settings.to_dict(), **flow.to_dict()}
 
     def no_condition(self, batch: int, length: int, config: ELFConfig) -> Condition:
         return Condition.none(batch, length, config.encoder_dim)

@@ -9,7 +9,7 @@ from elf_eqx.baselines.token_sampling import TokenCondition
 from elf_eqx.config import ELFConfig
 from elf_eqx.families.base import Family
 from elf_eqx.flops import token_forward_flops
-from elf_eqx.sampling.settings import SamplerSettings
+from elf_eqx.sampling.settings_base import SamplerSettingsBase
 
 
 class TokenFamily(Family):
@@ -27,10 +27,9 @@ class TokenFamily(Family):
     def no_condition(self, batch: int, length: int, config: ELFConfig) -> TokenCondition:
         return TokenCondition.none(batch, length)
 
-    def sweep_file_stem(self, settings: SamplerSettings) -> str:
+    def sweep_file_stem(self, settings: SamplerSettingsBase) -> str:
         return self.sample_tag(settings)
 
-    def sweep_columns(self, settings: SamplerSettings, nfe: int) -> dict[str, Any]:
-        """The ELF sampler columns blank, ``method`` the family's name."""
-        return {"method": self.name, "solver": "", "sde_noise": "", "gamma": "", "omega": "", "cfg_weight": "",
-                "steps": settings.steps}
+    def sweep_columns(self, settings: SamplerSettingsBase, nfe: int) -> dict[str, Any]:
+        """The ELF sampler columns blank, ``method`` the family's name; each family adds its ``steps``."""
+        return {"method": self.name, "solver": "", "sde_noise": "", "gamma": "", "omega": "", "cfg_weight": ""}

@@ -40,7 +40,7 @@ from elf_eqx.release.tasks import (
     release_config,
     task_of,
 )
-from elf_eqx.sampling.settings import SamplerSettings
+from elf_eqx.sampling.settings_base import SamplerSettingsBase
 
 Weights = Literal["ema", "raw"]
 # Our checkpoints' state parts for each weights kind.
@@ -67,8 +67,8 @@ class ModelBundle:
     """``pad`` or ``eos``."""
     flow: FlowConstants
     """The flow constants the model was trained with (the sampler must use them)."""
-    sampling: SamplerSettings
-    """Default sampler settings: the run's periodic-sample settings, or the released ones."""
+    sampling: SamplerSettingsBase
+    """Default sampler settings (the family's own): the run's periodic-sample settings, or the released ones."""
     origin: str
     """What was loaded: the source, step, weights (and for releases preset and task)."""
     step: int | None
@@ -132,7 +132,7 @@ def _from_training_run(path: Path, weights: Sequence[str], step: int | None, enc
             latent_mean=run.data.latent_mean,
             latent_std=run.data.latent_std,
             flow=run.objective.flow,
-            sampling=run.sampling.settings,
+            sampling=run.sampling.settings_for(family),
             origin=f"{path} step {step} ({kind} weights, {family_name}{preset_name(model.config)}{converted})",
             step=step,
             kind="run",

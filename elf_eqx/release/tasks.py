@@ -19,7 +19,7 @@ from elf_eqx.data.spec import DataSpec
 from elf_eqx.errors import ConfigError
 from elf_eqx.flow import FLOW, FlowConstants
 from elf_eqx.release.names import config_from_reference
-from elf_eqx.sampling.settings import SamplerSettings
+from elf_eqx.sampler import SamplerSettings
 
 Task = Literal["owt", "de-en", "xsum"]
 

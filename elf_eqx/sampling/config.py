@@ -1,9 +1,10 @@
 """Settings of ``python -m elf_eqx.sample``: sections of flat flags (one ``--help`` group each) and
 the sampling presets shipped as ``configs/sample_<name>.yaml`` (keys: the sampler flags).
 
-The sampler flags are :class:`elf_eqx.sampling.settings.SamplerSettings` with every field
-optional: those left unset take the model source's own settings (a training run's periodic-sample
-settings, or a release's released ones; docs/method.md#sampling).
+The sampler flags are every family's sampler settings, each optional
+(:data:`elf_eqx.sampling.settings.SamplerOverrides`): those given that apply to the source's
+family change its own settings (a training run's periodic-sample settings, or a release's
+released ones; docs/method.md#sampling).
 """
 
 from __future__ import annotations
@@ -15,16 +16,13 @@ from typing import Annotated, Literal
 
 import tyro
 
-from elf_eqx.cli.args import SAMPLE_PRESET_PREFIX, DryRunFlags, MeshFlags, optional_fields, parse_cli
+from elf_eqx.cli.args import SAMPLE_PRESET_PREFIX, DryRunFlags, MeshFlags, parse_cli
 from elf_eqx.errors import ConfigError
 from elf_eqx.release.tasks import Task
-from elf_eqx.sampling.settings import SamplerSettings
+from elf_eqx.sampling.settings import SamplerOverrides
+from elf_eqx.sampling.settings_base import SamplerSettingsBase
 
 Flat = tyro.conf.OmitArgPrefixes
-
-SamplerOverrides = optional_fields(
-    SamplerSettings, "SamplerOverrides",
-    "The sampler; unset flags take the source's own settings (a run's, or the released ones).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,12 +110,10 @@ class SampleConfig:
     mesh: Annotated[MeshFlags, Flat] = MeshFlags()
     plan: Annotated[DryRunFlags, Flat] = DryRunFlags()
 
-    def __post_init__(self) -> None:
-        self.settings(SamplerSettings())  # a bad value fails here, naming the setting
-
-    def settings(self, own: SamplerSettings) -> SamplerSettings:
-        """The source's own settings ``own`` with the sampler flags given on top."""
-        return own.replace(**dataclasses.asdict(self.sampler))
+    def settings(self, own: SamplerSettingsBase) -> SamplerSettingsBase:
+        """The source's own settings ``own`` (its family's) with the sampler flags given that apply
+        to that family on top (a bad value fails when the flags are parsed, naming the flag)."""
+        return self.sampler.applied_to(own)
 
 
 def parse_sample_config(argv: Sequence[str] | None = None) -> SampleConfig:

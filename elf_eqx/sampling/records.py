@@ -2,7 +2,10 @@
 
 A samples file has one JSON object per sample: ``index``, ``text`` (decoded), ``token_ids``
 (the output ids of :func:`output_ids`), ``input`` and ``reference`` for conditional samples, and
-``settings`` (everything that produced it). ``python -m elf_eqx.eval`` reads it.
+``settings`` (everything that produced it: the ``family``, that family's own sampler settings —
+ELF's also its flow constants — the ``nfe``, the seed, the source, ...). ``python -m elf_eqx.eval``
+reads it; :func:`record_sampler` reads a record's sampler settings back, from records of every
+version (those written before the families had settings of their own carry ELF's for every family).
 
 Sample rows become text as the reference's evaluation does it (docs/method.md#sampling): each
 row's own condition prefix is stripped, at most ``max_length − max_input_length`` ids are kept,
@@ -24,8 +27,10 @@ from jaxtyping import Bool, Int
 from elf_eqx.data import DataSpec
 
 from elf_eqx.errors import ConfigError, DataError
+from elf_eqx.families import ELF_FAMILY, Family, family_named
 from elf_eqx.io.jsonl import json_lines
 from elf_eqx.io.atomic import refuse_existing, write_text_atomic
+from elf_eqx.sampling.settings_base import SamplerSettingsBase
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +100,15 @@ def sample_record(
             record["reference"] = condition.reference
     record["settings"] = settings
     return record
+
+
+def record_sampler(settings: dict[str, Any]) -> tuple[Family, SamplerSettingsBase]:
+    """The family and its sampler settings that a record's ``settings`` name. A record without a
+    family is ELF's (written before the baselines); the settings of other families (in a
+    baseline's record written before each family had its own: ELF's) and the rest of the record
+    are not the family's and are ignored."""
+    family = family_named(settings.get("family", ELF_FAMILY.name), "the sample record's family")
+    return family, family.sampler_settings(settings)
 
 
 def check_writable(path: str | Path, overwrite: bool) -> Path:

@@ -6,20 +6,38 @@ model's training compute (docs/method.md#sampling, #baselines)."""
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 from elf_eqx.errors import ConfigError
 from elf_eqx.encoders.load import load_encoder_config
+from elf_eqx.families.ar import ARSettings
 from elf_eqx.model import count_params
 from elf_eqx.parallel.mesh import MeshConfig
-from elf_eqx.sampling.settings import SamplerMethod, SamplerSettings
-from elf_eqx.solvers import SdeNoiseName, SolverName, TimeGridName
+from elf_eqx.sampler import SamplerMethod, SamplerSettings
+from elf_eqx.sampling.settings import setting, setting_axis
+from elf_eqx.sampling.settings_base import SamplerSettingsBase, StepsSetting
 from elf_eqx.sampling.text import TextSampler
 from elf_eqx.flops import distill_step_flops
 from elf_eqx.training.compute import training_compute
 from elf_eqx.training.run_directory import read_run_record
+
+
+# A sweep's axes: tuples of a setting's values, typed and documented by the setting's declaration.
+StepCounts = setting_axis(StepsSetting, "steps", note="Swept (ELF and MDLM; unused with --nfe):")
+Methods = setting_axis(SamplerSettings, "method", note="Swept (ELF):")
+Solvers = setting_axis(SamplerSettings, "solver", note="Swept (ELF):")
+SdeNoises = setting_axis(SamplerSettings, "sde_noise", note="Swept (ELF SDE):")
+Gammas = setting_axis(SamplerSettings, "gamma", note="Swept (ELF SDE):")
+Omegas = setting_axis(SamplerSettings, "omega", note="Swept (ELF):")
+CfgWeights = setting_axis(SamplerSettings, "cfg_weight", note="Swept (ELF):")
+# Settings a sweep holds fixed for every configuration.
+SweptTimeGrid = setting(SamplerSettings, "time_grid", note="Every ELF configuration's:")
+SweptGridExponent = setting(SamplerSettings, "grid_exponent", note="Every ELF configuration's:")
+SweptGridSeed = setting(SamplerSettings, "grid_seed", note="Every ELF configuration's:")
+SweptTopP = setting(ARSettings, "top_p")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -29,29 +47,19 @@ class SweepOptions:
 
     names: tuple[str, ...] | None = None
     """A short name per source for the tables and plots (default: each source's folder name)."""
-    steps: tuple[int, ...] = (8, 16, 32, 64, 128)
-    """Sampling step counts of ELF and MDLM (unused with --nfe)."""
+    steps: StepCounts = (8, 16, 32, 64, 128)
     nfe: tuple[int, ...] | None = None
     """Network-evaluation budgets: each sampler runs the most steps whose NFE fit each budget
     (CFG's second pass counts)."""
-    methods: tuple[SamplerMethod, ...] = ("ode", "sde")
-    """ELF samplers to sweep."""
-    solvers: tuple[SolverName, ...] = ("euler",)
-    """ELF step rules to sweep."""
-    sde_noises: tuple[SdeNoiseName, ...] = ("reference",)
-    """SDE churn noises to sweep (ODE ignores them)."""
-    gammas: tuple[float, ...] = (1.5,)
-    """SDE churn values (ODE ignores them)."""
-    omegas: tuple[float, ...] = (3.0,)
-    """SC-CFG scales ω."""
-    time_grid: TimeGridName = "logit_normal"
-    """Time grid of every ELF configuration."""
-    grid_exponent: float = 2.0
-    """Exponent of the power grid."""
-    grid_seed: int | None = None
-    """Draw the logit-normal grid once from this seed for every batch (None: per batch, as released)."""
-    top_p: float = 1.0
-    """AR sources: nucleus sampling probability (1 = plain temperature-1 sampling)."""
+    methods: Methods = typing.get_args(SamplerMethod)
+    solvers: Solvers = (SamplerSettings.solver,)
+    sde_noises: SdeNoises = (SamplerSettings.sde_noise,)
+    gammas: Gammas = (SamplerSettings.gamma,)
+    omegas: Omegas = (SamplerSettings.omega,)
+    time_grid: SweptTimeGrid = SamplerSettings.time_grid
+    grid_exponent: SweptGridExponent = SamplerSettings.grid_exponent
+    grid_seed: SweptGridSeed = SamplerSettings.grid_seed
+    top_p: SweptTopP = ARSettings.top_p
     batch_size: int = 32
     """Samples per compiled sampler call."""
     seed: int = 0
@@ -66,7 +74,8 @@ class SweepOptions:
     """Devices on the data axis (-1: all)."""
 
 
-def sweep_settings(session: TextSampler, axes: SweepOptions, cfg_weights: Sequence[float] = (1.0,)) -> list[SamplerSettings]:
+def sweep_settings(session: TextSampler, axes: SweepOptions,
+                   cfg_weights: Sequence[float] = (1.0,)) -> list[SamplerSettingsBase]:
     """What a sweep draws from one model: a distilled student its own sampler (its steps, grid and
     ω: the one it was distilled for), any other model its family's grid of settings
     (:meth:`~elf_eqx.families.Family.sweep_settings`)."""
@@ -133,7 +142,7 @@ def model_entry(name: str, session: TextSampler, compute: dict) -> dict:
             "origin": session.bundle.origin, **compute}
 
 
-def sampler_columns(name: str, setting: SamplerSettings, session: TextSampler, records: Sequence[dict]) -> dict:
+def sampler_columns(name: str, setting: SamplerSettingsBase, session: TextSampler, records: Sequence[dict]) -> dict:
     """The columns of one sweep row that say what drew it: model, family, sampler label, the ELF
     sampler's settings (blank for the baselines, whose ``method`` is their family), steps (AR: its
     length), nominal NFE and the mean evaluations ``records`` report as made (MDLM's cache)."""

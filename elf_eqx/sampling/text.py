@@ -26,7 +26,7 @@ from elf_eqx.sampling.records import ConditionInput, decode_outputs, sample_reco
 from elf_eqx.sampling.compiled import make_sample_fn
 from elf_eqx.baselines.token_sampling import TokenCondition, TokenSampleOutput
 from elf_eqx.sampler import Condition
-from elf_eqx.sampling.settings import SamplerSettings
+from elf_eqx.sampling.settings_base import SamplerSettingsBase
 
 
 @dataclasses.dataclass
@@ -39,7 +39,7 @@ class TextSampler:
     spec: DataSpec
     latent_encoder: LatentEncoder | None
     mesh: Mesh
-    _compiled: dict[SamplerSettings, tuple[ModelSampler, Callable]] = dataclasses.field(default_factory=dict)
+    _compiled: dict[SamplerSettingsBase, tuple[ModelSampler, Callable]] = dataclasses.field(default_factory=dict)
 
     @property
     def conditional(self) -> bool:
@@ -81,13 +81,13 @@ class TextSampler:
             latent_encoder = LatentEncoder(text_encoder, bundle.latent_mean, bundle.latent_std, compute_dtype=compute_dtype)
         return TextSampler(bundle, model, tok, spec, latent_encoder, make_mesh(mesh))
 
-    def sampler(self, settings: SamplerSettings) -> ModelSampler:
-        """The sampler of ``settings`` for this model's family (ELF's with the flow constants the
-        source was trained with; see :meth:`elf_eqx.families.Family.sampler`)."""
+    def sampler(self, settings: SamplerSettingsBase) -> ModelSampler:
+        """The sampler of ``settings`` (this model's family's) for this model (ELF's with the flow
+        constants the source was trained with; see :meth:`elf_eqx.families.Family.sampler`)."""
         return self.bundle.family.sampler(settings, self.bundle.flow, vocab_size=self.model.config.vocab_size,
                                           length=self.spec.max_length)
 
-    def _sample_fn(self, settings: SamplerSettings) -> tuple[ModelSampler, Callable]:
+    def _sample_fn(self, settings: SamplerSettingsBase) -> tuple[ModelSampler, Callable]:
         """The sampler of ``settings`` and its compiled function, built once per distinct settings."""
         if settings not in self._compiled:
             sampler = self.sampler(settings)
@@ -104,7 +104,7 @@ class TextSampler:
 
     def draw(
         self,
-        settings: SamplerSettings,
+        settings: SamplerSettingsBase,
         *,
         seed: int,
         batch_size: int,
@@ -114,8 +114,9 @@ class TextSampler:
         progress: bool = True,
     ) -> list[dict[str, Any]]:
         """Sample records (see :mod:`elf_eqx.sampling.records`): ``num_samples`` unconditional samples, or
-        one per condition in ``inputs``, in batches of ``batch_size``. Batch ``b`` uses the key
-        ``fold_in(key(seed), b)``, so the same seed and settings give the same samples."""
+        one per condition in ``inputs``, in batches of ``batch_size``, drawn with ``settings`` (this
+        model's family's). Batch ``b`` uses the key ``fold_in(key(seed), b)``, so the same seed and
+        settings give the same samples. Records carry the family's own settings only."""
         if self.conditional and not inputs:
             raise ConfigError("this model is conditional: give conditions (--input FILE.jsonl or --prompt TEXT)")
         if not self.conditional and inputs:
@@ -124,11 +125,13 @@ class TextSampler:
         total = len(inputs) if inputs else int(num_samples or 0)
         if total <= 0:
             raise ConfigError("nothing to sample: num_samples must be positive")
+        family = self.bundle.family
         record_settings = {
-            "family": self.bundle.family.name, **settings.to_dict(), "nfe": sampler.nfe(),
-            **self.bundle.flow.to_dict(), "seed": seed, "batch_size": batch_size, "length": self.spec.max_length,
+            "family": family.name, **family.sampler_record(settings, self.bundle.flow), "nfe": sampler.nfe(),
+            "seed": seed, "batch_size": batch_size, "length": self.spec.max_length,
             "compute_dtype": self.model.config.dtype.name, "origin": self.bundle.origin, "step": self.bundle.step,
-            "tokenizer": self.bundle.tokenizer, **({"encoder": self.bundle.encoder} if self.conditional else {}),
+            "tokenizer": self.bundle.tokenizer,
+            **({"encoder": self.bundle.encoder} if self.conditional and family.uses_encoder else {}),
             "mesh": dict(self.mesh.shape), **(extra_settings or {}),
         }
         records: list[dict[str, Any]] = []

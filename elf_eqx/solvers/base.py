@@ -16,7 +16,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
-from elf_eqx.flow import clipped_log_time, velocity
+from elf_eqx.flow import FlowConstants, clipped_log_time, velocity
 
 Predict = Callable[[Float[Array, "B L D"], Float[Array, "B L D"], Float[Array, ""]], Float[Array, "B L D"]]
 """``predict(z, x_prev, t) -> x̂``: the (guided) clean-latent estimate at time ``t`` given the
@@ -24,12 +24,17 @@ self-conditioning input ``x_prev``."""
 
 
 class FlowTerm(eqx.Module):
-    """What a solver knows of the flow: the x-prediction, the velocity floor ``t_eps`` and whether
-    each x̂ is fed to the next pass as its self-conditioning input."""
+    """What a solver knows of the flow: the x-prediction, the flow's constants (the velocity floor
+    ``t_eps``) and whether each x̂ is fed to the next pass as its self-conditioning input."""
 
     predict: Predict
-    t_eps: float = eqx.field(static=True)
+    flow: FlowConstants = eqx.field(static=True)
     self_condition: bool = eqx.field(static=True, default=True)
+
+    @property
+    def t_eps(self) -> float:
+        """The velocity floor of the flow."""
+        return self.flow.t_eps
 
     def x_hat(self, z: Float[Array, "B L D"], x_prev: Float[Array, "B L D"], t: Float[Array, ""]) -> Float[Array, "B L D"]:
         """``x̂(z, t)`` with self-conditioning input ``x_prev``."""
@@ -51,7 +56,8 @@ class FlowTerm(eqx.Module):
 
 class Solver(eqx.Module):
     """One step rule. Subclasses set :attr:`evaluations_per_step` and implement :meth:`step`
-    (and :meth:`init` when they carry a state)."""
+    (and :meth:`init` when they carry a state); the loop that runs them counts the evaluations
+    (:meth:`elf_eqx.sampler.Sampler.nfe`)."""
 
     evaluations_per_step: ClassVar[int] = 1
     """Network evaluations of one (non-final) step."""
@@ -73,7 +79,3 @@ class Solver(eqx.Module):
     ) -> tuple[Float[Array, "B L D"], Float[Array, "B L D"], Any]:
         """``(z at t_next, the x̂ the next step's self-conditioning receives, new state)``."""
         raise NotImplementedError
-
-    def nfe(self, num_steps: int) -> int:
-        """Network evaluations of ``num_steps`` steps whose last is an Euler step (one evaluation)."""
-        return (num_steps - 1) * self.evaluations_per_step + 1

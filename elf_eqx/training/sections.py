@@ -16,7 +16,7 @@ from elf_eqx.errors import ConfigError
 from elf_eqx.families import Family, FamilyName, family_named
 from elf_eqx.flow import FlowConstants
 from elf_eqx.objective import FlowObjective
-from elf_eqx.sampling.settings import SamplerSettings
+from elf_eqx.sampling.settings import SamplerFlags
 
 PresetName = Literal["ELF-B", "ELF-M", "ELF-L", "ELF-S", "ELF-XS", "ELF-T"]
 """The architecture presets of :data:`elf_eqx.config.PRESETS`."""
@@ -203,8 +203,9 @@ class OptimizerSection:
 
 
 @dataclasses.dataclass(frozen=True)
-class SamplingSection(SamplerSettings):
-    """The sample files written during training (EMA weights): the sampler settings, how often, how many."""
+class SamplingSection(SamplerFlags):
+    """The sample files written during training (EMA weights): the sampler settings (every family's:
+    the run's family takes its own, :meth:`settings_for`), how often, how many."""
 
     flag_prefix: ClassVar[str] = "--sampling."
 
@@ -218,11 +219,6 @@ class SamplingSection(SamplerSettings):
         for name in ("every", "num_samples"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{self.flag(name)} must be positive, got {getattr(self, name)}")
-
-    @property
-    def settings(self) -> SamplerSettings:
-        """The sampler settings alone."""
-        return SamplerSettings.from_dict({k: getattr(self, k) for k in SamplerSettings.names()})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -82,7 +82,7 @@ class TrainingRun:
         """Write a few EMA samples to ``<out>/samples/step_<step>.txt`` (atomically, process 0);
         conditional runs condition on the first rows of the dataset. Every process must call it."""
         texts = self.sample_text(model, jax.random.key(cfg.run.seed + step), mesh)
-        s = cfg.sampling
+        s = cfg.sampling.settings_for(self.family)
         lines = [f"# step {step}, {self.family.sample_tag(s)}, {self.sampler.nfe()} NFE"]
         lines += [f"[{i}] {text}" for i, text in enumerate(texts)]
         path = Path(out) / "samples" / f"step_{step:07d}.txt"
@@ -111,7 +111,7 @@ def build_run(cfg: TrainConfig) -> TrainingRun:
     loader = prefetch(Loader(data.rows, spec, cfg.optimizer.global_batch, seed=cfg.run.seed,
                              process_index=jax.process_index(), process_count=jax.process_count()), d.prefetch)
     elf_config = cfg.elf_config(encoder_dim, len(tokenizer))
-    sampler = family.sampler(cfg.sampling.settings, cfg.objective.flow, vocab_size=len(tokenizer),
+    sampler = family.sampler(cfg.sampling.settings_for(family), cfg.objective.flow, vocab_size=len(tokenizer),
                              length=spec.max_length)
     condition = _sample_condition(family, data, spec, latent_encoder, cfg.sampling.num_samples, elf_config)
     return TrainingRun(tokenizer, spec, data, loader, family, latent_encoder, elf_config, sampler, condition)

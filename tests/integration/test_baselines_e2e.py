@@ -54,6 +54,8 @@ def test_mdlm_run_resumes_samples_and_refuses_another_family(baseline_runs, corp
     sample_main([str(run), "--num-samples", "3", "--batch-size", "2", "--steps", "4", "--output", str(out), "--quiet"])
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 3 and records[0]["settings"]["family"] == "mdlm" and records[0]["settings"]["nfe"] == 4
+    assert records[0]["settings"]["steps"] == 4  # only MDLM's own settings
+    assert not {"method", "omega", "top_p", "p_mean"} & set(records[0]["settings"])
     assert 1 <= records[0]["nfe_used"] <= 4
 
     with pytest.raises(SystemExit) as stop:  # the other family's network does not fit this directory
@@ -73,3 +75,4 @@ def test_conditional_ar_run_samples_from_inputs(tmp_path, shared_dir):
     assert type(load_model_source(str(out)).model) is CausalLM
     assert len(records) == 3 and records[0]["input"] and "reference" in records[0]
     assert records[0]["settings"]["top_p"] == 0.9 and len(records[0]["token_ids"]) <= 24 - 8
+    assert not {"method", "steps", "omega", "p_mean", "encoder"} & set(records[0]["settings"])  # only AR's own

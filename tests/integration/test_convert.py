@@ -41,7 +41,7 @@ def test_convert_writes_our_format_once(reference_dir, cases, tmp_path):
     with open_run(out) as run:
         assert run.manager.metadata(step)["metadata"]["weights"] == "both"
     assert step == 1234 and record.converted_from == release.origin and record.elf == release.model.config
-    assert record.run.sampling.settings == release.sampling and record.run.objective.flow == release.flow
+    assert record.run.sampling.settings_for(record.model_family) == release.sampling and record.run.objective.flow == release.flow
     assert record.data_spec == DataSpec(vocab_size=50, pad_id=0, eos_id=1, max_length=1024, max_input_length=None,
                                         pad_mode="pad", packing=False)
     raw = load_model_source(str(out), weights="raw")

@@ -57,8 +57,7 @@ def test_release_file_samples_the_reference_tokens(reference_dir, cases):
         1024, 0, "pad", "google-t5/t5-small")
     assert bundle.sampling.to_dict() == {"method": "sde", "steps": 32, "gamma": 1.5, "omega": 3.0, "cfg_weight": 1.0,
                                          "time_grid": "logit_normal", "self_condition": True, "solver": "euler",
-                                         "sde_noise": "reference", "grid_exponent": 2.0, "grid_seed": None,
-                                         "top_p": 1.0}
+                                         "sde_noise": "reference", "grid_exponent": 2.0, "grid_seed": None}
     assert (bundle.latent_mean, bundle.latent_std) == (0.0, 0.2)
     assert bundle.flow.to_dict() == {"p_mean": -1.5, "p_std": 0.8, "noise_scale": 2.0, "t_eps": 0.05}
     raw = load_model_source(str(reference_dir / "checkpoint_1234"), weights="raw")

@@ -93,22 +93,24 @@ def test_errors_are_one_line_and_nothing_is_overwritten(uncond_run, cond_run, tm
 
 
 def test_sampler_settings_are_one_spelling():
-    """Every SamplerSettings field is a sample flag, a training flag and a Sampler keyword."""
+    """Every family's settings field is a sample flag, a training flag; ELF's are Sampler keywords."""
     import dataclasses
 
     from elf_eqx.cli.args import flag_table
     from elf_eqx.flow import FlowConstants
     from elf_eqx.sampling.config import SampleConfig
-    from elf_eqx.sampling.settings import SamplerSettings
+    from elf_eqx.sampling.settings import FAMILY_SETTINGS, SamplerSettings
+    from elf_eqx.solvers import NoChurn, UniformGrid
     from elf_eqx.training.config import TrainConfig
 
-    names = SamplerSettings.names()
-    assert set(names) <= set(flag_table(SampleConfig))
+    names = {name for settings in FAMILY_SETTINGS for name in settings.names()}
+    assert "top_p" in names and "top_p" not in SamplerSettings.names()
+    assert names <= set(flag_table(SampleConfig))
     assert {f"sampling.{n}" for n in names} <= set(flag_table(TrainConfig))
     settings = SamplerSettings(method="ode", steps=5, omega=2.0, time_grid="uniform", self_condition=False)
     sampler = settings.sampler(FlowConstants(noise_scale=1.5))
-    assert (sampler.num_steps, sampler.method, sampler.omega, sampler.time_grid, sampler.noise_scale,
-            sampler.self_condition) == (5, "ode", 2.0, "uniform", 1.5, False)
+    assert (sampler.steps, sampler.churn_rule, sampler.omega, sampler.time_grid, sampler.flow.noise_scale,
+            sampler.self_condition) == (5, NoChurn(), 2.0, UniformGrid(), 1.5, False)
     assert SamplerSettings.from_dict(settings.to_dict()) == settings
     assert settings.replace(steps=None, gamma=0.5) == dataclasses.replace(settings, gamma=0.5)
     cfg = parse_sample_config(["x", "--omega", "4", "--self-condition", "False"])

@@ -17,8 +17,9 @@ from elf_eqx.baselines.network import BidirectionalLM, CausalLM
 from elf_eqx.config import preset
 from elf_eqx.encoders.latent_encoder import TokenBatch
 from elf_eqx.families import build_network, make_sampler, network_template
+from elf_eqx.families.ar import ARSettings
+from elf_eqx.families.mdlm import MDLMSettings
 from elf_eqx.flow import FLOW
-from elf_eqx.sampling.settings import SamplerSettings
 from tolerances import reassociation
 
 pytestmark = pytest.mark.numerics  # compares float computations: .ci/run reruns it with a narrower ISA
@@ -161,9 +162,9 @@ def test_families_build_networks_samplers_and_templates():
         net = build_network(family, cfg, jax.random.key(0))
         assert type(net) is cls and net.extra_id == V and net.embed.shape == (V + 1, 64)
         assert jax.tree_util.tree_structure(network_template(family, cfg)) == jax.tree_util.tree_structure(net)
-    assert make_sampler("mdlm", SamplerSettings(steps=12), FLOW, vocab_size=V, length=8).nfe() == 12
-    assert make_sampler("ar", SamplerSettings(top_p=0.9), FLOW, vocab_size=V, length=8).top_p == 0.9
+    assert make_sampler("mdlm", MDLMSettings(steps=12), FLOW, vocab_size=V, length=8).nfe() == 12
+    assert make_sampler("ar", ARSettings(top_p=0.9), FLOW, vocab_size=V, length=8).top_p == 0.9
     with pytest.raises(ValueError, match="--objective 'gpt' is not one of"):
         build_network("gpt", cfg, jax.random.key(0))
     with pytest.raises(ValueError, match="--top-p must be in"):
-        SamplerSettings(top_p=0.0)
+        ARSettings(top_p=0.0)

@@ -55,15 +55,15 @@ def test_one_student_step_lands_where_two_exact_teacher_steps_land(t, t_mid, t_e
 def test_the_student_grid_is_every_other_point_of_the_teachers():
     flow = FlowConstants()
     for grid in ("logit_normal_quantile", "uniform"):
-        teacher = SamplerSettings(time_grid=grid, steps=8).build_grid().times(8, KEY, flow)
+        teacher = SamplerSettings(time_grid=grid, steps=8).sampler(flow).grid(KEY)
         student, mid = nested_grids(teacher)
-        own = SamplerSettings(time_grid=grid, steps=4).build_grid().times(4, KEY, flow)
+        own = SamplerSettings(time_grid=grid, steps=4).sampler(flow).grid(KEY)
         np.testing.assert_allclose(student, np.asarray(own), atol=1e-6)  # the same formula at the same points, ~8 ulp of 1
         assert len(mid) == 4 and all(a < m < b for a, m, b in zip(student, mid, student[1:]))
 
 
 def _objective(teacher, decode_share: float = 0.0) -> DistillObjective:
-    teacher_grid = SamplerSettings(time_grid="uniform", steps=4).build_grid().times(4, KEY, FlowConstants())
+    teacher_grid = SamplerSettings(time_grid="uniform", steps=4).sampler(FlowConstants()).grid(KEY)
     grid, mid = nested_grids(teacher_grid)
     return DistillObjective(teacher, grid, mid, omega=3.0, decode_share=decode_share)
 

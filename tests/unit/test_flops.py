@@ -7,7 +7,8 @@ import pytest
 from elf_eqx.config import preset
 from elf_eqx.encoders.bert import BertConfig
 from elf_eqx.encoders.t5 import T5Config
-from elf_eqx.flops import elf_forward_flops, encoder_forward_flops, token_forward_flops, train_step_flops
+from elf_eqx.families import train_step_flops
+from elf_eqx.flops import elf_forward_flops, encoder_forward_flops, token_forward_flops
 from elf_eqx.objective import FlowObjective
 
 

@@ -147,7 +147,7 @@ def test_self_conditioning_split_matches_the_coin_at_its_ends_and_skips_the_firs
     """``self_cond_draw="split"``: all or none self-conditioned gives the per-sample numbers exactly;
     at q = 0.5 the no-gradient first pass sees half the rows (the FLOP count says so too)."""
     from elf_eqx.config import preset
-    from elf_eqx.flops import train_step_flops
+    from elf_eqx.families import train_step_flops
 
     model, batch = tiny_model(), random_batch(batch=6)
     for q in (0.0, 1.0):

@@ -7,6 +7,7 @@ import pytest
 from elf_eqx.training.schedule import make_lr_schedule
 from run_fixtures import OLD_FLAT_RUN_CONFIG
 
+from elf_eqx.families import ELF_FAMILY
 from elf_eqx.sampling.settings import SamplerSettings
 from elf_eqx.training.config import TrainConfig, parse_train_config
 from elf_eqx.training.sections import OptimizerSection
@@ -28,7 +29,7 @@ def test_reference_preset_values():
     wmt = parse_train_config(["--preset", "wmt14_de_en"])
     assert (wmt.data.max_length, wmt.data.max_input_length, wmt.data.pad_mode) == (128, 64, "eos")
     assert (wmt.objective.label_drop_prob, wmt.optimizer.warmup_steps, wmt.objective.decoder_noise_scale) == (0.1, 5000, 1.0)
-    assert wmt.sampling.settings == SamplerSettings(method="ode", steps=64, omega=1.0, cfg_weight=2.0)
+    assert wmt.sampling.settings_for(ELF_FAMILY) == SamplerSettings(method="ode", steps=64, omega=1.0, cfg_weight=2.0)
     xsum = parse_train_config(["--preset", "xsum"])
     assert (xsum.data.max_length, xsum.data.max_input_length) == (1088, 1024)
     owt = parse_train_config(["--preset", "owt_elf_l"])
@@ -48,9 +49,10 @@ def test_sections_build_their_objects_and_old_names_still_work(tmp_path):
     assert (cfg.sampling.steps, cfg.sampling.omega, cfg.sampling.num_samples, cfg.sampling.every) == (8, 2.0, 3, 125)
     # The quickstart samples with the small-model winner of the sampler study; other presets keep the released SDE.
     assert (cfg.sampling.method, cfg.sampling.solver, cfg.sampling.sde_noise) == ("sde", "dpm2m", "consistent")
-    assert parse_train_config(["--preset", "owt_elf_b"]).sampling.settings == SamplerSettings()
-    sampler = cfg.sampling.settings.sampler(cfg.objective.flow)
-    assert (sampler.num_steps, sampler.omega, sampler.p_mean, sampler.noise_scale) == (8, 2.0, -1.0, 2.0)
+    assert parse_train_config(["--preset", "owt_elf_b"]).sampling.settings_for(ELF_FAMILY) == SamplerSettings()
+    sampler = cfg.sampling.settings_for(ELF_FAMILY).sampler(cfg.objective.flow)
+    assert (sampler.steps, sampler.omega, sampler.flow.p_mean, sampler.flow.noise_scale) == (8, 2.0, -1.0, 2.0)
+    assert (sampler.time_grid.p_mean, sampler.churn_rule.noise_scale) == (-1.0, 2.0)  # the objects carry them
     objective = cfg.objective.objective()
     assert (objective.branch, objective.flow.p_mean, objective.decoder_noise_scale) == ("per_step", -1.0, 5.0)
     assert cfg.mesh.config.fsdp == 1 and cfg.elf_config(16, 40).depth == 4  # ELF-XS
