@@ -17,6 +17,7 @@ import tyro
 
 from elf_eqx.cli.args import SAMPLE_PRESET_PREFIX, DryRunFlags, MeshFlags, optional_fields, parse_cli
 from elf_eqx.errors import ConfigError
+from elf_eqx.observe.profiler import SampleProfileFlags
 from elf_eqx.release.tasks import Task
 from elf_eqx.sampling.settings import SamplerSettings
 
@@ -111,6 +112,7 @@ class SampleConfig:
     out: Annotated[OutputSection, Flat] = OutputSection()
     mesh: Annotated[MeshFlags, Flat] = MeshFlags()
     plan: Annotated[DryRunFlags, Flat] = DryRunFlags()
+    profile: Annotated[SampleProfileFlags, Flat] = SampleProfileFlags()
 
     def __post_init__(self) -> None:
         self.settings(SamplerSettings())  # a bad value fails here, naming the setting
