@@ -5,6 +5,7 @@ objects it describes (:mod:`elf_eqx.training.config` composes them)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -268,8 +269,8 @@ class RunSection:
     """wandb entity (team or user; default: wandb's)."""
     wandb_name: str | None = None
     """wandb run name (default: the output directory's name)."""
-    wandb_tags: tuple[str, ...] = ()
-    """wandb run tags."""
+    wandb_tags: Sequence[str] = ()
+    """wandb run tags (held as a tuple; YAML and stored configs give a list)."""
     tensorboard: bool = False
     """Mirror metrics to TensorBoard under <output_dir>/tensorboard (pip install 'elf_eqx[tensorboard]'; no torch)."""
     peak_flops: float | None = None
