@@ -233,3 +233,17 @@ def test_wandb_offline_stopped_and_resumed_is_one_run(corpus, tmp_path):
     assert histories[0] == list(range(1, resumed_from + 1))
     assert histories[1] == [resumed_from + 1, resumed_from + 2]
     assert list((runs[1] / "files" / "media" / "table").glob("samples_*.table.json"))  # the sample table
+
+
+@pytest.mark.slow
+def test_sample_profile_dir_traces_the_sampling_call(tmp_path, capsys):
+    from run_fixtures import write_run
+
+    from elf_eqx.sample import main as sample_main
+
+    run = write_run(tmp_path / "run", conditional=False)
+    sample_main([str(run), "--steps", "2", "--num-samples", "2", "--batch-size", "2", "--quiet",
+                 "--output", str(tmp_path / "s.jsonl"), "--profile-dir", str(tmp_path / "trace")])
+    assert "profile of the sampling call written to" in capsys.readouterr().out
+    traces = list((tmp_path / "trace" / "plugins" / "profile").iterdir())
+    assert len(traces) == 1 and any(p.name.endswith(".xplane.pb") for p in traces[0].iterdir())
