@@ -110,7 +110,8 @@ class MetricsHook(Hook):
     FLOPs and what the steps since the previous record measurably cost (step time, tokens/s, MFU,
     data wait, host share, device memory: :mod:`elf_eqx.observe.step_clock`). ``sync`` schedules
     (sample files, which wait on the device anyway; a profiler trace's start and end) fetch without
-    a record, so the hooks run after them stay out of the measured step time. Process 0's start is added to ``run_info.json``."""
+    a record, so the hooks run after them stay out of the measured step time. Process 0's log
+    records this start in ``run_info.json``."""
 
     def __init__(self, log: MetricsLog | None, *, log_every: int, flush: Sequence[Schedule],
                  learning_rate: Callable[[int], float], throughput: Throughput, initial_step: int, total_steps: int,

@@ -143,13 +143,15 @@ def test_inspect_reports_an_incomplete_checkpoint_and_plots(observed_run, tmp_pa
     biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 2])  # a copy cut short
     with (run / "metrics.jsonl").open("a") as f:
         f.write('{"step": 5, "lo')  # a record being written
+    (run / "samples" / "s.jsonl.eval.json").write_text(json.dumps(
+        {"metrics": ["gen_ppl", "entropy"], "gen_ppl": 87.25, "entropy": 4.5, "settings": {"step": 4}}))
     inspect_main([str(run), str(observed_run), "--plot", str(tmp_path / "runs.png")])
     text = capsys.readouterr().out
     screen = text.split(f"== {observed_run}")[0]
     assert "step 2: complete" in screen and "step 4: INCOMPLETE" in screen and "bytes, expected" in screen
     assert "ELF ELF-T" in screen and "--model 'ELF-T' (was 'ELF-XS')" in screen
     assert "step time" in screen and "median" in screen and "of 1e+12 FLOP/s per device" in screen
-    assert "steps at 4" not in screen and "1 file(s) in samples/ at steps 4" in screen
+    assert "1 file(s) in samples/ at steps 4" in screen and "step 4: gen_ppl 87.25, entropy 4.5" in screen
     assert (tmp_path / "runs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
