@@ -34,7 +34,7 @@ from elf_eqx.cli.errors import run_parsed
 from elf_eqx.observe.device_memory import memory_figures
 from elf_eqx.observe.step_clock import StepClock, StepStopwatch, Throughput
 from elf_eqx.training.config import parse_train_config
-from elf_eqx.training.hooks import MetricsHook, Schedule, drive
+from elf_eqx.training.hooks import MetricsHook, Schedule
 from elf_eqx.training.metrics_log import MetricsLog
 from elf_eqx.training.stop_signal import StopRequest
 from elf_eqx.training.trainer import Trainer
@@ -85,13 +85,15 @@ def run(flags: list[str], args: Args) -> None:
 
         with StopRequest() as stop:
             steps = trainer.steps(stop)
+            # One metrics hook for the whole run, as in training (its log and run_info.json are
+            # opened once); it fetches when a block ends, since every block is --block steps long.
+            hook = MetricsHook(MetricsLog(Path(tmp) / "log"), log_every=args.block, flush=(Schedule(args.block),),
+                               learning_rate=lambda s: 0.0, throughput=throughput, initial_step=args.block,
+                               total_steps=trainer.total_steps, show=False, local_devices=trainer.mesh.local_devices)
 
-            def measured(index: int) -> None:
-                log = MetricsLog(Path(tmp) / f"log{index}")
-                hook = MetricsHook(log, log_every=args.block, flush=(Schedule(args.block),), learning_rate=lambda s: 0.0,
-                                   throughput=throughput, initial_step=int(trainer.state.step),
-                                   total_steps=trainer.total_steps, show=False, local_devices=trainer.mesh.local_devices)
-                drive(itertools.islice(steps, args.block), [hook])
+            def measured() -> None:
+                for info in itertools.islice(steps, args.block):
+                    hook(info)
 
             bare()  # compiles; the measured path's first call then finds the program compiled
             jax.device_get(trainer.state.step)
@@ -100,14 +102,17 @@ def run(flags: list[str], args: Args) -> None:
                 order = ("measured", "bare") if pair % 2 == 0 else ("bare", "measured")
                 for way in order:
                     start = time.perf_counter()
-                    measured(pair) if way == "measured" else bare()
+                    measured() if way == "measured" else bare()
                     times[way].append((time.perf_counter() - start) / args.block)
+            hook.close()
         trainer.close()
     medians = {way: statistics.median(values) for way, values in times.items()}
     result = {"train": flags, "block": args.block, "pairs": args.pairs, "device_kind": jax.devices()[0].device_kind,
               "s_per_step": times, "median_s_per_step": medians, "ratio": medians["measured"] / medians["bare"],
               "instrumentation_s_per_step": instrumentation_cost()}
     result["instrumentation_share"] = result["instrumentation_s_per_step"] / medians["bare"]
+    ratios = [m / b for m, b in zip(times["measured"], times["bare"])]
+    result["pair_ratios"] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
     print(json.dumps(result, indent=1))
 
 
