@@ -44,13 +44,13 @@ from elf_eqx.encoders.latent_encoder import LatentEncoder, TokenBatch  # noqa: E
 from elf_eqx.encoders.t5 import T5Config, T5Encoder  # noqa: E402
 from elf_eqx.families import train_step_flops  # noqa: E402
 from elf_eqx.model import ELF, count_params  # noqa: E402
+from elf_eqx.observe.chips import peak_flops_for  # noqa: E402
 from elf_eqx.objective import FlowObjective  # noqa: E402
 from elf_eqx.sampler import Sampler  # noqa: E402
 from elf_eqx.training.optim import make_optimizer  # noqa: E402
 from elf_eqx.training.step import TrainState, make_train_step, objective_parts  # noqa: E402
 
 # Peak dense bf16 tensor-core rates (FLOP/s) by device kind substring.
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "H800": 989e12, "A100": 312e12, "L40S": 362e12}
 T5_SMALL = T5Config(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8)
 T5_TINY = T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
 
@@ -97,8 +97,8 @@ def plan_for(args: Args) -> Plan:
 def peak_flops(args: Args) -> float | None:
     if args.peak_tflops is not None:
         return args.peak_tflops * 1e12
-    kind = jax.devices()[0].device_kind
-    return next((v for k, v in PEAK_BF16.items() if k in kind), None) if jax.default_backend() == "gpu" else None
+    device = jax.devices()[0]
+    return peak_flops_for(device.device_kind, device.platform)[0]
 
 
 # -- pieces ------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from elf_eqx.aot.dry_run import dry_run_sample
 from elf_eqx.cli.errors import cli_main, flag_errors
 from elf_eqx.families import ELF_FAMILY, Family
 from elf_eqx.errors import ConfigError
+from elf_eqx.observe.profiler import traced
 from elf_eqx.sampling.config import SampleConfig, parse_sample_config
 from elf_eqx.sampling.records import ConditionInput, check_writable, read_condition_inputs, write_samples_jsonl
 from elf_eqx.sampling.settings_base import SamplerSettingsBase
@@ -57,11 +58,12 @@ def sample(cfg: SampleConfig) -> tuple[Path, list[dict[str, Any]]]:
     )
     settings = cfg.settings(session.bundle.sampling)
     output = check_writable(cfg.out.output or default_output(cfg, settings, session.bundle.family), cfg.out.overwrite)
-    records = session.draw(
-        settings, seed=draw.seed, batch_size=draw.batch_size,
-        num_samples=draw.num_samples or DEFAULT_UNCONDITIONAL_SAMPLES, inputs=inputs or None,
-        extra_settings={"weights": load.weights, "source": cfg.source},
-    )
+    with traced(cfg.profile.profile_dir, "the sampling call", all_processes=cfg.profile.profile_all_processes):
+        records = session.draw(
+            settings, seed=draw.seed, batch_size=draw.batch_size,
+            num_samples=draw.num_samples or DEFAULT_UNCONDITIONAL_SAMPLES, inputs=inputs or None,
+            extra_settings={"weights": load.weights, "source": cfg.source},
+        )
     if jax.process_index() == 0:
         write_samples_jsonl(output, records)
     return output, records

@@ -22,7 +22,8 @@ starts (one per VM), which is also how the compile-only topology splits the chip
 
 Hardware facts per device (one device = one chip; v4 and v5p chips are one "megacore" device):
 
-- ``peak_flops``: dense bf16 FLOP/s from the vendor (HARDWARE.md).
+- ``peak_flops``: dense bf16 FLOP/s from the vendor (HARDWARE.md), read from the one table of chip
+  peaks that a run's measured MFU uses too (:mod:`elf_eqx.observe.chips`).
 - ``hbm_bytes``: for NVIDIA cards the ``device_memory_size`` of XLA's target spec (what the CUDA
   driver reports: 79.1 GiB on an H100 "80GB"); for TPUs the HBM libtpu's compiler lets one
   program use, as its out-of-memory error prints it (v4 30.75 GiB, v5p 95.74 GiB, v5e 15.75 GiB,
@@ -49,6 +50,7 @@ from importlib import resources
 from typing import Any
 
 from elf_eqx.errors import ConfigError
+from elf_eqx.observe.chips import chip_for_kind
 
 TARGET_FORMS = ("a TPU slice (v4-32, v5e-256, v5p-64, v6e-8), a TPU topology (v5p:2x4x4, v5p:1x1x1, "
                 "v5e:4x4, v6e:2x4, v4:2x2x4), an NVIDIA card with an optional count (h100, h100x8, h200, "
@@ -63,8 +65,19 @@ class _TpuGeneration:
     cores_per_chip: int    # how many TensorCores a chip counts for in a slice name
     chips_per_host: int
     hbm_bytes: int
-    peak_flops: float
     chip_config: str       # libtpu's chip_config_name: "megacore" makes one device per chip
+
+    @property
+    def peak_flops(self) -> float:
+        return _peak(self.device_kind)
+
+
+def _peak(device_kind: str) -> float:
+    """The dense bf16 peak of a known target's devices, from the one chip table."""
+    chip = chip_for_kind(device_kind)
+    if chip is None:
+        raise AssertionError(f"{device_kind} is missing from elf_eqx.observe.chips.CHIPS")
+    return chip.peak_flops
 
 
 def _gib(value: float) -> int:
@@ -74,10 +87,10 @@ def _gib(value: float) -> int:
 # HBM: what libtpu's compiler lets one program use ("available HBM" in its out-of-memory error,
 # libtpu 0.0.42), a little under the chip's memory (v4 32 GiB, v5p 96 GiB, v5e 16 GiB, v6e 31.5 GiB).
 TPU_GENERATIONS = {
-    "v4": _TpuGeneration("v4", "TPU v4", 3, 2, 4, _gib(30.75), 275e12, "megacore"),
-    "v5p": _TpuGeneration("v5p", "TPU v5", 3, 2, 4, _gib(95.74), 459e12, "megacore"),
-    "v5e": _TpuGeneration("v5e", "TPU v5 lite", 2, 1, 8, _gib(15.75), 197e12, "default"),
-    "v6e": _TpuGeneration("v6e", "TPU v6 lite", 2, 1, 8, _gib(31.25), 918e12, "default"),
+    "v4": _TpuGeneration("v4", "TPU v4", 3, 2, 4, _gib(30.75), "megacore"),
+    "v5p": _TpuGeneration("v5p", "TPU v5", 3, 2, 4, _gib(95.74), "megacore"),
+    "v5e": _TpuGeneration("v5e", "TPU v5 lite", 2, 1, 8, _gib(15.75), "default"),
+    "v6e": _TpuGeneration("v6e", "TPU v6 lite", 2, 1, 8, _gib(31.25), "default"),
 }
 _TPU_ALIASES = {"v5litepod": "v5e", "v5lite": "v5e", "v5": "v5p"}
 
@@ -98,21 +111,20 @@ class _GpuCard:
     name: str
     spec_file: str         # under elf_eqx/aot/specs/
     device_kind: str       # the spec's device_description_str, which JAX reports as device_kind
-    peak_flops: float
+
+    @property
+    def peak_flops(self) -> float:
+        return _peak(self.device_kind)
 
 
 GPU_CARDS = {
-    "h100": _GpuCard("h100", "h100_sxm.txtpb", "NVIDIA H100 80GB HBM3", 989e12),
-    "h200": _GpuCard("h200", "h200_sxm.txtpb", "NVIDIA H200 141GB HBM3e", 989e12),
-    "a100-80": _GpuCard("a100-80", "a100_sxm_80.txtpb", "NVIDIA A100-SXM4-80GB", 312e12),
-    "a100-40": _GpuCard("a100-40", "a100_sxm_40.txtpb", "NVIDIA A100-SXM4-40GB", 312e12),
+    "h100": _GpuCard("h100", "h100_sxm.txtpb", "NVIDIA H100 80GB HBM3"),
+    "h200": _GpuCard("h200", "h200_sxm.txtpb", "NVIDIA H200 141GB HBM3e"),
+    "a100-80": _GpuCard("a100-80", "a100_sxm_80.txtpb", "NVIDIA A100-SXM4-80GB"),
+    "a100-40": _GpuCard("a100-40", "a100_sxm_40.txtpb", "NVIDIA A100-SXM4-40GB"),
 }
 _GPU_ALIASES = {"a100": "a100-80", "a100-80gb": "a100-80", "a100-40gb": "a100-40"}
 GPUS_PER_HOST = 8
-
-# Peak bf16 FLOP/s by (a piece of) the device_kind JAX reports, for ``local``.
-_PEAK_BY_KIND = (("TPU v6", 918e12), ("TPU v5 lite", 197e12), ("TPU v5e", 197e12), ("TPU v5", 459e12),
-                 ("TPU v4", 275e12), ("H200", 989e12), ("H100", 989e12), ("A100", 312e12))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,7 +280,8 @@ def local_target() -> Target:
         hbm = (devices[0].memory_stats() or {}).get("bytes_limit")
     except Exception:  # noqa: BLE001 - CPU devices and some plugins have no memory stats
         hbm = None
-    peak = next((flops for piece, flops in _PEAK_BY_KIND if piece.lower() in kind.lower()), None)
+    chip = chip_for_kind(kind)
+    peak = None if chip is None else chip.peak_flops
     return Target(spelling="local", platform=platform, device_kind=kind, chips=len(devices),
                   hosts=jax.process_count(), processes=jax.process_count(),
                   hbm_bytes=int(hbm) if hbm else None, peak_flops=peak if backend != "cpu" else None,

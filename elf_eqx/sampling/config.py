@@ -18,6 +18,7 @@ import tyro
 
 from elf_eqx.cli.args import SAMPLE_PRESET_PREFIX, DryRunFlags, MeshFlags, parse_cli
 from elf_eqx.errors import ConfigError
+from elf_eqx.observe.profiler import SampleProfileFlags
 from elf_eqx.release.tasks import Task
 from elf_eqx.sampling.settings import SamplerOverrides
 from elf_eqx.sampling.settings_base import SamplerSettingsBase
@@ -109,6 +110,7 @@ class SampleConfig:
     out: Annotated[OutputSection, Flat] = OutputSection()
     mesh: Annotated[MeshFlags, Flat] = MeshFlags()
     plan: Annotated[DryRunFlags, Flat] = DryRunFlags()
+    profile: Annotated[SampleProfileFlags, Flat] = SampleProfileFlags()
 
     def settings(self, own: SamplerSettingsBase) -> SamplerSettingsBase:
         """The source's own settings ``own`` (its family's) with the sampler flags given that apply

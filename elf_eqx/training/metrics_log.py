@@ -1,5 +1,7 @@
 """What a training run writes besides checkpoints: metrics as JSONL (append-only, flushed per
-record), optional wandb/TensorBoard mirrors, and sample text files written atomically.
+record), ``run_info.json`` (each start: config, devices, peak; :mod:`elf_eqx.observe.run_info`),
+and the optional wandb and TensorBoard mirrors (:mod:`elf_eqx.observe.wandb_run`,
+:mod:`elf_eqx.observe.tensorboard`: no torch).
 
 On resume from step N, the records of steps after N (logged before a crash, and about to be
 logged again) are dropped from ``metrics.jsonl``, which is rewritten atomically; so the file
@@ -12,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from elf_eqx.io.atomic import write_text_atomic  # noqa: F401  (moved to elf_eqx.io.atomic; old imports keep working)
+from elf_eqx.observe.run_info import record_start
+from elf_eqx.observe.tensorboard import TensorBoardWriter
+from elf_eqx.observe.wandb_run import WandbRun, WandbSettings
 
 
 def drop_records_after(path: str | Path, step: int) -> int:
@@ -41,12 +46,15 @@ class MetricsLog:
 
     ``resume_step`` (the step the run restarts from; 0 for a fresh start) first drops the
     records of later steps, and any half-written last line, via :func:`drop_records_after`.
-    With ``wandb``/``tensorboard`` the same scalars go to those too (imported only when asked).
+    With ``wandb`` (``True`` or the run's :class:`WandbSettings`) and ``tensorboard`` (event files in
+    ``<dir>/tensorboard``) the numbers go to those too (imported only when asked); ``config`` is the
+    run config they and ``run_info.json`` record.
     """
 
-    def __init__(self, directory: str | Path, *, config: dict | None = None, wandb: bool = False,
+    def __init__(self, directory: str | Path, *, config: dict | None = None, wandb: bool | WandbSettings = False,
                  tensorboard: bool = False, resume_step: int | None = None):
-        self.path = Path(directory) / "metrics.jsonl"
+        self.directory, self.config = Path(directory), config
+        self.path = self.directory / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is not None:
             drop_records_after(self.path, resume_step)
@@ -54,13 +62,13 @@ class MetricsLog:
         self._wandb = None
         self._tb = None
         if wandb:
-            import wandb as wandb_lib  # optional dependency
-
-            self._wandb = wandb_lib.init(config=config, dir=str(directory), resume="allow")
+            self._wandb = WandbRun(directory, wandb if isinstance(wandb, WandbSettings) else WandbSettings(), config)
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter  # optional dependency
+            self._tb = TensorBoardWriter(self.directory / "tensorboard")
 
-            self._tb = SummaryWriter(str(Path(directory) / "tensorboard"))
+    def record_start(self, start: dict[str, Any]) -> None:
+        """Add this start of the run (its first step, devices, peak...) to ``run_info.json``."""
+        record_start(self.directory, self.config, start)
 
     def write(self, step: int, values: dict[str, Any]) -> None:
         """Record ``values`` (numbers or strings) for ``step``."""
@@ -69,10 +77,14 @@ class MetricsLog:
         self._file.flush()
         numeric = {k: v for k, v in record.items() if isinstance(v, float)}
         if self._wandb is not None:
-            self._wandb.log(numeric, step=int(step))
+            self._wandb.scalars(step, numeric)
         if self._tb is not None:
-            for name, value in numeric.items():
-                self._tb.add_scalar(name, value, int(step))
+            self._tb.scalars(step, numeric)
+
+    def samples(self, step: int, texts: list[str]) -> None:
+        """The sample texts written at ``step`` (a table in wandb; the file itself is the record)."""
+        if self._wandb is not None:
+            self._wandb.samples(step, texts)
 
     def close(self) -> None:
         self._file.close()

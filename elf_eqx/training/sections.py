@@ -5,6 +5,8 @@ objects it describes (:mod:`elf_eqx.training.config` composes them)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import tyro
@@ -16,6 +18,8 @@ from elf_eqx.errors import ConfigError
 from elf_eqx.families import Family, FamilyName, family_named
 from elf_eqx.flow import FlowConstants
 from elf_eqx.objective import FlowObjective
+from elf_eqx.observe.profiler import StepRange
+from elf_eqx.observe.wandb_run import WandbSettings
 from elf_eqx.sampling.settings import SamplerFlags
 
 PresetName = Literal["ELF-B", "ELF-M", "ELF-L", "ELF-S", "ELF-XS", "ELF-T"]
@@ -253,9 +257,47 @@ class RunSection:
     keep_checkpoints: int = 3
     """Keep the newest N checkpoints."""
     wandb: bool = False
-    """Mirror metrics to Weights & Biases (pip install 'elf_eqx[wandb]')."""
+    """Mirror metrics to Weights & Biases (pip install 'elf_eqx[wandb]'); a rerun of the same output
+    directory continues the same wandb run (its id is kept in run_info.json); WANDB_MODE=offline works."""
+    wandb_project: str | None = None
+    """wandb project (default: wandb's, e.g. WANDB_PROJECT)."""
+    wandb_entity: str | None = None
+    """wandb entity (team or user; default: wandb's)."""
+    wandb_name: str | None = None
+    """wandb run name (default: the output directory's name)."""
+    wandb_tags: Sequence[str] = ()
+    """wandb run tags (held as a tuple; YAML and stored configs give a list)."""
     tensorboard: bool = False
-    """Mirror metrics to TensorBoard under <output_dir>/tensorboard."""
+    """Mirror metrics to TensorBoard under <output_dir>/tensorboard (pip install 'elf_eqx[tensorboard]'; no torch)."""
+    peak_flops: float | None = None
+    """Peak dense bf16 FLOP/s of one device, for the measured MFU (default: the chip table's for the
+    device kind, elf_eqx/observe/chips.py; none on CPU)."""
+    profile_steps: str | None = None
+    """Write a jax.profiler trace of steps A:B (e.g. 2:3, both included; TensorBoard's profile plugin, Perfetto)."""
+    profile_dir: str | None = None
+    """Where --profile-steps writes its trace (default: <output_dir>/profile; a bucket where JAX reaches it)."""
+    profile_all_processes: bool = False
+    """Trace on every process (default: process 0 only)."""
 
     def __post_init__(self) -> None:
         _positive(self, "log_every", "save_every", "keep_checkpoints")
+        object.__setattr__(self, "wandb_tags", tuple(self.wandb_tags))  # a YAML or JSON list
+        if self.peak_flops is not None and self.peak_flops <= 0:
+            raise ConfigError(f"--peak-flops must be positive, got {self.peak_flops}")
+        if self.profile_steps is not None:
+            StepRange.parse(self.profile_steps)
+
+    @property
+    def wandb_settings(self) -> WandbSettings:
+        """Where the wandb mirror goes and what it is called."""
+        return WandbSettings(self.wandb_project, self.wandb_entity, self.wandb_name, self.wandb_tags)
+
+    @property
+    def profile_range(self) -> StepRange | None:
+        """The steps to trace (``None``: no trace)."""
+        return None if self.profile_steps is None else StepRange.parse(self.profile_steps)
+
+    @property
+    def profile_directory(self) -> str:
+        """Where a trace goes: ``--profile-dir``, else ``<output_dir>/profile``."""
+        return self.profile_dir or str(Path(self.output_dir) / "profile")

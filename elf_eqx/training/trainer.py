@@ -27,7 +27,8 @@ from elf_eqx.parallel.partition import replicated_shardings, tree_shardings
 from elf_eqx.training.checkpoint import CheckpointManager
 from elf_eqx.training.compute import training_compute
 from elf_eqx.training.config import TrainConfig
-from elf_eqx.training.hooks import CheckpointHook, Hook, MetricsHook, SampleHook, Schedule, StepInfo
+from elf_eqx.observe.step_clock import StepStopwatch, Throughput
+from elf_eqx.training.hooks import CheckpointHook, Hook, MetricsHook, SampleHook, Schedule, StepInfo, profile_hooks
 from elf_eqx.training.metrics_log import MetricsLog
 from elf_eqx.training.optim import make_optimizer
 from elf_eqx.training.schedule import make_lr_schedule
@@ -211,11 +212,13 @@ class Trainer:
         signal arrives during (read once a step: a later signal waits for the next)."""
         step_key = jax.random.fold_in(self.key, 1)
         step = int(self.state.step)
+        stopwatch = StepStopwatch()
         while step < self.total_steps:
-            batch = self.run.next_batch(self.batch_sharding)
-            self.state, metrics = self.step_fn(self.state, batch, step_key, self.objective, self.latent_encoder)
+            (self.state, metrics), timing = stopwatch.step(
+                step + 1, lambda: self.run.next_batch(self.batch_sharding),
+                lambda batch: self.step_fn(self.state, batch, step_key, self.objective, self.latent_encoder))
             step += 1
-            info = StepInfo(step, self.state, metrics, self.total_steps, stop.requested)
+            info = StepInfo(step, self.state, metrics, self.total_steps, stop.requested, timing)
             yield info
             if info.stopping is not None:
                 return
@@ -223,17 +226,19 @@ class Trainer:
     def hooks(self) -> list[Hook]:
         """Metrics (and NaN checks, before any checkpoint), checkpoints, sample files, as the run config schedules them."""
         cfg, r, is_main = self.cfg, self.cfg.run, jax.process_index() == 0
-        log = (MetricsLog(self.out, config=cfg.to_dict(), wandb=r.wandb, tensorboard=r.tensorboard,
-                          resume_step=self.start or 0) if is_main else None)
-        saves = Schedule(r.save_every)
+        log = (MetricsLog(self.out, config=cfg.to_dict(), wandb=r.wandb and r.wandb_settings,
+                          tensorboard=r.tensorboard, resume_step=self.start or 0) if is_main else None)
+        saves, samples = Schedule(r.save_every), Schedule(cfg.sampling.every, at_stop=False)
+        profile = profile_hooks(r, int(self.state.step))
         return [
             MetricsHook(log, log_every=r.log_every, flush=(Schedule(r.log_every), saves),
-                        learning_rate=self.learning_rate, tokens_per_step=self.per_step["tokens"],
-                        flops_per_step=self.per_step["train_flops"], initial_step=int(self.state.step),
-                        total_steps=self.total_steps, show=is_main),
+                        sync=(samples, *(p.boundaries for p in profile)),
+                        learning_rate=self.learning_rate, initial_step=int(self.state.step),
+                        throughput=Throughput.of(self.per_step, list(self.mesh.devices.flat), r.peak_flops),
+                        local_devices=self.mesh.local_devices, total_steps=self.total_steps, show=is_main),
             CheckpointHook(self.manager, saves, lambda: {"data": self.run.loader.state()}, self.key),
-            SampleHook(Schedule(cfg.sampling.every, at_stop=False),
-                       lambda model, step: self.run.write_samples(model, step, self.out, cfg, self.mesh)),
+            SampleHook(samples, lambda model, step: self.run.write_samples(model, step, self.out, cfg, self.mesh), log),
+            *profile,  # last: a trace starts after the other hooks of its step
         ]
 
     def describe(self) -> str:
