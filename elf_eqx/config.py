@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from elf_eqx.errors import ConfigError
+from elf_eqx.precision import PrecisionPolicy, policy_named
 
 ComputeDtype = Literal["auto", "float32", "bfloat16"]
 RematPolicy = Literal["none", "dots_saveable", "full"]
@@ -33,7 +34,8 @@ def resolve_compute_dtype(name: str, backend: str | None = None) -> jnp.dtype:
     """The activation dtype for ``name`` on ``backend`` (default: ``jax.default_backend()``).
 
     ``auto`` is bfloat16 on accelerators (GPU, TPU) and float32 on the CPU; the config keeps the
-    word ``auto``, so a checkpoint made on one backend runs in the right dtype on another.
+    word ``auto``, so a checkpoint made on one backend runs in the right dtype on another. The
+    dtype names the precision policy (:func:`precision_policy`).
     """
     if name == "auto":
         backend = jax.default_backend() if backend is None else backend
@@ -41,6 +43,12 @@ def resolve_compute_dtype(name: str, backend: str | None = None) -> jnp.dtype:
     if name not in ("float32", "bfloat16"):
         raise ConfigError(f"compute_dtype must be auto, float32 or bfloat16, got {name!r}")
     return jnp.dtype(name)
+
+
+def precision_policy(name: str, backend: str | None = None) -> PrecisionPolicy:
+    """The :class:`~elf_eqx.precision.PrecisionPolicy` ``compute_dtype`` ``name`` names on
+    ``backend``: ``float32``, or ``bfloat16`` (the accelerators' policy; ``auto`` on GPU/TPU)."""
+    return policy_named(resolve_compute_dtype(name, backend).name)
 
 
 def normalize_remat(value: str | bool | None) -> str:
@@ -80,9 +88,10 @@ class ELFConfig:
     proj_dropout: float = 0.0
     """Dropout on attention and MLP outputs, same blocks as attn_dropout."""
     compute_dtype: ComputeDtype = "auto"
-    """Activation dtype of the network's matmuls and the frozen encoder (parameters stay float32);
-    auto: bfloat16 on GPU/TPU, float32 on CPU. Norms, softmax statistics, both heads' outputs and
-    the loss are float32 whatever this says."""
+    """The precision policy (docs/method.md#precision): bfloat16 runs the matmuls of the network,
+    the frozen encoder and Muon's Newton-Schulz in bf16 over float32 weights, with float32 norms,
+    softmax, bias adds, reductions, heads' outputs, loss, optimizer state, EMA and sampler state;
+    float32 runs everything in float32; auto: bfloat16 on GPU/TPU, float32 on CPU."""
     remat: RematPolicy | bool = "none"  # a bool (old configs) is normalised to a policy name
     """Per-block rematerialisation policy (jax.checkpoint_policies names): none keeps every
     activation, dots_saveable keeps matmul outputs, full keeps only each block's input (true =
@@ -134,6 +143,11 @@ class ELFConfig:
     def dtype(self) -> jnp.dtype:
         """The resolved activation dtype on the current backend (see :func:`resolve_compute_dtype`)."""
         return resolve_compute_dtype(self.compute_dtype, backend_of(self.platform))
+
+    @property
+    def precision(self) -> PrecisionPolicy:
+        """The resolved precision policy on the network's platform (see :func:`precision_policy`)."""
+        return precision_policy(self.compute_dtype, backend_of(self.platform))
 
     @property
     def head_dim(self) -> int:

@@ -23,6 +23,7 @@ from elf_eqx.nn.norm import RMSNorm
 from elf_eqx.nn.rope import rope_angles
 from elf_eqx.nn.scalar_embed import ScalarEmbedder
 from elf_eqx.nn.transformer import Block, remat_policy, run_blocks, stacked_blocks
+from elf_eqx.precision import PrecisionPolicy, scope
 
 __all__ = ["ELF", "Block", "remat_policy", "count_params", "with_runtime_options"]
 
@@ -80,6 +81,11 @@ class ELF(eqx.Module):
         """The activation dtype on the current backend (``auto`` resolved: bf16 on GPU/TPU, float32 on CPU)."""
         return self.config.dtype
 
+    @property
+    def precision(self) -> PrecisionPolicy:
+        """The precision policy the network runs under (:attr:`ELFConfig.precision`)."""
+        return self.config.precision
+
     def hidden(
         self,
         z: Float[Array, "B L F"],
@@ -97,35 +103,59 @@ class ELF(eqx.Module):
         """
         cfg = self.config
         b, length, features = z.shape
-        dt = self.compute_dtype
-        x = z.astype(dt)
-        if features == 2 * cfg.encoder_dim:
-            x = self.self_cond_proj(x)
-        elif features != cfg.encoder_dim:
+        p = self.precision
+        if features not in (cfg.encoder_dim, 2 * cfg.encoder_dim):
             raise ValueError(
                 f"ELF input has {features} features; expected encoder_dim={cfg.encoder_dim} "
                 f"or 2·encoder_dim={2 * cfg.encoder_dim} (self-conditioning)"
             )
-        x = self.text_proj2(self.text_proj1(x))
-
-        t_vec, omega_vec, mode = (_as_batch_vector(v, b) for v in (t, omega, decode))
-        time_tok = self.time_tokens.astype(dt)[None] + self.t_embedder(t_vec, dt)[:, None, :]
-        cfg_tok = self.sc_cfg_tokens.astype(dt)[None] + self.sc_cfg_embedder(omega_vec, dt)[:, None, :]
-        mode_tok = self.mode_tokens.astype(dt)[None] * mode.astype(dt)[:, None, None]
-        x = jnp.concatenate([time_tok, cfg_tok, jnp.broadcast_to(mode_tok, (b, *mode_tok.shape[1:])), x], axis=1)
+        with scope("embeddings"):
+            x = self.embed_text(z, p)
+            t_vec, omega_vec, mode = (_as_batch_vector(v, b) for v in (t, omega, decode))
+            time_tok, cfg_tok, mode_tok = self.prefix_tokens(t_vec, omega_vec, mode, p)
+            x = jnp.concatenate([time_tok, cfg_tok, mode_tok, x], axis=1).astype(p.residual.elementwise)
 
         cos, sin = rope_angles(cfg.num_prefix_tokens, length, cfg.head_dim, cfg.rope_theta)
         x = run_blocks(self.blocks, cfg, x, cos, sin, key)
         return x[:, cfg.num_prefix_tokens :]
 
+    def embed_text(self, z: Float[Array, "B L F"], p: PrecisionPolicy) -> Float[Array, "B L H"]:
+        """The text positions' input: ``[z, x̂_prev]`` (``F = 2D``) through the self-conditioning
+        projection, then the bottleneck ``D → 128 → H``; in ``p.compute``."""
+        rule = p.embeddings
+        x = z.astype(rule.matmul)
+        if z.shape[-1] == 2 * self.config.encoder_dim:
+            x = self.self_cond_proj(x, rule)
+        return self.text_proj2(self.text_proj1(x, rule), rule)
+
+    def prefix_tokens(
+        self, t: Float[Array, " B"], omega: Float[Array, " B"], mode: Float[Array, " B"], p: PrecisionPolicy
+    ) -> tuple[Float[Array, "B T H"], Float[Array, "B S H"], Float[Array, "B M H"]]:
+        """The time, SC-CFG and mode tokens of each sample: the learned vectors plus the embedded
+        ``t`` and ω, the mode vectors times ``mode``. Formed in ``p.embeddings.elementwise`` (float32:
+        their gradients sum over the batch)."""
+        rule, b = p.embeddings, t.shape[0]
+        acc = rule.elementwise
+        time_tok = self.time_tokens.astype(acc)[None] + self.t_embedder(t, rule).astype(acc)[:, None, :]
+        cfg_tok = self.sc_cfg_tokens.astype(acc)[None] + self.sc_cfg_embedder(omega, rule).astype(acc)[:, None, :]
+        mode_tok = self.mode_tokens.astype(acc)[None] * mode.astype(acc)[:, None, None]
+        return time_tok, cfg_tok, jnp.broadcast_to(mode_tok, (b, *mode_tok.shape[1:]))
+
     def denoise_head(self, h: Float[Array, "B L H"]) -> Float[Array, "B L D"]:
-        """x̂, the clean-latent prediction: ``Linear(RMSNorm(h))`` in float32."""
-        return self.final_linear(self.final_norm(h)).astype(jnp.float32)
+        """x̂, the clean-latent prediction: ``Linear(RMSNorm(h))``, returned in the ``heads`` row's
+        result dtype (float32 in every policy)."""
+        rule = self.precision.heads
+        with scope("heads"):
+            return self.final_linear(self.final_norm(h), rule)
 
     def decode_head(self, h: Float[Array, "B L H"]) -> Float[Array, "B L V"]:
-        """Vocabulary logits ``gelu_tanh(h·W_p + b_p)·W_u + b_u`` from the pre-norm features, float32."""
-        p = jax.nn.gelu(self.decoder_proj(h), approximate=True)
-        return self.unembed(p).astype(jnp.float32)
+        """Vocabulary logits ``gelu_tanh(h·W_p + b_p)·W_u + b_u`` from the pre-norm features, the
+        GELU in the ``heads`` row's elementwise dtype and the logits in its result dtype (float32
+        in every policy)."""
+        rule = self.precision.heads
+        with scope("heads"):
+            p = jax.nn.gelu(self.decoder_proj(h, rule).astype(rule.elementwise), approximate=True)
+            return self.unembed(p, rule)
 
     def __call__(
         self,

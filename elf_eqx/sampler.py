@@ -380,7 +380,7 @@ class Sampler(eqx.Module):
             raise ValueError(f"sample latents have {shape[-1]} features but the model's encoder_dim is {d}")
         cond = condition if condition is not None else Condition.none(shape[0], shape[1], d)
         if z0 is None:
-            z0 = self.flow.noise_scale * jax.random.normal(k_noise, shape, jnp.float32)
+            z0 = self.flow.noise_scale * jax.random.normal(k_noise, shape, model.precision.sampler_state.elementwise)
         z1 = self.integrate(model, z0, self.grid(k_grid), cond, k_steps)
         tokens = self.decode(model, z1)
         if eos_id is not None:

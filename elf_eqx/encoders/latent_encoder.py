@@ -11,10 +11,11 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from elf_eqx.config import resolve_compute_dtype
+from elf_eqx.config import precision_policy
 from elf_eqx.encoders.latents import encoder_attention_mask, normalize_latents
 from elf_eqx.parallel.mesh import shard_batch
 from elf_eqx.objective import LatentBatch
+from elf_eqx.precision import scope
 
 
 def cast_floating(tree, dtype: jnp.dtype):
@@ -49,9 +50,10 @@ class LatentEncoder(eqx.Module):
     """The frozen text encoder with the latent normalisation and CFG label drop.
 
     ``encoder(input_ids (B, L), mask (B, L, L)) -> (B, L, D)`` is any of ``elf_eqx.encoders``;
-    its output never receives gradients. ``compute_dtype`` is the dtype the encoder runs in
-    (``auto``: bfloat16 on GPU/TPU, float32 on CPU): its weights are cast inside the compiled
-    step, its norms and softmax stay float32 inside, and the latents come out float32.
+    its output never receives gradients. ``compute_dtype`` names the precision policy whose
+    ``encoder`` row it runs by (``auto``: bfloat16 on GPU/TPU, float32 on CPU): its weights are
+    cast to that row's dtype inside the compiled step, its norms and softmax stay float32 inside,
+    and the latents come out in the ``loss`` row's dtype (float32).
     """
 
     encoder: eqx.Module
@@ -77,7 +79,9 @@ class LatentEncoder(eqx.Module):
     def _latents(self, batch: TokenBatch, drop: Bool[Array, " B"] | None) -> Float[Array, "B L D"]:
         """Normalised encoder states under the conditional encoder mask (no gradient)."""
         mask = encoder_attention_mask(batch.valid_mask, batch.cond_mask, drop)
-        dtype = resolve_compute_dtype(self.compute_dtype)
-        encoder = self.encoder if dtype == jnp.float32 else cast_floating(self.encoder, dtype)
-        hidden = jax.lax.stop_gradient(encoder(batch.input_ids, mask, unroll=self.unroll_layers))
-        return normalize_latents(hidden.astype(jnp.float32), self.latent_mean, self.latent_std)
+        policy = precision_policy(self.compute_dtype)
+        dtype = policy.encoder.matmul
+        with scope("encoder"):
+            encoder = self.encoder if dtype == jnp.float32 else cast_floating(self.encoder, dtype)
+            hidden = jax.lax.stop_gradient(encoder(batch.input_ids, mask, unroll=self.unroll_layers))
+        return normalize_latents(hidden.astype(policy.loss.elementwise), self.latent_mean, self.latent_std)

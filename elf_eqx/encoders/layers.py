@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
 from elf_eqx.encoders.latents import expand_padding_mask
+from elf_eqx.precision import scope
 
 
 def _gelu_erf(x: Array) -> Array:
@@ -70,12 +71,14 @@ def attend(
     Scores and softmax run in float32; the weighted sum is in the dtype of ``v``. A row with no
     allowed key attends uniformly (as an additive most-negative mask gives), never NaN.
     """
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
-    if bias is not None:
-        scores = scores + bias[None].astype(jnp.float32)
-    scores = jnp.where(mask[:, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+    with scope("attention_scores"):
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+    with scope("softmax"):
+        if bias is not None:
+            scores = scores + bias[None].astype(jnp.float32)
+        scores = jnp.where(mask[:, None], scores, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
     batch, length = out.shape[:2]
     return out.reshape(batch, length, -1)
 

@@ -18,6 +18,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from elf_eqx.encoders.layers import activation, attend, pair_mask, scan_layers, split_heads
 from elf_eqx.nn import Linear, RMSNorm
+from elf_eqx.precision import scope
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,9 +195,10 @@ class T5Encoder(eqx.Module):
 
     def position_bias(self, length: int) -> Float[Array, "H L L"]:
         """The relative-position bias ``(heads, L, L)`` shared by every layer, in float32."""
-        buckets = relative_position_buckets(
-            length, self.config.relative_attention_num_buckets, self.config.relative_attention_max_distance
-        )
+        with scope("positions"):
+            buckets = relative_position_buckets(
+                length, self.config.relative_attention_num_buckets, self.config.relative_attention_max_distance
+            )
         table = self.relative_attention_bias.astype(jnp.float32)
         return jnp.transpose(table[buckets], (2, 0, 1))
 

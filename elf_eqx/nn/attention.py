@@ -27,6 +27,7 @@ from elf_eqx.nn.linear import Linear
 from elf_eqx.nn.norm import RMSNorm
 from elf_eqx.nn.rope import apply_rope
 from elf_eqx.parallel.rows import sharded_rows, traced_row_axes
+from elf_eqx.precision import PrecisionPolicy, matmul, policy_of, scope
 
 # cuDNN flash attention takes bf16/fp16 operands and a head dimension that is a multiple of 8,
 # at most 128 on every NVIDIA GPU (256 from Hopper on); we pad smaller odd sizes up to it.
@@ -113,18 +114,28 @@ def explicit_attention(
     scale: float,
     causal: bool = False,
     probs_dropout: Callable[[Float[Array, "B heads N N"]], Float[Array, "B heads N N"]] | None = None,
+    precision: PrecisionPolicy | None = None,
 ) -> Float[Array, "B N heads D"]:
-    """``softmax(scale·q·kᵀ)·v`` with float32 scores and softmax; ``causal`` lets query ``i`` see
-    keys ``≤ i`` only; ``probs_dropout`` (if given) is applied to the float32 probabilities.
-    Output in the dtype of ``v``."""
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
-    if causal:
-        n = q.shape[1]
-        logits = jnp.where(jnp.tril(jnp.ones((n, n), bool)), logits, -jnp.inf)
-    probs = jax.nn.softmax(logits, axis=-1)
-    if probs_dropout is not None:
-        probs = probs_dropout(probs)
-    return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
+    """``softmax(scale·q·kᵀ)·v`` with the scores and the softmax as ``precision`` says (every
+    policy: float32; default: the policy of ``v``'s dtype); ``causal`` lets query ``i`` see keys
+    ``≤ i`` only; ``probs_dropout`` (if given) is applied to the float32 probabilities. Output in
+    the dtype of ``v``."""
+    p = precision if precision is not None else policy_of(v)
+    with scope("attention_scores"):
+        logits = matmul(_SCORES, q, k, p.attention_scores) * scale
+    with scope("softmax"):
+        logits = logits.astype(p.softmax.elementwise)
+        if causal:
+            n = q.shape[1]
+            logits = jnp.where(jnp.tril(jnp.ones((n, n), bool)), logits, -jnp.inf)
+        probs = jax.nn.softmax(logits, axis=-1)
+        if probs_dropout is not None:
+            probs = probs_dropout(probs)
+        return matmul(_MIX, probs, v, p.softmax).astype(v.dtype)
+
+
+_SCORES = functools.partial(jnp.einsum, "bqhd,bkhd->bhqk")
+_MIX = functools.partial(jnp.einsum, "bhqk,bkhd->bqhd")
 
 
 def fused_attention(
@@ -238,15 +249,19 @@ class SelfAttention(eqx.Module):
         *,
         key: PRNGKeyArray | None = None,
         dropout_scale: Float[Array, ""] | float = 1.0,
+        precision: PrecisionPolicy | None = None,
     ) -> Float[Array, "B N H"]:
         """``(B, N, H) -> (B, N, H)`` in the dtype of ``x``; ``cos``/``sin`` are the RoPE tables of
         :func:`rope_angles`. ``key`` enables the attention-probability dropout, at its rate times
-        ``dropout_scale`` (traced: the band of the scanned blocks)."""
+        ``dropout_scale`` (traced: the band of the scanned blocks). ``precision``: the policy
+        (default: the one of ``x``'s dtype)."""
+        p = precision if precision is not None else policy_of(x)
         b, n, h = x.shape
         head_dim = h // self.num_heads
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, head_dim)
-        q = apply_rope(self.q_norm(qkv[:, :, 0]), cos, sin)
-        k = apply_rope(self.k_norm(qkv[:, :, 1]), cos, sin)
+        with scope("projections"):
+            qkv = self.qkv(x, p.projections).reshape(b, n, 3, self.num_heads, head_dim)
+        q = apply_rope(self.q_norm(qkv[:, :, 0]), cos, sin, p.rope)
+        k = apply_rope(self.k_norm(qkv[:, :, 1]), cos, sin, p.rope)
         v = qkv[:, :, 2]
         scale = head_dim**-0.5
         dropping = self.attn_dropout.live and key is not None
@@ -257,6 +272,7 @@ class SelfAttention(eqx.Module):
         elif impl == "pallas":
             out = pallas_attention(q, k, v, scale, causal=self.causal)
         else:
-            probs_dropout = (lambda p: self.attn_dropout(p, key=key, scale=dropout_scale)) if dropping else None
-            out = explicit_attention(q, k, v, scale, self.causal, probs_dropout)
-        return self.proj(out.reshape(b, n, h))
+            probs_dropout = (lambda a: self.attn_dropout(a, key=key, scale=dropout_scale)) if dropping else None
+            out = explicit_attention(q, k, v, scale, self.causal, probs_dropout, p)
+        with scope("projections"):
+            return self.proj(out.reshape(b, n, h), p.projections)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from elf_eqx.nn.axes import AxisNames
+from elf_eqx.precision import Rule, matmul
 
 
 def xavier_uniform(key: PRNGKeyArray, fan_in: int, fan_out: int) -> Float[Array, "fan_in fan_out"]:
@@ -24,8 +25,9 @@ def xavier_uniform(key: PRNGKeyArray, fan_in: int, fan_out: int) -> Float[Array,
 class Linear(eqx.Module):
     """``y = x @ weight + bias`` over any leading dimensions.
 
-    Weights stay in their stored dtype (float32); the product runs in the dtype of ``x``,
-    so feeding bfloat16 activations gives bfloat16 matmuls with float32 master weights.
+    Weights stay in their stored dtype (float32); the owner's precision :class:`~elf_eqx.precision.Rule`
+    says what the product runs in (bf16 operands over float32 master weights on accelerators),
+    what it returns and the dtype of the bias add; without one, everything is in ``x``'s dtype.
     ``in_axis``/``out_axis`` are the logical names of the input and output features (static;
     ``None``: undeclared, which the partition rules refuse for any array worth sharding).
     """
@@ -75,9 +77,11 @@ class Linear(eqx.Module):
     def d_out(self) -> int:
         return self.weight.shape[1]
 
-    def __call__(self, x: Float[Array, "*batch d_in"]) -> Float[Array, "*batch d_out"]:
-        """``(..., d_in) -> (..., d_out)`` in the dtype of ``x``."""
-        y = x @ self.weight.astype(x.dtype)
+    def __call__(self, x: Float[Array, "*batch d_in"], rule: Rule | None = None) -> Float[Array, "*batch d_out"]:
+        """``(..., d_in) -> (..., d_out)``: the product in ``rule.matmul``, the bias added in
+        ``rule.elementwise``, returned in ``rule.result`` (default: all in ``x``'s dtype)."""
+        rule = rule if rule is not None else Rule.uniform(x.dtype)
+        y = matmul(jnp.matmul, x, self.weight, rule)
         if self.bias is not None:
-            y = y + self.bias.astype(x.dtype)
-        return y
+            y = y.astype(rule.elementwise) + self.bias.astype(rule.elementwise)
+        return y.astype(rule.result)

@@ -1,4 +1,5 @@
-"""RMS and mean/variance layer norms, computed in float32 whatever the activation dtype.
+"""RMS and mean/variance layer norms, computed in the precision policy's ``norms`` dtype (float32
+in every policy) whatever the activation dtype.
 
 Each declares the logical name of its feature axis (``axis``, given by its owner: ``"embed"``,
 ``"head_dim"``) for :mod:`elf_eqx.parallel.partition`.
@@ -12,6 +13,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from elf_eqx.nn.axes import AxisNames
+from elf_eqx.precision import policy_of, scope
 
 
 class RMSNorm(eqx.Module):
@@ -37,9 +39,10 @@ class RMSNorm(eqx.Module):
 
     def __call__(self, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch dim"]:
         """Normalise the last axis of ``(..., dim)``; same shape and dtype out."""
-        x32 = x.astype(jnp.float32)
-        inv = jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return (x32 * inv * self.weight).astype(x.dtype)
+        with scope("norms"):
+            x32 = x.astype(policy_of(x).norms.elementwise)
+            inv = jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+            return (x32 * inv * self.weight).astype(x.dtype)
 
 
 class LayerNorm(eqx.Module):
@@ -64,9 +67,10 @@ class LayerNorm(eqx.Module):
 
     def __call__(self, x: Float[Array, "*batch dim"]) -> Float[Array, "*batch dim"]:
         """Normalise the last axis of ``(..., dim)``; same shape and dtype out."""
-        x32 = x.astype(jnp.float32)
-        mean = jnp.mean(x32, axis=-1, keepdims=True)
-        centred = x32 - mean
-        var = jnp.mean(centred * centred, axis=-1, keepdims=True)
-        y = centred * jax.lax.rsqrt(var + self.eps) * self.weight + self.bias
-        return y.astype(x.dtype)
+        with scope("norms"):
+            x32 = x.astype(policy_of(x).norms.elementwise)
+            mean = jnp.mean(x32, axis=-1, keepdims=True)
+            centred = x32 - mean
+            var = jnp.mean(centred * centred, axis=-1, keepdims=True)
+            y = centred * jax.lax.rsqrt(var + self.eps) * self.weight + self.bias
+            return y.astype(x.dtype)

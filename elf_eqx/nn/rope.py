@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from elf_eqx.precision import FLOAT32, Rule, policy_of, scope
+
 
 def rope_angles(
     num_prefix: int, length: int, head_dim: int, theta: float = 10000.0
@@ -17,11 +19,13 @@ def rope_angles(
     """
     if head_dim % 2:
         raise ValueError(f"RoPE needs an even head dimension, got head_dim={head_dim}")
-    freqs = theta ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
-    angles = jnp.arange(length, dtype=jnp.float32)[:, None] * freqs[None, :]
-    prefix = jnp.zeros((num_prefix, head_dim // 2), jnp.float32)
-    angles = jnp.concatenate([prefix, angles], axis=0)
-    return jnp.cos(angles), jnp.sin(angles)
+    dtype = FLOAT32.positions.elementwise  # position tables are float32 in every policy
+    with scope("positions"):
+        freqs = theta ** (-jnp.arange(0, head_dim, 2, dtype=dtype) / head_dim)
+        angles = jnp.arange(length, dtype=dtype)[:, None] * freqs[None, :]
+        prefix = jnp.zeros((num_prefix, head_dim // 2), dtype)
+        angles = jnp.concatenate([prefix, angles], axis=0)
+        return jnp.cos(angles), jnp.sin(angles)
 
 
 def pair_swap(head_dim: int, dtype) -> Float[Array, "head_dim head_dim"]:
@@ -37,14 +41,20 @@ def apply_rope(
     x: Float[Array, "*batch N heads head_dim"],
     cos: Float[Array, "N half"],
     sin: Float[Array, "N half"],
+    rule: Rule | None = None,
 ) -> Float[Array, "*batch N heads head_dim"]:
-    """Rotate dims ``(2i, 2i+1)`` together: ``(a, b) -> (a cos − b sin, b cos + a sin)``, in float32.
+    """Rotate dims ``(2i, 2i+1)`` together: ``(a, b) -> (a cos − b sin, b cos + a sin)``, the swap in
+    ``rule.matmul`` and the rotation in ``rule.elementwise`` (default: the ``rope`` row of the policy
+    of ``x``'s dtype: float32), returned in ``x``'s dtype.
 
     Written as ``x·cos + (x P)·sin`` with ``P`` the pair-swapping matrix of :func:`pair_swap` and
     the tables repeated per pair, rather than by splitting the last axis into pairs: the same
     products and sums (``x P`` only moves and negates entries, exactly), but no axis of size 2,
     which a TPU would lay out padded to its 128 lanes (docs/method.md#network)."""
+    rule = rule if rule is not None else policy_of(x).rope
     head_dim = x.shape[-1]
-    swapped = jnp.einsum("...d,de->...e", x, pair_swap(head_dim, x.dtype), precision=jax.lax.Precision.HIGHEST)
-    c, s = (jnp.repeat(table, 2, axis=-1)[:, None, :] for table in (cos, sin))
-    return (x.astype(jnp.float32) * c + swapped.astype(jnp.float32) * s).astype(x.dtype)
+    with scope("rope"):
+        swapped = jnp.einsum("...d,de->...e", x.astype(rule.matmul), pair_swap(head_dim, rule.matmul),
+                             precision=jax.lax.Precision.HIGHEST)
+        c, s = (jnp.repeat(table, 2, axis=-1)[:, None, :] for table in (cos, sin))
+        return (x.astype(rule.elementwise) * c + swapped.astype(rule.elementwise) * s).astype(x.dtype)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from elf_eqx.nn.linear import Linear
+from elf_eqx.precision import F32, Rule
 
 
 def sinusoidal_features(s: Float[Array, " B"], dim: int = 256, max_period: float = 10000.0) -> Float[Array, "B dim"]:
@@ -35,7 +36,10 @@ class ScalarEmbedder(eqx.Module):
                             in_axis="embed", out_axis="embed")
         self.num_features = num_features
 
-    def __call__(self, s: Float[Array, " B"], dtype=jnp.float32) -> Float[Array, "B H"]:
-        """``(B,) -> (B, H)`` in ``dtype``."""
-        feats = sinusoidal_features(s, self.num_features).astype(dtype)
-        return self.mlp_2(jax.nn.silu(self.mlp_0(feats)))
+    def __call__(self, s: Float[Array, " B"], rule: Rule | None = None) -> Float[Array, "B H"]:
+        """``(B,) -> (B, H)``: the features formed in float32, the linear layers by ``rule``, the SiLU
+        in ``rule.elementwise``; returned in ``rule.result`` (default: everything float32)."""
+        rule = rule if rule is not None else Rule.uniform(F32)
+        feats = sinusoidal_features(s, self.num_features)
+        hidden = jax.nn.silu(self.mlp_0(feats, rule).astype(rule.elementwise))
+        return self.mlp_2(hidden, rule)

@@ -18,6 +18,7 @@ from elf_eqx.nn.dropout import Dropout
 from elf_eqx.nn.norm import RMSNorm
 from elf_eqx.nn.swiglu import SwiGLU
 from elf_eqx.parallel.rows import constrain_rows, sharded_rows
+from elf_eqx.precision import PrecisionPolicy, policy_of, scope
 
 
 class Block(eqx.Module):
@@ -57,15 +58,21 @@ class Block(eqx.Module):
         *,
         key: PRNGKeyArray | None = None,
         dropout_scale: Float[Array, ""] | float = 1.0,
+        precision: PrecisionPolicy | None = None,
     ) -> Float[Array, "B N H"]:
-        """One block in the dtype of ``x``; ``key=None`` disables dropout. ``dropout_scale``
-        multiplies every dropout rate of the block (traced; :func:`run_blocks` passes the layer's
-        0/1 place in the dropout band)."""
+        """One block: the residual stream ``x`` stays in its dtype (``precision.residual``), the
+        branches run in ``precision.compute`` (default: the policy of ``x``'s dtype). ``key=None``
+        disables dropout. ``dropout_scale`` multiplies every dropout rate of the block (traced;
+        :func:`run_blocks` passes the layer's 0/1 place in the dropout band)."""
+        p = precision if precision is not None else policy_of(x)
         k_attn, k_proj1, k_proj2 = jax.random.split(key, 3) if key is not None else (None,) * 3
-        a = self.attn(self.norm1(x), cos, sin, key=k_attn, dropout_scale=dropout_scale)
-        x = x + self.proj_dropout(a, key=k_proj1, scale=dropout_scale)
-        m = self.mlp(self.norm2(x))
-        return x + self.proj_dropout(m, key=k_proj2, scale=dropout_scale)
+        a = self.attn(self.norm1(x).astype(p.compute), cos, sin, key=k_attn, dropout_scale=dropout_scale,
+                      precision=p)
+        with scope("residual"):
+            x = x + self.proj_dropout(a, key=k_proj1, scale=dropout_scale).astype(x.dtype)
+        m = self.mlp(self.norm2(x).astype(p.compute), p)
+        with scope("residual"):
+            return x + self.proj_dropout(m, key=k_proj2, scale=dropout_scale).astype(x.dtype)
 
 
 def stacked_blocks(config: ELFConfig, key: PRNGKeyArray, *, causal: bool = False) -> Block:
@@ -98,8 +105,10 @@ def run_blocks(
     """``x`` through the stacked ``blocks`` under ``lax.scan`` (unrolled with ``config.scan_unroll``)
     with ``config``'s remat policy.
     ``key`` enables the blocks' dropout, in blocks ``depth//4 ≤ i < 3·depth//4`` only
-    (``config.dropout_layers()``); ``None`` is deterministic."""
+    (``config.dropout_layers()``); ``None`` is deterministic. ``x`` is the residual stream, in
+    ``config.precision.residual``'s dtype; the blocks run as ``config.precision`` says."""
     params, static = eqx.partition(blocks, eqx.is_array)
+    precision = config.precision
     # The dropout band is a traced 0/1 scale per layer, scanned along with the layer's weights,
     # not a static field: every stacked layer shares one set of static fields (filter_vmap traces
     # one Block; lax.scan runs one body). Splitting the scan into segments with differently
@@ -112,11 +121,12 @@ def run_blocks(
     def body(carry, layer):
         block_params, scale, layer_key = layer
         block = eqx.combine(block_params, static)
-        return constrain_rows(block(carry, cos, sin, key=layer_key, dropout_scale=scale)), None
+        return constrain_rows(block(carry, cos, sin, key=layer_key, dropout_scale=scale, precision=precision)), None
 
     # Under a mesh the rows stay split over the batch shards through every block, padded to a
     # multiple of them (elf_eqx.parallel.rows): unpinned, an unrolled stack was partly replicated.
     b = x.shape[0]
-    x, _ = jax.lax.scan(remat_policy(body, config.remat), sharded_rows(x), (params, band, layer_keys),
-                        unroll=config.scan_unroll)
+    with scope("residual"):  # the loop carries the residual stream
+        x, _ = jax.lax.scan(remat_policy(body, config.remat), sharded_rows(x), (params, band, layer_keys),
+                            unroll=config.scan_unroll)
     return x[:b]

@@ -23,9 +23,10 @@ import optax
 from jax.typing import DTypeLike
 from optax.contrib import MuonDimensionNumbers, MuonState
 
-from elf_eqx.config import ComputeDtype, backend_of, resolve_compute_dtype
+from elf_eqx.config import ComputeDtype, backend_of, precision_policy
 from elf_eqx.errors import ConfigError
 from elf_eqx.nn.axes import LAYERS, leaf_axes
+from elf_eqx.precision import scope
 from elf_eqx.tree_paths import key_name
 
 # optax.contrib.muon's defaults for its Adam side, which the reference relies on.
@@ -91,10 +92,11 @@ def scale_by_muon_low_precision(
             optax.tree.bias_correction(mu, beta, optax.safe_increment(count_inc)),
             optax.tree.bias_correction(updates, beta, count_inc),
         )
-        new = jax.tree_util.tree_map(
-            lambda x, d: orthogonalize(x.astype(ns_dtype), state.ns_coeffs, ns_steps, "frobenius", eps, d).astype(x.dtype),
-            mu_hat, dims, is_leaf=lambda x: isinstance(x, MuonDimensionNumbers),
-        )
+        with scope("newton_schulz"):
+            new = jax.tree_util.tree_map(
+                lambda x, d: orthogonalize(x.astype(ns_dtype), state.ns_coeffs, ns_steps, "frobenius", eps, d).astype(x.dtype),
+                mu_hat, dims, is_leaf=lambda x: isinstance(x, MuonDimensionNumbers),
+            )
         return new, MuonState(count=count_inc, mu=mu, ns_coeffs=state.ns_coeffs)
 
     return optax.GradientTransformation(inner.init, update_fn)
@@ -173,14 +175,14 @@ def make_optimizer(
 
     ``b2=None`` takes each optimizer's default: 0.999 on Muon's Adam side (optax's, as the
     reference), 0.95 for AdamW; ``b2=0.95`` with Muon is elf_eqx's former behaviour.
-    ``ns_dtype`` is the dtype of Muon's Newton–Schulz iterations (``auto``: bf16 on GPU/TPU,
-    float32 on CPU), resolved for ``platform`` (the network's :attr:`~elf_eqx.config.ELFConfig.platform`:
+    ``ns_dtype`` names the precision policy whose ``newton_schulz`` row Muon's iterations run by
+    (``auto``: bf16 on GPU/TPU, float32 on CPU; the run's ``compute_dtype``), resolved for ``platform`` (the network's :attr:`~elf_eqx.config.ELFConfig.platform`:
     a dry run's target; ``None``: this machine's), as the network's own compute dtype is.
     """
     if name == "muon":
         core = muon(learning_rate, muon_dimension_numbers, adam_b1=b1,
                     adam_b2=MUON_ADAM_B2 if b2 is None else b2, weight_decay=weight_decay,
-                    ns_dtype=resolve_compute_dtype(ns_dtype, backend_of(platform)))
+                    ns_dtype=precision_policy(ns_dtype, backend_of(platform)).newton_schulz.matmul)
     elif name == "adamw":
         core = optax.adamw(learning_rate, b1=b1, b2=ADAMW_B2 if b2 is None else b2, weight_decay=weight_decay)
     else:

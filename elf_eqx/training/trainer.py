@@ -121,7 +121,8 @@ def build_step_program(cfg: TrainConfig, family: Family, elf_config: ELFConfig, 
     name the flags."""
     opt = cfg.optimizer
     optimizer = make_optimizer(family.network_template(elf_config), schedule, name=opt.name, b1=opt.b1, b2=opt.b2,
-                               weight_decay=opt.weight_decay, clip_norm=opt.clip_norm)
+                               weight_decay=opt.weight_decay, clip_norm=opt.clip_norm,
+                               ns_dtype=elf_config.compute_dtype, platform=elf_config.platform)
     check_global_batch(opt.global_batch, mesh)
     if (opt.global_batch // opt.grad_accum) % batch_split(mesh):
         raise MeshError(f"micro-batches of {opt.global_batch // opt.grad_accum} (--global-batch / --grad-accum) "
