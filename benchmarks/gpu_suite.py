@@ -50,7 +50,6 @@ from elf_eqx.sampler import Sampler  # noqa: E402
 from elf_eqx.training.optim import make_optimizer  # noqa: E402
 from elf_eqx.training.step import TrainState, make_train_step, objective_parts  # noqa: E402
 
-# Peak dense bf16 tensor-core rates (FLOP/s) by device kind substring.
 T5_SMALL = T5Config(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8)
 T5_TINY = T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
 

@@ -181,7 +181,7 @@ def test_bf16_train_step_is_within_the_study_tolerances_of_float32():
     for name in ("float32", "bfloat16"):
         model = with_runtime_options(f32, compute_dtype=name)
         opt = make_optimizer(model, 1e-3, name="adamw")
-        state, metrics = make_train_step(FlowObjective(), opt)(TrainState.create(model, opt), batch, KEY)
+        state, metrics = make_train_step(opt)(TrainState.create(model, opt), batch, KEY, FlowObjective())
         results[name] = ({k: float(v) for k, v in metrics.items()}, state)
     (m32, _), (m16, s16) = results["float32"], results["bfloat16"]
     floats = {x.dtype for x in jax.tree_util.tree_leaves(eqx.filter((s16.model, s16.ema, s16.opt_state), eqx.is_array))
