@@ -18,7 +18,7 @@ from elf_eqx.aot.analysis import analyze
 from elf_eqx.aot.compile import CompiledProgram, abstract, compile_for_target, per_device_bytes, target_mesh
 from elf_eqx.aot.run_shapes import T5_SMALL_ENCODER, T5_SMALL_VOCAB
 from elf_eqx.aot.targets import Target
-from elf_eqx.aot.train_plan import attention_kernel, runtime_for
+from elf_eqx.aot.train_plan import runtime_for
 from elf_eqx.config import ELFConfig, preset
 from elf_eqx.errors import ConfigError
 from elf_eqx.families import ELF_FAMILY, Family
@@ -115,7 +115,7 @@ class SamplePlan:
                          costed=False)
         config = dataclasses.replace(src.elf_config, **runtime_for(self.target, self.compute_dtype))
         return {**report, "source": src.origin, "family": src.family.name, "length": self.length, "nfe": nfe,
-                "compute_dtype": config.compute_dtype, "attention": attention_kernel(config),
+                "compute_dtype": config.compute_dtype, "attention": config.attention_kernel(training=False),
                 "sampler": src.family.sample_tag(self.settings), "mesh": dict(compiled.mesh.shape),
                 "samples_per_s": None if not report["compiler_estimate_s"] else
                 self.batch_size / report["compiler_estimate_s"]}
