@@ -21,7 +21,7 @@ from elf_eqx.aot.compile import CompiledProgram, abstract, compile_for_target, p
 from elf_eqx.aot.kernels import pallas_backward_correction
 from elf_eqx.aot.run_shapes import SourceShapes, source_shapes
 from elf_eqx.aot.targets import Target
-from elf_eqx.config import ELFConfig, resolve_compute_dtype
+from elf_eqx.config import ComputeDtype, ELFConfig, resolve_compute_dtype
 from elf_eqx.encoders.latent_encoder import LatentEncoder
 from elf_eqx.parallel.mesh import batch_split
 from elf_eqx.training.compute import training_compute
@@ -36,7 +36,7 @@ def abstract_key() -> jax.ShapeDtypeStruct:
     return jax.eval_shape(lambda: jax.random.key(0))
 
 
-def runtime_for(target: Target, compute_dtype: str) -> dict[str, str]:
+def runtime_for(target: Target, compute_dtype: ComputeDtype) -> dict[str, str]:
     """The runtime options a network compiled for ``target`` runs with: ``compute_dtype`` with
     ``auto`` resolved for the target's backend (not this machine's) and the target's platform,
     which resolves ``attention: auto`` (:func:`elf_eqx.nn.attention.choose_attention`)."""
