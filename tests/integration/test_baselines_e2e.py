@@ -38,6 +38,7 @@ def metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_mdlm_run_resumes_samples_and_refuses_another_family(baseline_runs, corpus, tmp_path):
     run = tmp_path / "mdlm"
     shutil.copytree(baseline_runs["mdlm"], run)
