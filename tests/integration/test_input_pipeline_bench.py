@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
-
 import importlib.util
 import json
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
