@@ -22,13 +22,6 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, shared_dir) -> Path:
-    path = tmp_path_factory.mktemp("corpus") / "chapters.jsonl"
-    path.write_text("\n".join((shared_dir / "data" / "kjv" / "valid.jsonl").read_text().splitlines()[:12]) + "\n")
-    return path
-
-
 def train(corpus: Path, out: Path, *extra: str) -> Path:
     train_main([*TINY, "--data", str(corpus), "--cache-dir", str(out.parent / "cache"), "--output-dir", str(out), *extra])
     return out
