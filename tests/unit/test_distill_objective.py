@@ -18,7 +18,7 @@ from elf_eqx.flow import FlowConstants, euler_update
 from elf_eqx.solvers import Euler
 from elf_eqx.solvers.base import FlowTerm
 from elf_eqx.objective import LatentBatch
-from elf_eqx.sampling.settings import SamplerSettings
+from elf_eqx.sampler import SamplerSettings
 
 from helpers import random_batch, tiny_model
 

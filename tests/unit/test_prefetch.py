@@ -14,7 +14,8 @@ import datasets
 import numpy as np
 import pytest
 
-from elf_eqx.data import DataError, DataSpec, Loader
+from elf_eqx.data import DataSpec, Loader
+from elf_eqx.errors import DataError
 from elf_eqx.data.layout import ROW_FEATURES
 from elf_eqx.data.prefetch import Prefetcher, prefetch
 from elf_eqx.training.stop_signal import StopRequest
