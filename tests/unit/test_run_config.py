@@ -169,3 +169,13 @@ def test_help_documents_every_field(capsys):
                   "mesh options", "run options"):
         assert group in text
     assert "(default: 512)" in text and "Sequences per optimizer step" in text
+
+
+def test_a_resume_drops_the_metrics_records_after_its_step_and_a_cut_last_line(tmp_path):
+    from elf_eqx.training.metrics_log import drop_records_after
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"step": 4')
+    assert drop_records_after(path, 2) == 2
+    assert path.read_text() == '{"step": 1}\n{"step": 2}\n'
+    assert drop_records_after(path, 2) == 0 and drop_records_after(tmp_path / "none.jsonl", 2) == 0
