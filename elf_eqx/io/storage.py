@@ -91,6 +91,16 @@ def user_path(value: str | os.PathLike, flag: str) -> AnyPath:
     return epath.Path(text)
 
 
+def local_path(value: str | os.PathLike, flag: str, why: str = "it writes local files") -> pathlib.Path:
+    """A path a user gave with ``flag`` to a tool that works on local files only: a
+    :class:`pathlib.Path`, or a one-line :class:`ConfigError` for a bucket URI (naming ``why``) or
+    another scheme."""
+    path = user_path(value, flag)
+    if not isinstance(path, pathlib.Path):
+        raise ConfigError(f"{flag} {value}: takes a local path ({why}); copy to the bucket afterwards")
+    return path
+
+
 def as_path(value: str | os.PathLike) -> AnyPath:
     """``value`` as a path object without a flag to blame (a path the project made itself, or one
     already checked by :func:`user_path`)."""

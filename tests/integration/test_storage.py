@@ -17,7 +17,6 @@ here can reach a real cloud endpoint or a metadata server.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -327,3 +326,63 @@ def test_gcs_run_resumes_and_samples(workspace, reference):
         b = stored_state(reference / "checkpoints" / "9")
         for name in a:
             np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+# -- data prepared once, read by every process ---------------------------------------------------------
+
+
+def test_prepared_in_the_bucket_two_processes_read_their_rows_and_train_like_one(workspace, s3, tmp_path):
+    from helpers import xla_flags
+    from tolerances import reassociation
+
+    from elf_eqx.config import preset
+    from elf_eqx.data import DataSpec, Loader, prepare_data
+    from elf_eqx.data.prepared import PreparedRows
+    from elf_eqx.encoders.load import load_tokenizer
+
+    prepared = "s3://elf/prepared-kjv"
+    run([sys.executable, "-m", "elf_eqx.prepare", "--data", str(workspace / "chapters.jsonl"), "--output", prepared,
+         "--tokenizer", "offline-minilm", "--max-length", "16", "--packing", "--workers", "2"], env_for(workspace, s3))
+    names = objects(prepared)
+    assert "manifest.json" in names and any(n.endswith(".tokens") for n in names)
+    # Each process reads only its rows, in the order the local loader gives them.
+    tokenizer = load_tokenizer("offline-minilm")
+    spec = DataSpec.from_tokenizer(tokenizer, 16, packing=True)
+    local = prepare_data(str(workspace / "chapters.jsonl"), tokenizer, spec, cache_dir=tmp_path / "cache")
+    for process in range(2):
+        rows = PreparedRows(prepared)
+        mine = Loader(rows, spec, 8, seed=0, process_index=process, process_count=2)
+        theirs = Loader(local.rows, spec, 8, seed=0, process_index=process, process_count=2)
+        for _ in range(3):
+            a, b = next(mine), next(theirs)
+            for key in b:
+                np.testing.assert_array_equal(a[key], b[key])
+        assert rows.rows_read == 3 * 4, "3 batches of this process's 4 rows, nothing else"
+    # Two processes train from the bucket as one does.
+    args = [*TINY, "--global-batch", "8", "--max-steps", "3", "--mesh-fsdp", "2", "--data", prepared]
+    train = [sys.executable, "-m", "elf_eqx.train", *args]
+
+    def env(devices: int) -> dict[str, str]:
+        return {**env_for(workspace, s3), "XLA_FLAGS": xla_flags(devices)}
+
+    run([*train, "--output-dir", str(tmp_path / "one")], env(2))
+    from object_store import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    procs = [subprocess.Popen([*train, "--output-dir", str(tmp_path / "two"), "--coordinator-address", address,
+                               "--num-processes", "2", "--process-id", str(i)], env=env(1),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+
+    def losses(folder: Path) -> list[float]:
+        return [json.loads(line)["loss"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+    tol = reassociation(preset("ELF-T").mlp_hidden, layers=12)
+    assert len(losses(tmp_path / "two")) == 3
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=tol)

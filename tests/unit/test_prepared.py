@@ -85,7 +85,7 @@ def test_prepare_cli_and_a_run_that_does_not_fit(tokenizer, tmp_path, capsys):
 def test_several_processes_prepare_once_into_the_shared_cache(reference, tokenizer, tmp_path):
     spec, data = reference
     first = run_data("embedded", tokenizer, spec, cache_dir=str(tmp_path), process_index=0, process_count=2)
-    second = run_data("embedded", tokenizer, spec, cache_dir=str(tmp_path), process_index=1, process_count=2, wait=5)
+    second = run_data("embedded", tokenizer, spec, cache_dir=str(tmp_path), process_index=1, process_count=2, wait=5.0)
     assert len(first.rows) == len(second.rows) == len(data.rows)
     assert len([p for p in tmp_path.iterdir() if p.name.startswith("prepared-")]) == 1
     with pytest.raises(DataError, match="waited 0.5 s for process 0"):
