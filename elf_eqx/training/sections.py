@@ -83,7 +83,8 @@ class DataSection:
     layout's flags come from elf_eqx.data.spec.DataSpec)."""
 
     source: Annotated[str, tyro.conf.arg(name="data")] = "embedded-language-flows/openwebtext-t5"
-    """Hub dataset id, save_to_disk folder, .jsonl, .txt, or 'embedded' (the KJV subset in the package)."""
+    """Hub dataset id, save_to_disk folder, .jsonl, .txt, 'embedded' (the KJV subset in the package), or a
+    folder python -m elf_eqx.prepare wrote (local, gs:// or s3://; each host reads only its rows)."""
     data_split: str = "train"
     """Split of a hub dataset or DatasetDict folder."""
     encoder: str = "google-t5/t5-small"
