@@ -339,6 +339,41 @@ def local_copy(path: AnyPath) -> Iterator[pathlib.Path]:
         yield target
 
 
+def cached_copy(remote: AnyPath, cache_root: pathlib.Path) -> pathlib.Path:
+    """A local copy of a bucket file or folder under ``cache_root``, made once (keyed by its URI and
+    its objects' sizes; staged and renamed into place), for readers of local files only."""
+    import hashlib
+    import json
+
+    fs = filesystem(remote)
+    fs.invalidate_cache()
+    is_dir = fs.isdir(_bare(remote))
+    listing = file_sizes(remote) if is_dir else {"": int(fs.size(_bare(remote)))}
+    key = hashlib.sha256(json.dumps([str(remote), sorted(listing.items())]).encode()).hexdigest()[:24]
+    name = epath.Path(str(remote)).name or "data"
+    target = pathlib.Path(cache_root) / f"{key}" / name
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=".partial-", dir=target.parent))
+    try:
+        if is_dir:
+            for rel in listing:
+                dest = staging / name / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                fs.get_file(f"{_bare(remote).rstrip('/')}/{rel}", str(dest))
+        else:
+            fs.get_file(_bare(remote), str(staging / name))
+        try:
+            os.replace(staging / name, target)
+        except OSError:
+            if not target.exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 def upload_folder(local: pathlib.Path, target: AnyPath, *, last: str | None = None) -> None:
     """Copy every file of the local folder ``local`` to ``target`` (a bucket prefix or a local
     folder), the file named ``last`` (a completion marker) after all the others."""

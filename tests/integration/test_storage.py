@@ -386,3 +386,18 @@ def test_prepared_in_the_bucket_two_processes_read_their_rows_and_train_like_one
     tol = reassociation(preset("ELF-T").mlp_hidden, layers=12)
     assert len(losses(tmp_path / "two")) == 3
     assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=tol)
+
+
+def test_raw_data_in_the_bucket_reads_as_the_local_file(workspace, s3, tmp_path, monkeypatch):
+    from elf_eqx.data import load_source
+    from elf_eqx.io import storage
+
+    monkeypatch.setenv("ELF_EQX_DATA_CACHE", str(tmp_path / "cache"))
+    storage.write_bytes(storage.as_path("s3://other/raw/chapters.jsonl"), (workspace / "chapters.jsonl").read_bytes())
+    remote, local = load_source("s3://other/raw/chapters.jsonl"), load_source(str(workspace / "chapters.jsonl"))
+    assert remote.fingerprint == local.fingerprint and remote.dataset["text"] == local.dataset["text"]
+    assert load_source("s3://other/raw/chapters.jsonl").name == remote.name, "downloaded once"
+    from elf_eqx.data.errors import DataError
+
+    with pytest.raises(DataError, match="not found"):
+        load_source("s3://other/raw/missing.jsonl")
