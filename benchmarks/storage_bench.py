@@ -13,7 +13,7 @@
     python benchmarks/storage_bench.py read --json-out read.json
 
 3. ``read``: one host's share of each global batch read from the same rows as ``datasets`` Arrow
-   (local disk) and as prepared shards (local disk, S3 emulator).
+   (local disk) and as prepared shards (local disk, the S3 and GCS emulators).
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def read(args: argparse.Namespace) -> list[dict]:
     """A host's share of batches (process 0 of ``--hosts``), read from the same rows three ways:
     ``datasets`` Arrow on local disk (the pipeline's cache), prepared shards on local disk, prepared
     shards on the S3 emulator."""
-    from object_store import environment, guarded, process_env, s3_emulator
+    from object_store import environment, gcs_emulator, guarded, process_env, s3_emulator
 
     from elf_eqx.data import DataSpec, Loader, prepare_data
     from elf_eqx.data.prepared import PreparedRows, write_prepared
@@ -165,7 +165,10 @@ def read(args: argparse.Namespace) -> list[dict]:
         time_loader("prepared shards, local disk", PreparedRows(str(Path(tmp) / "prepared")))
         with s3_emulator("bench") as endpoint, environment(process_env(endpoint)), guarded():
             write_prepared(data.rows, spec, "s3://bench/prepared", conditional=False)
-            time_loader("prepared shards, S3 emulator", PreparedRows("s3://bench/prepared"))
+            time_loader("prepared shards, S3 emulator (moto)", PreparedRows("s3://bench/prepared"))
+        with gcs_emulator("bench") as endpoint, environment(process_env(endpoint)), guarded():
+            write_prepared(data.rows, spec, "gs://bench/prepared", conditional=False)
+            time_loader("prepared shards, GCS emulator (fake-gcs-server)", PreparedRows("gs://bench/prepared"))
     return rows
 
 
