@@ -117,14 +117,15 @@ def gcs_emulator(*buckets: str) -> Iterator[dict[str, str]]:
              "-port", str(port), "-external-url", url, "-public-host", f"127.0.0.1:{port}", "-log-level", "error"],
             stdout=subprocess.DEVNULL, stderr=open(Path(tmp) / "log", "w"))
         try:
-            deadline = time.time() + 20
+            deadline = time.time() + 60
             while True:
                 try:
                     urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1).read()
                     break
                 except OSError:
                     if time.time() > deadline or proc.poll() is not None:
-                        raise RuntimeError(f"fake-gcs-server did not start: {(Path(tmp) / 'log').read_text()[-2000:]}")
+                        raise RuntimeError(f"fake-gcs-server did not start (exit {proc.poll()}): "
+                                           f"{(Path(tmp) / 'log').read_text()[-2000:]}")
                     time.sleep(0.1)
             for bucket in buckets:
                 request = urllib.request.Request(f"{url}/storage/v1/b", data=f'{{"name": "{bucket}"}}'.encode(),

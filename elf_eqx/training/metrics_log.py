@@ -122,11 +122,6 @@ class MetricsLog:
         if self.remote:
             if resume_step is not None:
                 drop_parts_after(self.directory, resume_step)
-            if tensorboard:
-                from elf_eqx.errors import ConfigError
-
-                raise ConfigError(f"--tensorboard writes event files locally; with --output-dir {self.directory} "
-                                  "mirror the metrics to wandb, or read them with python -m elf_eqx.inspect")
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if resume_step is not None:

@@ -299,6 +299,9 @@ class RunSection:
     def __post_init__(self) -> None:
         _positive(self, "log_every", "save_every", "keep_checkpoints")
         user_path(self.output_dir, "--output-dir")
+        if self.tensorboard and storage.is_remote(self.output_dir):
+            raise ConfigError(f"--tensorboard writes event files locally; with --output-dir {self.output_dir} mirror "
+                              "the metrics to wandb, or read them with python -m elf_eqx.inspect")
         object.__setattr__(self, "wandb_tags", tuple(self.wandb_tags))  # a YAML or JSON list
         if self.peak_flops is not None and self.peak_flops <= 0:
             raise ConfigError(f"--peak-flops must be positive, got {self.peak_flops}")

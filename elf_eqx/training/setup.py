@@ -4,6 +4,7 @@ data, and the sample writer. Kept apart from the loop in :mod:`elf_eqx.training.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
@@ -51,9 +52,14 @@ class TrainingRun:
     _sample_fn: Callable | None = None
 
     def close(self) -> None:
-        """Stop a prefetching loader's thread (a plain loader holds nothing)."""
+        """Stop a prefetching loader's thread (a plain loader holds nothing); a process reading
+        prepared data says how many of its rows it read (its share of the batches it ran)."""
         if isinstance(self.loader, Prefetcher):
             self.loader.close()
+        read = getattr(self.data.rows, "rows_read", None)
+        if read is not None:
+            print(f"process {jax.process_index()}: read {read:,} of the {len(self.data.rows):,} rows of "
+                  f"{self.data.rows.path}", file=sys.stderr, flush=True)
 
     @property
     def steps_per_epoch(self) -> int:

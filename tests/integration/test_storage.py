@@ -42,7 +42,8 @@ TINY = [
 ]
 # `python -m elf_eqx.train ARGS`; with KILL_AT_COMMIT=N it SIGKILLs itself when orbax, in its
 # background thread, is about to write step N's commit file: every array of step N is in the bucket,
-# the step is not yet complete. That is a kill during an asynchronous save.
+# the step is not yet complete. That is a kill during an asynchronous save. With TERM_AT_STEP=N it
+# sends itself SIGTERM once step N is logged.
 DRIVER = textwrap.dedent(
     """
     import os, signal, sys
@@ -59,6 +60,18 @@ DRIVER = textwrap.dedent(
             return await finalize(self, *args, **kwargs)
 
         atomicity.CommitFileTemporaryPath.finalize = killing_finalize
+    term = os.environ.get("TERM_AT_STEP")
+    if term:  # SIGTERM to itself as the record of that step is logged: a signal in the middle of the run
+        from elf_eqx.training.metrics_log import MetricsLog
+
+        write = MetricsLog.write
+
+        def signalling_write(self, step, values):
+            write(self, step, values)
+            if step == int(term):
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        MetricsLog.write = signalling_write
     from elf_eqx.train import main
     main(sys.argv[1:])
     """
@@ -104,6 +117,12 @@ def objects(prefix: str) -> dict[str, int]:
     from elf_eqx.io import storage
 
     return storage.file_sizes(storage.as_path(prefix))
+
+
+def storage_text(path: str) -> str:
+    from elf_eqx.io import storage
+
+    return storage.as_path(path).read_text()
 
 
 def bucket_records(out: str) -> list[dict]:
@@ -311,8 +330,16 @@ def test_gcs_run_resumes_and_samples(workspace, reference):
             assert "checkpoints/6/commit_success.txt" in objects(out)
             first = bucket_records(out)
         assert [r["step"] for r in first] == list(range(1, 7))
+        # SIGTERM during the resumed run: the step is finished and its (asynchronous) save completes.
+        cmd = train_cmd(workspace, out, "--max-steps", "9", "--async-save", "--save-every", "100")
+        stopped = run(cmd, {**env, "TERM_AT_STEP": "7"})
+        assert f"resumed from {out} at step 6" in stopped.stdout and ": saved step " in stopped.stdout
+        saved = int(stopped.stdout.split(": saved step ")[1].split()[0])
+        assert saved in (7, 8), "the step the signal arrived in (read once a step) is finished and saved"
+        with environment(process_env(endpoint)):
+            assert f"checkpoints/{saved}/commit_success.txt" in objects(out), "the save on SIGTERM completed"
         proc = run(train_cmd(workspace, out, "--max-steps", "9", "--async-save"), env)
-        assert f"resumed from {out} at step 6" in proc.stdout
+        assert f"resumed from {out} at step {saved}" in proc.stdout
         run([sys.executable, "-m", "elf_eqx.sample", out, "--num-samples", "2", "--steps", "2",
              "--output", f"{out}/samples/cli.jsonl"], env)
         with environment(process_env(endpoint)):
@@ -377,8 +404,10 @@ def test_prepared_in_the_bucket_two_processes_read_their_rows_and_train_like_one
     finally:
         for p in procs:
             p.kill()
-    for p, (_, err) in zip(procs, outs):
+    for i, (p, (_, err)) in enumerate(zip(procs, outs)):
         assert p.returncode == 0, err[-3000:]
+        total = json.loads(storage_text(f"{prepared}/manifest.json"))["num_rows"]
+        assert f"process {i}: read 12 of the {total:,} rows of {prepared}" in err, "3 steps × its 4 rows of 8"
 
     def losses(folder: Path) -> list[float]:
         return [json.loads(line)["loss"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
