@@ -396,7 +396,8 @@ def test_prepared_in_the_bucket_two_processes_read_their_rows_and_train_like_one
     from object_store import free_port
 
     address = f"127.0.0.1:{free_port()}"
-    procs = [subprocess.Popen([*train, "--output-dir", str(tmp_path / "two"), "--coordinator-address", address,
+    # the two-process run writes its checkpoints (each process its shards, asynchronously) to the bucket
+    procs = [subprocess.Popen([*train, "--output-dir", "s3://elf/two", "--async-save", "--coordinator-address", address,
                                "--num-processes", "2", "--process-id", str(i)], env=env(1),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     try:
@@ -413,8 +414,11 @@ def test_prepared_in_the_bucket_two_processes_read_their_rows_and_train_like_one
         return [json.loads(line)["loss"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
     tol = reassociation(preset("ELF-T").mlp_hidden, layers=12)
-    assert len(losses(tmp_path / "two")) == 3
-    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=tol)
+    two = [r["loss"] for r in bucket_records("s3://elf/two")]
+    assert len(two) == 3, "one writer: process 0"
+    assert two == pytest.approx(losses(tmp_path / "one"), rel=tol)
+    written = objects("s3://elf/two/checkpoints/3")
+    assert "commit_success.txt" in written and "state/array_metadatas/process_1" in written
 
 
 def test_raw_data_in_the_bucket_reads_as_the_local_file(workspace, s3, tmp_path, monkeypatch):
