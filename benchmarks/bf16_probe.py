@@ -192,7 +192,8 @@ def main() -> None:
     parser.add_argument("--train-args", default="")
     parser.add_argument("--at-step", type=int, default=None, help="the last saved step to read (default: the newest)")
     args = parser.parse_args()
-    out = Path(args.output_dir)
+    from elf_eqx.io.storage import local_path
+    out = local_path(args.output_dir, "--output-dir")
     cfg = parse_train_config(train_args("float32", out, shlex.split(args.train_args)))
     run = build_run(cfg)
     objective = cfg.objective.objective()

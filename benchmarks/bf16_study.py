@@ -218,7 +218,8 @@ def main() -> None:
                         help="compare the runs at this saved step (default: their last; the schedule stays the run's)")
     parser.add_argument("--skip-probe", action="store_true", help="leave out bf16_probe.py's statistics")
     args = parser.parse_args()
-    out, extra = Path(args.output_dir), shlex.split(args.train_args)
+    from elf_eqx.io.storage import local_path
+    out, extra = local_path(args.output_dir, "--output-dir"), shlex.split(args.train_args)
     out.mkdir(parents=True, exist_ok=True)
 
     from elf_eqx.training.config import parse_train_config

@@ -19,10 +19,10 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-from pathlib import Path
 
 import tyro
 
+from elf_eqx.io.storage import local_path
 from elf_eqx.cli.errors import cli_main, flag_errors
 from elf_eqx.errors import ConfigError, DataError
 from elf_eqx.evaluate import evaluate_conditional
@@ -81,7 +81,7 @@ def csv_text(rows: list[dict]) -> str:
 
 def score(cfg: ScoresConfig) -> list[dict]:
     """Draw and score every model × configuration, write the result files, return the rows."""
-    out = Path(cfg.output_dir)
+    out = local_path(cfg.output_dir, "--output-dir")
     for name in RESULT_FILES:
         refuse_existing(out / name, cfg.overwrite, other="--output-dir")
     names = model_names(cfg.sources, cfg.names)
@@ -126,7 +126,7 @@ def main(argv: list[str]) -> None:
     with flag_errors():
         cfg = tyro.cli(ScoresConfig, args=argv)
     score(cfg)
-    print((Path(cfg.output_dir) / "conditional_scores.md").read_text())
+    print((local_path(cfg.output_dir, "--output-dir") / "conditional_scores.md").read_text())
     print(f"wrote {', '.join(RESULT_FILES)} and samples/ to {cfg.output_dir}")
 
 

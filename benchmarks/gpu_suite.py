@@ -280,7 +280,8 @@ def main(args: Args) -> dict:
     result["pipeline"] = pipeline_row(plan.pipeline_batch, plan.length, plan.encoder.vocab_size)
     result["total_s"] = time.perf_counter() - start
     print(format_table(result))
-    out = Path(args.out)
+    from elf_eqx.io.storage import local_path
+    out = local_path(args.out, "--out")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out}")

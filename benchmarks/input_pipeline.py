@@ -257,7 +257,8 @@ def run(args: Args) -> None:
         record = {"args": settings_used,
                   "appetite_rows_per_s": {str(s): v for s, v in appetite.items()}, "results": results,
                   "stages_ms": stages, "source_build_s": built, "prepare_s": prepared}
-        Path(args.json_out).write_text(json.dumps(record, indent=2) + "\n")
+        from elf_eqx.io.storage import local_path
+        local_path(args.json_out, "--json-out").write_text(json.dumps(record, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import equinox as eqx
@@ -177,7 +176,8 @@ def breakdown(argv: list[str], target_spelling: str, output: str | None) -> dict
     print("\n".join(lines) + "\n(compiler estimates for one chip of " + target_spelling + "; the pieces overlap: "
           "the branches contain their attention and the decode branch its head)")
     if output:
-        write_text_atomic(Path(output), json.dumps(result, indent=2) + "\n")
+        from elf_eqx.io.storage import user_path
+        write_text_atomic(user_path(output, "--output"), json.dumps(result, indent=2) + "\n")
     return result
 
 

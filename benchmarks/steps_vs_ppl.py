@@ -29,6 +29,7 @@ from typing import Literal
 
 import tyro
 
+from elf_eqx.io.storage import local_path
 from elf_eqx.cli.errors import cli_main, flag_errors
 from elf_eqx.data import load_source
 from elf_eqx.errors import ConfigError, DataError
@@ -189,7 +190,7 @@ def plot_frontier(rows: list[dict], reference: dict | None, path: Path, title: s
 
 def sweep(cfg: SweepConfig) -> tuple[list[dict], dict | None]:
     """Run the sweep, write the result files, return the rows and the reference figures."""
-    out = Path(cfg.output_dir)
+    out = local_path(cfg.output_dir, "--output-dir")
     for name in RESULT_FILES:
         refuse_existing(out / name, cfg.overwrite, other="--output-dir")
     if cfg.judge_batch_size < 1:

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
+from elf_eqx.io.storage import AnyPath, check_bucket, is_remote, user_path
 from elf_eqx.cli.errors import cli_main, flag_errors
 from elf_eqx.errors import ConfigError, OutputExistsError
 from elf_eqx.io.atomic import refuse_existing, staged_file, staged_folder
@@ -102,7 +103,7 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _copy_encoder(encoder: str, out: Path) -> Path:
+def _copy_encoder(encoder: str, out: AnyPath) -> AnyPath:
     """Copy a local encoder file or folder into ``out`` (staged under a hidden name, then renamed)."""
     source = Path(encoder)
     if not source.exists():
@@ -117,9 +118,10 @@ def _copy_encoder(encoder: str, out: Path) -> Path:
     return target
 
 
-def convert(cfg: ConvertConfig) -> Path:
+def convert(cfg: ConvertConfig) -> AnyPath:
     """Write ``cfg.source`` into ``cfg.output_dir``; returns the step folder written."""
-    out = Path(cfg.output_dir)
+    out = user_path(cfg.output_dir, "--output-dir")
+    check_bucket(out, "--output-dir")
     checkpoints = out / "checkpoints"
     # Only complete steps count: orbax replaces a killed save's temporary folder.
     if checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir()):
@@ -129,14 +131,14 @@ def convert(cfg: ConvertConfig) -> Path:
                                         tokenizer=cfg.tokenizer, task=cfg.task, architecture=cfg.architecture)
     bundle = bundles[kinds[-1]]
     if bundle.kind == "run":  # one of ours: keep its run record, drop the optimizer state
-        record = dataclasses.replace(read_run_record(Path(cfg.source), bundle.step)[0], encoder=bundle.encoder,
+        record = dataclasses.replace(read_run_record(user_path(cfg.source, "the source"), bundle.step)[0], encoder=bundle.encoder,
                                      tokenizer=bundle.tokenizer, converted_from=bundle.origin)
     else:
         task = task_of(cfg.source, cfg.task)
         record = release_run_record(bundle, _release_data_spec(bundle, task, cfg.tokenizer))
     copied = _copy_encoder(bundle.encoder, out) if cfg.copy_encoder else None
     if copied is not None:
-        record = dataclasses.replace(record, encoder=str(copied.absolute()))
+        record = dataclasses.replace(record, encoder=str(copied if is_remote(copied) else copied.absolute()))
     step = bundle.step or 0
     try:
         with CheckpointManager(out, max_to_keep=None, run_record=record) as manager:

@@ -24,6 +24,7 @@ from elf_eqx.cli.errors import cli_main, flag_errors
 from elf_eqx.errors import ConfigError
 from elf_eqx.evaluate.samples_file import SampleRecord, align_references, own_references, read_references, read_samples
 from elf_eqx.io.atomic import refuse_existing, write_json_atomic
+from elf_eqx.io.storage import AnyPath, is_remote, user_path
 
 Metric = Literal["auto", "gen_ppl", "entropy", "bleu", "rouge"]
 JUDGE_METRICS = ("gen_ppl", "entropy")
@@ -73,10 +74,14 @@ def chosen_metrics(requested: tuple[str, ...], have_references: bool) -> tuple[s
     return tuple(m for m in JUDGE_METRICS + REFERENCE_METRICS if m in requested)
 
 
-def output_path(cfg: EvalConfig) -> Path:
+def output_path(cfg: EvalConfig) -> AnyPath:
     """Where the results go, refused when it would replace a file without ``--overwrite`` or a samples file."""
-    out = Path(cfg.output or f"{cfg.samples[0]}.eval.json")
-    if any(out.resolve() == Path(s).resolve() for s in cfg.samples):
+    out = user_path(cfg.output or f"{cfg.samples[0]}.eval.json", "--output")
+
+    def same(a: AnyPath, b: AnyPath) -> bool:
+        return str(a) == str(b) if is_remote(a) or is_remote(b) else a.resolve() == b.resolve()
+
+    if any(same(out, user_path(s, "--samples")) for s in cfg.samples):
         raise ConfigError(f"--output {out} is one of the samples files")
     if out.is_dir():
         raise ConfigError(f"--output {out} is a directory")

@@ -15,9 +15,11 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import tyro
 
+from elf_eqx.io.storage import is_remote, local_path, user_path
 from elf_eqx.cli.errors import cli_main, flag_errors
 from elf_eqx.errors import ConfigError, MissingInputError
 from elf_eqx.observe.run_folder import RunFolder, read_eval
@@ -40,7 +42,7 @@ class InspectConfig:
 
 def read_dry_run(path: str) -> list[dict]:
     """The reports of a dry run's ``--json`` output (one JSON object per line)."""
-    file = Path(path)
+    file = local_path(path, "--dry-run-json", "a dry run's printed JSON")
     if not file.is_file():
         raise MissingInputError(f"--dry-run-json file {path} does not exist")
     reports = []
@@ -55,9 +57,12 @@ def read_dry_run(path: str) -> list[dict]:
     return reports
 
 
-def _owner(evals_source: str | None, runs: list[Path]) -> Path | None:
+def _owner(evals_source: str | None, runs: list[Any]) -> Any:
     if not evals_source:
         return None
+    if is_remote(evals_source) or any(is_remote(run) for run in runs):  # bucket paths: by name
+        text = evals_source.rstrip("/")
+        return next((run for run in runs if text == str(run) or text.startswith(str(run) + "/")), None)
     source = Path(evals_source).resolve()
     return next((run for run in runs if source == run.resolve() or run.resolve() in source.parents), None)
 
@@ -66,7 +71,7 @@ def inspect_runs(cfg: InspectConfig) -> str:
     """The text :func:`main` prints (and the plot written, when asked)."""
     if not cfg.runs:
         raise ConfigError("give at least one run folder")
-    paths = [Path(p) for p in cfg.runs]
+    paths = [user_path(p, "the run folder") for p in cfg.runs]
     extra: dict[Path, list] = {}
     for name in cfg.evals:
         record = read_eval(Path(name))

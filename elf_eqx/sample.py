@@ -44,7 +44,7 @@ def require_source(cfg: SampleConfig) -> None:
         raise ConfigError("give the model source: a training output directory, a checkpoint, or a hub id")
 
 
-def sample(cfg: SampleConfig) -> tuple[Path, list[dict[str, Any]]]:
+def sample(cfg: SampleConfig) -> tuple[Any, list[dict[str, Any]]]:
     """Draw the samples ``cfg`` describes, write them to the output JSONL (process 0) and return
     its path and the records."""
     require_source(cfg)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from pathlib import Path
 from typing import Any
 
 import jax
 
+from elf_eqx.io.storage import user_path
 from elf_eqx.aot.analysis import analyze
 from elf_eqx.aot.compile import CompiledProgram, abstract, compile_for_target, per_device_bytes, target_mesh
 from elf_eqx.aot.run_shapes import T5_SMALL_ENCODER, T5_SMALL_VOCAB
@@ -50,7 +50,7 @@ class SourceArchitecture:
 def source_architecture(source: str, *, step: int | None = None, task: str | None = None) -> SourceArchitecture:
     """The architecture of ``source``: a training run of ours (its stored run config), or a release
     whose name says its preset (``ELF-B``/``ELF-M``/``ELF-L``) and task."""
-    path = Path(source).expanduser()
+    path = user_path(source, "the model source")
     if path.exists() and is_training_checkpoint(path):
         record, chosen = read_run_record(path, step)
         record.require("elf", "data_spec", where=f"{source}: the run config stored with step {chosen}",

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import tyro
 import yaml
 
+from elf_eqx.io.storage import local_path
 from elf_eqx.errors import ConfigError, MissingInputError
 from elf_eqx.fields import FLAG_TYPE
 from elf_eqx.parallel.mesh import MeshConfig
@@ -58,7 +59,7 @@ def preset_file(name: str, prefix: str = "", exclude_prefix: str | tuple[str, ..
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """The mapping in a YAML config file; a missing file or a non-mapping is an error naming it."""
-    path = Path(path)
+    path = local_path(path, "--config", "a YAML file of flags")
     if not path.is_file():
         raise MissingInputError(f"--config file not found: {path}")
     try:

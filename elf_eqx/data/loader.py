@@ -29,7 +29,7 @@ class Loader:
 
     def __init__(
         self,
-        rows: datasets.Dataset,
+        rows: datasets.Dataset | Any,
         spec: DataSpec,
         global_batch_size: int,
         *,
@@ -54,7 +54,9 @@ class Loader:
         self.process_index = process_index
         self.process_count = process_count
         self.num_rows = len(rows)
-        self._rows = rows.with_format("arrow")
+        # A prepared folder (elf_eqx.data.prepared.PreparedRows) reads only the rows asked for.
+        self._prepared = rows if hasattr(rows, "fetch") else None
+        self._rows = rows if self._prepared is not None else rows.with_format("arrow")
         self._epoch = 0
         self._step = 0
         self._order: tuple[int, np.ndarray] | None = None
@@ -122,6 +124,9 @@ class Loader:
         return cached[1]
 
     def _fetch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        if self._prepared is not None:
+            rows = self._prepared.fetch(indices)
+            return collate(rows, self._prepared.cond_lengths[indices], self.spec)
         table = self._rows[indices.tolist()]
         ids = table.column("input_ids").combine_chunks()
         offsets = ids.offsets.to_numpy()

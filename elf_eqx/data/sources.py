@@ -10,7 +10,9 @@ A source is one of:
   without blank lines is thus one document; chunking cuts it into rows later);
 - a directory of ``.txt``/``.jsonl`` files (searched recursively, sorted by path), all of one kind;
 - the name ``"embedded"``: the KJV subset shipped in the package (split "train", or
-  "valid"/"validation"/"test" for its held-out chapters).
+  "valid"/"validation"/"test" for its held-out chapters);
+- any of these files or folders in a bucket (``gs://``, ``s3://``): copied once into the local data
+  cache (keyed by the URI and the objects' sizes), then read as a local one.
 
 Records are of one kind: "tokens" (``input_ids`` [+ ``condition_input_ids``]), "pair"
 (``input``, ``output``) or "text" (``text``), checked in that order; other columns are dropped.
@@ -26,6 +28,7 @@ from typing import Any, Literal
 
 import datasets
 
+from elf_eqx.io import storage
 from elf_eqx.data.corpus import embedded_corpus_path
 from elf_eqx.io.jsonl import json_objects
 from elf_eqx.errors import DataError
@@ -66,6 +69,13 @@ def load_source(source: str | Path, split: str = "train") -> Source:
     if isinstance(source, str) and source == EMBEDDED:
         file = embedded_corpus_path("train" if split == "train" else "valid")
         return _load_files([file], file)
+    if storage.scheme_of(str(source)) is not None:  # a bucket: read through a local copy (or an error naming --data)
+        remote = storage.user_path(str(source), "--data")
+        if not remote.exists():
+            raise DataError(f"data source not found: {source}")
+        from elf_eqx.data.cache import default_cache_dir
+
+        return _load_path(storage.cached_copy(remote, default_cache_dir() / "downloads"), split)
     path = Path(source).expanduser()
     if path.exists():
         return _load_path(path, split)

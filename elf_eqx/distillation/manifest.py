@@ -9,18 +9,19 @@ from typing import Any
 
 import jax
 
+from elf_eqx.io.storage import AnyPath
 from elf_eqx.errors import ConfigError
 from elf_eqx.io.atomic import write_text_atomic
 
 MANIFEST = "distillation.json"
 
 
-def round_dir(out: Path, steps: int) -> Path:
+def round_dir(out: AnyPath, steps: int) -> AnyPath:
     """Where the student of ``steps`` steps is trained: ``OUTPUT_DIR/steps_<steps>``."""
     return out / f"steps_{steps}"
 
 
-def distilled_source(path: Path) -> Path | None:
+def distilled_source(path: AnyPath) -> AnyPath | None:
     """The newest complete round's directory of a distillation output folder (``None``: not one,
     or no round complete yet), so the folder itself reads as a model source."""
     manifest = path / MANIFEST
@@ -34,7 +35,7 @@ class Manifest:
     """``OUTPUT_DIR/distillation.json``: what is distilled, and which rounds are complete. A folder
     holding another distillation (another teacher, steps or grid) is refused."""
 
-    def __init__(self, out: Path, identity: dict[str, Any], student_steps: list[int]):
+    def __init__(self, out: AnyPath, identity: dict[str, Any], student_steps: list[int]):
         self.path = out / MANIFEST
         self.identity = identity
         self.rounds: dict[str, dict[str, Any]] = {str(n): {"dir": round_dir(Path("."), n).name, "complete": False}

@@ -14,10 +14,11 @@ and which are complete; rerunning the command resumes the first incomplete round
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
+from typing import Any
 
 import jax
 
+from elf_eqx.io.storage import as_path, user_path
 from elf_eqx.distillation.config import DistillConfig
 from elf_eqx.distillation.objective import DistillObjective, nested_grids
 from elf_eqx.errors import ConfigError, IncompatibleModelError
@@ -49,7 +50,7 @@ class Teacher:
             what = f"an {bundle.family.name.upper()} baseline" if not bundle.family.uses_encoder else "a release"
             raise IncompatibleModelError(f"teacher {t.teacher} is {what}; distillation needs an ELF run of ours "
                                          "(convert a release first: python -m elf_eqx.convert)")
-        record, _ = read_run_record(Path(t.teacher).expanduser(), bundle.step)
+        record, _ = read_run_record(user_path(t.teacher, "--teacher"), bundle.step)
         return Teacher(bundle, record.run)
 
 
@@ -64,16 +65,16 @@ def student_config(cfg: DistillConfig, teacher: Teacher, steps: int, index: int,
     sampling = SamplingSection(method="ode", steps=steps, omega=omega, cfg_weight=1.0, time_grid=cfg.rounds.time_grid,
                                solver="euler", every=cfg.rounds.samples_every, num_samples=cfg.rounds.num_samples)
     optimizer = dataclasses.replace(cfg.optimizer, max_steps=cfg.rounds.steps_per_round)
-    run = dataclasses.replace(cfg.run, output_dir=str(round_dir(Path(cfg.run.output_dir), steps)),
+    run = dataclasses.replace(cfg.run, output_dir=str(round_dir(as_path(cfg.run.output_dir), steps)),
                               seed=cfg.run.seed + index)
     objective = dataclasses.replace(base.objective, label_drop_prob=0.0)
     return dataclasses.replace(base, config=None, preset=None, data=data, objective=objective, optimizer=optimizer,
                                sampling=sampling, mesh=cfg.mesh, run=run)
 
 
-def distill(cfg: DistillConfig) -> Path:
+def distill(cfg: DistillConfig) -> Any:
     """Run (or resume) the rounds ``cfg`` describes; returns the output directory."""
-    out = Path(cfg.run.output_dir)
+    out = user_path(cfg.run.output_dir, "--output-dir")
     teacher = Teacher.load(cfg)
     own = teacher.bundle.sampling
     omega = cfg.rounds.omega if cfg.rounds.omega is not None else own.omega

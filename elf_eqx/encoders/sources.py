@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from elf_eqx.io.storage import local_path
 from elf_eqx.errors import BadWeightsError, MissingInputError
 
 # Enough to build a model and its tokenizer; never PyTorch .bin, Flax or TF weights.
@@ -54,7 +55,7 @@ def resolve_source(source: str | Path) -> Path:
     source when neither works."""
     if str(source) == OFFLINE_MINILM:
         return offline_minilm_dir()
-    path = Path(source).expanduser()
+    path = local_path(source, "the encoder or tokenizer", "it is read from a local folder or the hub")
     if path.exists():
         return path
     if not is_hub_id(str(source)):

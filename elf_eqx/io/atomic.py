@@ -6,6 +6,10 @@ when the caller says so.
 - :func:`refuse_existing`: the one overwrite guard of every CLI.
 - :func:`staged_file` / :func:`write_text_atomic` / :func:`write_bytes_atomic` / :func:`write_json_atomic`.
 - :func:`staged_folder`: a whole folder (a trained judge, a cached dataset, a copied encoder).
+
+Each also takes a bucket path (``gs://``, ``s3://``; :mod:`elf_eqx.io.storage`), where there is no
+rename: a file is staged locally and uploaded as one object (whole or absent), a folder is staged
+locally and uploaded file by file with its completion marker last.
 """
 
 from __future__ import annotations
@@ -14,22 +18,24 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from elf_eqx.errors import OutputExistsError
+from elf_eqx.io import storage
 
 
-def refuse_existing(path: str | Path, overwrite: bool = False, *, flag: str | None = "--overwrite",
-                    other: str | None = None) -> Path:
+def refuse_existing(path: str | Path | storage.AnyPath, overwrite: bool = False, *, flag: str | None = "--overwrite",
+                    other: str | None = None) -> storage.AnyPath:
     """``path`` as a :class:`Path`; :class:`~elf_eqx.errors.OutputExistsError` (a
     ``FileExistsError``) when it exists and ``overwrite`` is off.
 
     The message names the path and the flag that allows replacing it (``flag=None``: the tool
     never replaces anything) and, with ``other``, the flag that picks another destination."""
-    path = Path(path)
+    path = storage.as_path(path)
     if path.exists() and not overwrite:
         if flag is None:
             raise OutputExistsError(f"{path} exists and is never overwritten"
@@ -55,6 +61,12 @@ def staged_file(destination: str | Path) -> Iterator[Path]:
     """Yield a path (not yet created) beside ``destination``; whatever the block writes there is
     flushed to disk and replaces ``destination`` when the block ends normally, and is deleted when
     it raises. Parent folders are created."""
+    if storage.is_remote(destination):
+        with tempfile.TemporaryDirectory(prefix="elf_eqx-stage-") as tmp:
+            partial = Path(tmp) / f"staged{Path(str(destination)).suffix}"
+            yield partial
+            storage.write_bytes(storage.as_path(destination), partial.read_bytes())
+        return
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_name(destination)
@@ -67,26 +79,30 @@ def staged_file(destination: str | Path) -> Iterator[Path]:
         raise
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through :func:`staged_file`; returns ``path``."""
+def write_bytes_atomic(path: str | Path | storage.AnyPath, data: bytes) -> storage.AnyPath:
+    """Write ``data`` to ``path`` through :func:`staged_file` (a bucket object: one upload); returns ``path``."""
+    if storage.is_remote(path):
+        storage.write_bytes(storage.as_path(path), data)
+        return storage.as_path(path)
     with staged_file(path) as partial:
         partial.write_bytes(data)
     return Path(path)
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
+def write_text_atomic(path: str | Path | storage.AnyPath, text: str) -> storage.AnyPath:
     """Write ``text`` (UTF-8) to ``path`` through :func:`staged_file`; returns ``path``."""
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def write_json_atomic(path: str | Path, value: Any, *, indent: int | None = 1) -> Path:
+def write_json_atomic(path: str | Path | storage.AnyPath, value: Any, *, indent: int | None = 1) -> storage.AnyPath:
     """Write ``value`` as JSON (plus a newline) to ``path`` through :func:`staged_file`."""
     return write_text_atomic(path, json.dumps(value, indent=indent) + "\n")
 
 
 @contextlib.contextmanager
-def staged_folder(destination: str | Path, *, overwrite: bool = False, flag: str | None = "--overwrite",
-                  keep_existing: bool = False) -> Iterator[Path]:
+def staged_folder(destination: str | Path | storage.AnyPath, *, overwrite: bool = False,
+                  flag: str | None = "--overwrite", keep_existing: bool = False,
+                  marker: str | None = None) -> Iterator[Path]:
     """Yield a fresh empty folder beside ``destination`` (a unique hidden name, so concurrent runs
     aimed at one destination never delete each other's work); on normal exit it is renamed to
     ``destination``, on any exception it is deleted.
@@ -95,7 +111,20 @@ def staged_folder(destination: str | Path, *, overwrite: bool = False, flag: str
     ``overwrite``; when one appears during the run it is replaced with ``overwrite``, else the
     finished folder is kept under its staging name and named in the error. ``keep_existing`` is
     for caches whose entries are the same whoever writes them: an existing destination wins and
-    the staged copy is dropped."""
+    the staged copy is dropped. In a bucket the folder is staged locally and uploaded, its
+    ``marker`` file (what readers take as "complete") last."""
+    if storage.is_remote(destination):
+        remote = storage.as_path(destination)
+        if not keep_existing:
+            refuse_existing(remote, overwrite, flag=flag)
+        with tempfile.TemporaryDirectory(prefix="elf_eqx-stage-") as tmp:
+            yield Path(tmp)
+            if keep_existing and marker is not None and (remote / marker).exists():
+                return
+            if overwrite and remote.exists():
+                storage.remove_tree(remote, first=marker)
+            storage.upload_folder(Path(tmp), remote, last=marker)
+        return
     destination = Path(destination)
     if not keep_existing:
         refuse_existing(destination, overwrite, flag=flag)

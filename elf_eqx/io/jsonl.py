@@ -31,7 +31,9 @@ def json_lines(path: str | Path, what: str) -> Iterator[tuple[int, dict[str, Any
     """``(line number, object)`` for each non-blank line of a JSONL file; ``what`` names the file's
     role (e.g. ``--samples``) in errors: :class:`~elf_eqx.errors.MissingInputError` when it is
     not there, :class:`~elf_eqx.errors.DataError` for a line that is not a JSON object."""
-    path = Path(path)
+    from elf_eqx.io.storage import user_path
+
+    path = user_path(path, what)
     if not path.is_file():
         raise MissingInputError(f"{what} file not found: {path}")
     with path.open(encoding="utf-8") as lines:

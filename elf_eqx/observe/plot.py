@@ -45,7 +45,8 @@ def plot_runs(runs: Sequence[RunFolder], out: str | Path) -> Path:
         elif len(runs) > 1:
             ax.legend(fontsize="small")
     fig.tight_layout()
-    out = Path(out)
+    from elf_eqx.io.storage import local_path
+    out = local_path(out, "--plot", "matplotlib writes a local file")
     with staged_file(out) as partial:
         fig.savefig(partial)
     plt.close(fig)

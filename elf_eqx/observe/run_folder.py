@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from elf_eqx.io import storage
+from elf_eqx.training.metrics_log import PARTS, metric_lines
 from elf_eqx.errors import MissingInputError
 from elf_eqx.observe.run_info import RUN_INFO, read_run_info
 from elf_eqx.observe.sample_files import sample_files
@@ -62,7 +64,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def checkpoint_statuses(run_dir: Path) -> list[CheckpointStatus]:
+def checkpoint_statuses(run_dir: storage.AnyPath) -> list[CheckpointStatus]:
     """Every checkpoint folder of the run by step: complete or why not; a save in progress or cut
     short (orbax's temporary folder) is listed as such; set-aside ones last."""
     out = []
@@ -104,13 +106,13 @@ def read_eval(path: Path) -> EvalRecord | None:
 class RunFolder:
     """What a run folder holds now (see :meth:`read`)."""
 
-    path: Path
+    path: storage.AnyPath
     records: list[dict[str, Any]]
     info: dict[str, Any]
     config: dict[str, Any] | None
     """The run config (sections nested): ``run_info.json``'s, else the newest checkpoint's."""
     checkpoints: list[CheckpointStatus]
-    samples: list[tuple[int, Path]]
+    samples: list[tuple[int, storage.AnyPath]]
     evals: list[EvalRecord]
 
     @staticmethod
@@ -118,7 +120,15 @@ class RunFolder:
         """Read the run folder ``path``; a path that is not one is a one-line
         :class:`~elf_eqx.errors.MissingInputError` naming it. ``extra_evals`` (eval records kept
         elsewhere) are added to those found in the folder."""
-        path = Path(path)
+        path = storage.user_path(path, "the run folder")
+        if storage.is_remote(path):  # a run in a bucket: its metrics parts, no eval files searched
+            if not any((path / name).exists() for name in (PARTS, RUN_INFO, "checkpoints")):
+                raise MissingInputError(f"{path} is not a training run folder (no {PARTS}, {RUN_INFO} or checkpoints/)")
+            checkpoints = checkpoint_statuses(path)
+            info = read_run_info(path)
+            records = [r for line in metric_lines(path) if isinstance(r := json.loads(line), dict)]
+            return RunFolder(path, records, info, info.get("config") or _checkpoint_config(path, checkpoints),
+                             checkpoints, sample_files(path), list(extra_evals))
         if not path.is_dir():
             raise MissingInputError(f"run folder {path} does not exist")
         if not any((path / name).exists() for name in (METRICS, RUN_INFO, "checkpoints")):
@@ -132,7 +142,7 @@ class RunFolder:
                          evals + list(extra_evals))
 
 
-def _checkpoint_config(path: Path, checkpoints: list[CheckpointStatus]) -> dict[str, Any] | None:
+def _checkpoint_config(path: storage.AnyPath, checkpoints: list[CheckpointStatus]) -> dict[str, Any] | None:
     """The run config stored with the newest complete checkpoint (runs started before run_info.json)."""
     from elf_eqx.training.run_directory import open_run  # orbax: only for runs without run_info.json
 

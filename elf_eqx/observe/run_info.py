@@ -18,14 +18,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from elf_eqx.io import storage
 from elf_eqx.io.atomic import write_text_atomic
 
 RUN_INFO = "run_info.json"
 
 
-def read_run_info(directory: str | Path) -> dict[str, Any]:
+def read_run_info(directory: str | Path | storage.AnyPath) -> dict[str, Any]:
     """The run info of ``directory`` (``{}`` when there is none, or it does not read)."""
-    path = Path(directory) / RUN_INFO
+    path = storage.as_path(directory) / RUN_INFO
     try:
         info = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -33,12 +34,12 @@ def read_run_info(directory: str | Path) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
-def write_run_info(directory: str | Path, info: dict[str, Any]) -> None:
+def write_run_info(directory: str | Path | storage.AnyPath, info: dict[str, Any]) -> None:
     """Replace ``directory``'s run info with ``info`` (atomically)."""
-    write_text_atomic(Path(directory) / RUN_INFO, json.dumps(info, indent=1, sort_keys=True) + "\n")
+    write_text_atomic(storage.as_path(directory) / RUN_INFO, json.dumps(info, indent=1, sort_keys=True) + "\n")
 
 
-def record_start(directory: str | Path, config: dict[str, Any] | None, start: dict[str, Any]) -> dict[str, Any]:
+def record_start(directory: str | Path | storage.AnyPath, config: dict[str, Any] | None, start: dict[str, Any]) -> dict[str, Any]:
     """Add one start (``start``: step, devices, ... with the time added) and the current ``config``
     to ``directory``'s run info; returns the info written."""
     import jax

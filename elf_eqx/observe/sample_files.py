@@ -7,14 +7,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from elf_eqx.io import storage
+
 _SAMPLE = re.compile(r"^\[(\d+)\] ?", re.MULTILINE)
 _FILE = re.compile(r"^step_(\d+)\.txt$")
 
 
-def read_sample_file(path: str | Path) -> list[str]:
+def read_sample_file(path: str | Path | storage.AnyPath) -> list[str]:
     """The sample texts of one file, in order (``[]`` for a file that is not there)."""
     try:
-        text = Path(path).read_text()
+        text = storage.as_path(path).read_text()
     except OSError:
         return []
     marks = list(_SAMPLE.finditer(text))
@@ -22,19 +24,19 @@ def read_sample_file(path: str | Path) -> list[str]:
     return [text[m.end():end].rstrip("\n") for m, end in zip(marks, ends)]
 
 
-def sample_header(path: str | Path) -> str:
+def sample_header(path: str | Path | storage.AnyPath) -> str:
     """The file's first line without its ``#`` (the step, sampler and NFE), or ``""``."""
     try:
-        with Path(path).open() as f:
+        with storage.as_path(path).open() as f:
             first = f.readline()
     except OSError:
         return ""
     return first.lstrip("#").strip() if first.startswith("#") else ""
 
 
-def sample_files(run_dir: str | Path) -> list[tuple[int, Path]]:
+def sample_files(run_dir: str | Path | storage.AnyPath) -> list[tuple[int, storage.AnyPath]]:
     """``(step, path)`` of every sample file of a run, by step."""
-    folder = Path(run_dir) / "samples"
+    folder = storage.as_path(run_dir) / "samples"
     if not folder.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _FILE.match(p.name))]

@@ -53,7 +53,7 @@ class WandbRun:
         self._wandb = wandb
         self.id = run_id(directory, settings)
         self._run = wandb.init(id=self.id, resume="allow", project=settings.project, entity=settings.entity,
-                               name=settings.name or Path(directory).resolve().name, tags=list(settings.tags) or None,
+                               name=settings.name or _run_name(directory), tags=list(settings.tags) or None,
                                dir=str(directory), config=config, allow_val_change=True)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
@@ -66,3 +66,11 @@ class WandbRun:
 
     def finish(self) -> None:
         self._run.finish()
+
+
+def _run_name(directory: Any) -> str:
+    """The output directory's last name (a bucket path's too)."""
+    from elf_eqx.io import storage
+
+    path = storage.as_path(directory)
+    return path.resolve().name if isinstance(path, Path) else path.name

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import equinox as eqx
 
+from elf_eqx.io import storage
 from elf_eqx.training.checkpoint import STATE
 from elf_eqx.training.run_directory import open_run
 from elf_eqx.training.run_record import DistillationRecord, RunRecord
@@ -83,7 +84,7 @@ class ModelBundle:
 # -- our training checkpoints ------------------------------------------------------------
 
 
-def is_training_checkpoint(path: Path) -> bool:
+def is_training_checkpoint(path: storage.AnyPath) -> bool:
     """Whether ``path`` is a run output directory, its ``checkpoints/`` folder or one step folder."""
     if not path.is_dir():
         return False
@@ -92,7 +93,7 @@ def is_training_checkpoint(path: Path) -> bool:
     return any(p.name.isdigit() and (p / STATE).is_dir() for p in path.iterdir())
 
 
-def _local_encoder(encoder: str, run_dir: Path) -> str:
+def _local_encoder(encoder: str, run_dir: storage.AnyPath) -> str:
     """``encoder``, or the copy beside the checkpoints when a recorded file path has moved with
     the run directory (``convert --copy-encoder``)."""
     recorded = Path(encoder)
@@ -101,7 +102,7 @@ def _local_encoder(encoder: str, run_dir: Path) -> str:
     return encoder
 
 
-def _from_training_run(path: Path, weights: Sequence[str], step: int | None, encoder: str | None,
+def _from_training_run(path: storage.AnyPath, weights: Sequence[str], step: int | None, encoder: str | None,
                        tokenizer: str | None, architecture: str | None) -> dict[str, ModelBundle]:
     def check(record: RunRecord, metadata: dict[str, Any], step: int) -> None:
         record.require("elf", "encoder", "data_spec", where=f"{path}: the run config stored with step {step}")
@@ -200,6 +201,13 @@ def load_model_source_weights(
     if architecture is not None and architecture not in PRESETS:
         raise ConfigError(f"unknown ELF preset {architecture!r}; choose one of {sorted(PRESETS)}")
     args = dict(weights=weights, encoder=encoder, tokenizer=tokenizer, task=task, architecture=architecture)
+    if storage.scheme_of(source) is not None:  # a bucket: a training run of ours (or an error naming the scheme)
+        remote = storage.user_path(source, "the model source")
+        storage.check_bucket(remote, "the model source")
+        if is_training_checkpoint(remote):
+            return _from_training_run(remote, weights, step, encoder, tokenizer, architecture)
+        raise MissingInputError(f"model source not found: {source} holds no training checkpoints (a bucket source "
+                                "is a training output directory, its checkpoints/ folder or one step folder)")
     path = Path(source).expanduser()
     if path.is_dir() and (student := distilled_source(path)) is not None:
         path = student  # a distillation's folder: its newest complete round's student

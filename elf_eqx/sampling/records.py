@@ -30,6 +30,7 @@ from elf_eqx.errors import ConfigError, DataError
 from elf_eqx.families import ELF_FAMILY, Family, family_named
 from elf_eqx.io.jsonl import json_lines
 from elf_eqx.io.atomic import refuse_existing, write_text_atomic
+from elf_eqx.io.storage import AnyPath, user_path
 from elf_eqx.sampling.settings_base import SamplerSettingsBase
 
 
@@ -111,16 +112,15 @@ def record_sampler(settings: dict[str, Any]) -> tuple[Family, SamplerSettingsBas
     return family, family.sampler_settings(settings)
 
 
-def check_writable(path: str | Path, overwrite: bool) -> Path:
+def check_writable(path: str | Path, overwrite: bool) -> AnyPath:
     """``path`` if writing it would destroy nothing (or ``overwrite`` is set); else an error."""
-    path = refuse_existing(path, overwrite, other="--output")
+    path = refuse_existing(user_path(path, "--output"), overwrite, other="--output")
     if path.is_dir():
         raise ConfigError(f"--output {path} is a folder; give a .jsonl file name")
     return path
 
 
-def write_samples_jsonl(path: str | Path, records: Sequence[dict[str, Any]]) -> Path:
+def write_samples_jsonl(path: str | Path | AnyPath, records: Sequence[dict[str, Any]]) -> AnyPath:
     """Write ``records`` as JSONL atomically (a killed run leaves no partial file)."""
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    write_text_atomic(path, text)
-    return Path(path)
+    return write_text_atomic(path, text)

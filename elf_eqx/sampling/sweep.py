@@ -8,10 +8,10 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal
 
 from elf_eqx.config import ComputeDtype
+from elf_eqx.io.storage import as_path, user_path
 from elf_eqx.errors import ConfigError
 from elf_eqx.encoders.load import load_encoder_config
 from elf_eqx.families.ar import ARSettings
@@ -91,7 +91,7 @@ def model_names(sources: Sequence[str], names: Sequence[str] | None) -> list[str
         if len(names) != len(sources):
             raise ConfigError(f"--names gives {len(names)} names for {len(sources)} sources")
         return list(names)
-    return [Path(source.rstrip("/")).name or source for source in sources]
+    return [as_path(source.rstrip("/")).name or source for source in sources]
 
 
 def open_models(
@@ -120,7 +120,7 @@ def model_compute(session: TextSampler, source: str) -> dict:
     bundle = session.bundle
     if bundle.kind != "run" or bundle.step is None:
         return {}
-    record, step = read_run_record(Path(source), bundle.step)
+    record, step = read_run_record(user_path(str(source), "the model source"), bundle.step)
     cfg = record.run
     encoder_config = None
     if bundle.family.uses_encoder:

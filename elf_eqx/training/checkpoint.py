@@ -7,7 +7,9 @@ loader position, ...), the run's base PRNG key, the run record
 
 Orbax writes a step into ``<step>.orbax-checkpoint-tmp`` and renames it when complete, so a
 process killed mid-save leaves the earlier steps untouched and a temporary folder that is never
-listed as a step (and is replaced by the next save of that step). Old steps are removed only by
+listed as a step (and is replaced by the next save of that step). In a bucket (``gs://``,
+``s3://``: no rename) orbax's commit-file protocol is used instead: the step is written in place
+and counts only once its ``commit_success.txt`` is written, last. Old steps are removed only by
 keep-last-N, after a new save has completed.
 
 A step that cannot be read (checked cheaply first, see :mod:`elf_eqx.training.checkpoint_integrity`,
@@ -25,6 +27,9 @@ from typing import Any, TypeVar
 
 import jax
 import orbax.checkpoint as ocp
+from orbax.checkpoint._src.path import atomicity
+
+from elf_eqx.io import storage
 
 # CheckpointMismatchError and UnreadableCheckpointError are imported from here too.
 from elf_eqx.errors import CheckpointMismatchError, MissingInputError, UnreadableCheckpointError, UserError
@@ -72,7 +77,10 @@ class CheckpointManager:
         read_only: bool = False,
         subdir: str = "checkpoints",
     ):
-        self.directory = (Path(output_dir) / subdir).absolute()
+        directory = storage.as_path(output_dir)
+        directory = directory / subdir if subdir else directory
+        self.directory = directory.absolute() if isinstance(directory, Path) else directory
+        self.remote = storage.is_remote(self.directory)
         if read_only and not self.directory.is_dir():
             raise MissingInputError(f"no checkpoint directory at {self.directory}")
         if read_only:
@@ -83,6 +91,8 @@ class CheckpointManager:
             enable_async_checkpointing=async_save,
             read_only=read_only,
             create=not read_only,
+            # No rename in a bucket: a step is complete once its commit file is written (last).
+            temporary_path_class=atomicity.CommitFileTemporaryPath if self.remote else None,
         )
         handlers = {STATE: ocp.PyTreeCheckpointHandler(), META: ocp.JsonCheckpointHandler()}
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
@@ -150,7 +160,7 @@ class CheckpointManager:
                   "left in place, trying the next older one")
         raise UnreadableCheckpointError(f"no checkpoint in {self.directory} can be read: {'; '.join(failures)}")
 
-    def set_aside_after(self, step: int) -> list[Path]:
+    def set_aside_after(self, step: int) -> list[storage.AnyPath]:
         """Move the steps newer than ``step`` (superseded by a resume from ``step``, or unreadable)
         out of the listing into ``checkpoints.set_aside/``, so the resumed run can save those
         step numbers again; nothing is deleted. Returns where they went."""

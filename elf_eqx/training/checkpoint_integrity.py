@@ -16,15 +16,22 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from elf_eqx.io import storage
+
 SIZES_FILE = "elf_sizes.json"
 # What orbax itself needs in every committed item folder before any array can be read.
 _ITEM_METADATA = ("_METADATA",)
 _READ_ONLY_WARNING = "Given directory is read only"
 
 
-def record_sizes(step_dir: Path) -> None:
+def record_sizes(step_dir: storage.AnyPath) -> None:
     """Write ``elf_sizes.json`` (relative path → bytes of every file) into a completed step folder,
-    atomically, so a kill mid-write leaves either no record or a complete one."""
+    atomically, so a kill mid-write leaves either no record or a complete one (in a bucket: one object)."""
+    if storage.is_remote(step_dir):
+        found = storage.file_sizes(step_dir)
+        sizes = {name: size for name, size in found.items() if name != SIZES_FILE}
+        storage.write_bytes(step_dir / SIZES_FILE, json.dumps(sizes).encode())
+        return
     sizes = {
         str(p.relative_to(step_dir)): p.stat().st_size
         for p in sorted(step_dir.rglob("*"))
@@ -42,33 +49,33 @@ def record_sizes(step_dir: Path) -> None:
         raise
 
 
-def damage(step_dir: Path, items: Sequence[str], array_items: Sequence[str]) -> str | None:
+def damage(step_dir: storage.AnyPath, items: Sequence[str], array_items: Sequence[str]) -> str | None:
     """Why the step folder ``step_dir`` cannot be read, or ``None`` when the cheap checks pass:
     each of ``items`` must be a folder, each of ``array_items`` must hold orbax's metadata, and
-    every file in ``elf_sizes.json`` (when present) must exist with its recorded size."""
+    every file in ``elf_sizes.json`` (when present) must exist with its recorded size. One listing
+    of the folder (local or in a bucket) answers all of it."""
     if not step_dir.is_dir():
         return f"{step_dir} is not a folder"
+    present = storage.file_sizes(step_dir)
     for item in items:
-        if not (step_dir / item).is_dir():
+        if not any(name.startswith(f"{item}/") for name in present):
             return f"its {item!r} folder is missing"
     for item in array_items:
         for name in _ITEM_METADATA:
-            if not (step_dir / item / name).is_file():
+            if f"{item}/{name}" not in present:
                 return f"{item}/{name} is missing"
-    record = step_dir / SIZES_FILE
-    if not record.is_file():
+    if SIZES_FILE not in present:
         return None
     try:
-        sizes = json.loads(record.read_text())
+        sizes = json.loads((step_dir / SIZES_FILE).read_text())
     except (OSError, ValueError) as err:
         return f"{SIZES_FILE} is unreadable ({err})"
     bad = []
     for name, size in sizes.items():
-        path = step_dir / name
-        if not path.is_file():
+        if name not in present:
             bad.append(f"{name} is missing")
-        elif path.stat().st_size != size:
-            bad.append(f"{name} has {path.stat().st_size} bytes, expected {size}")
+        elif present[name] != size:
+            bad.append(f"{name} has {present[name]} bytes, expected {size}")
     if bad:
         more = f" (and {len(bad) - 1} more damaged file(s))" if len(bad) > 1 else ""
         return bad[0] + more
@@ -88,13 +95,19 @@ def quiet_read_only_warning() -> None:
         logger.addFilter(_DropReadOnlyWarning())
 
 
-def set_aside(step_dir: Path) -> Path:
+COMMIT_FILE = "commit_success.txt"
+"""Orbax's completion marker of a step in a bucket (its commit-file protocol)."""
+
+
+def set_aside(step_dir: storage.AnyPath) -> storage.AnyPath:
     """Move a step folder out of the run's checkpoint listing, into ``<checkpoints>.set_aside/``
-    (never deleting it); returns where it went."""
+    (never deleting it); returns where it went. In a bucket the step is copied there, then its
+    commit file deleted before the rest (so it leaves the listing at once, whole in its new place)."""
     target_root = step_dir.parent.with_name(step_dir.parent.name + ".set_aside")
-    target_root.mkdir(exist_ok=True)
+    if not storage.is_remote(step_dir):
+        target_root.mkdir(exist_ok=True)
     target, n = target_root / step_dir.name, 1
     while target.exists():
         target, n = target_root / f"{step_dir.name}-{n}", n + 1
-    os.replace(step_dir, target)
+    storage.move_tree(step_dir, target, marker=COMMIT_FILE)
     return target

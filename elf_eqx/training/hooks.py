@@ -154,6 +154,8 @@ class MetricsHook(Hook):
                 self.log.write(s, {**m, "lr": self.learning_rate(s - 1), "tokens": s * self.throughput.tokens_per_step,
                                    "train_flops": s * self.throughput.flops_per_step,
                                    **(measured if s == step else {})})
+        if self.log is not None:
+            self.log.flush()
         self._show(step, fetched[-1][1], measured)
 
     def _show(self, step: int, metrics: dict[str, float], measured: dict[str, Any]) -> None:
@@ -189,7 +191,7 @@ class SampleHook(Hook):
     """Writes a sample file from the EMA weights (every process samples; process 0 writes) and
     gives its texts to the metrics log (process 0's; a wandb table)."""
 
-    def __init__(self, schedule: Schedule, write: Callable[[Any, int], Path], log: MetricsLog | None = None):
+    def __init__(self, schedule: Schedule, write: Callable[[Any, int], Any], log: MetricsLog | None = None):
         self.schedule, self.write, self.log = schedule, write, log
 
     def __call__(self, info: StepInfo) -> None:

@@ -4,10 +4,11 @@ steps driven through its hooks (metrics, checkpoints, sample files), stopping cl
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import jax
 
+from elf_eqx.io import storage
 from elf_eqx.training.config import TrainConfig
 from elf_eqx.training.hooks import drive
 from elf_eqx.training.stop_signal import StopRequest
@@ -30,8 +31,19 @@ def run_to_end(trainer: Trainer, what: str = "") -> bool:
     return stopped
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Run (or resume) the training described by ``cfg``; returns the output directory."""
+def check_storage(cfg: TrainConfig) -> None:
+    """Every bucket the run reads or writes answers and exists (else one line naming the flag,
+    before anything is written)."""
+    for value, flag in ((cfg.run.output_dir, "--output-dir"), (cfg.data.cache_dir, "--cache-dir"),
+                        (cfg.data.source, "--data")):
+        if value is not None and storage.is_remote(value):
+            storage.check_bucket(storage.user_path(value, flag), flag)
+
+
+def train(cfg: TrainConfig) -> Any:
+    """Run (or resume) the training described by ``cfg``; returns the output directory (a local
+    path or a bucket path)."""
+    check_storage(cfg)
     trainer = Trainer.build(cfg)
     if jax.process_index() == 0:
         print(f"resumed from {trainer.out} at step {trainer.start}" if trainer.start is not None else trainer.describe())

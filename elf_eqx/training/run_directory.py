@@ -8,12 +8,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import equinox as eqx
 
 from elf_eqx.errors import ConfigError, MissingInputError
+from elf_eqx.io import storage
+from elf_eqx.io.storage import AnyPath
 from elf_eqx.training.checkpoint import STATE, CheckpointManager
 from elf_eqx.training.run_record import RunRecord
 
@@ -25,7 +26,7 @@ class RunCheckpoints:
     """A run's checkpoints opened for reading (see :func:`open_run`); close it, or use ``with``."""
 
     manager: CheckpointManager
-    run_dir: Path
+    run_dir: AnyPath
     """The run's output directory (where ``metrics.jsonl``, ``samples/`` and a copied encoder live)."""
     step: int | None
     """The step chosen explicitly (``step=`` or a step folder), else ``None`` (newest readable)."""
@@ -73,7 +74,7 @@ def open_run(path: str | os.PathLike, step: int | None = None) -> RunCheckpoints
     """Open a run for reading: ``path`` is its output directory, its ``checkpoints`` folder (or any
     folder of step folders) or one step folder (which fixes the step). ``step`` picks a step
     explicitly; by default the newest readable one is used."""
-    path = Path(path)
+    path = storage.as_path(path)
     if (path / "checkpoints").is_dir():
         manager, folder_step, run_dir = CheckpointManager(path, read_only=True), None, path
     elif path.name.isdigit() and (path / STATE).is_dir():

@@ -15,6 +15,8 @@ from elf_eqx.cli.args import MeshFlags, takes_fields
 from elf_eqx.config import PRESETS, RUNTIME_FIELDS, ELFConfig, preset
 from elf_eqx.data.spec import DataSpec
 from elf_eqx.errors import ConfigError
+from elf_eqx.io import storage
+from elf_eqx.io.storage import user_path
 from elf_eqx.families import Family, FamilyName, family_named
 from elf_eqx.flow import FlowConstants
 from elf_eqx.objective import FlowObjective
@@ -81,7 +83,8 @@ class DataSection:
     layout's flags come from elf_eqx.data.spec.DataSpec)."""
 
     source: Annotated[str, tyro.conf.arg(name="data")] = "embedded-language-flows/openwebtext-t5"
-    """Hub dataset id, save_to_disk folder, .jsonl, .txt, or 'embedded' (the KJV subset in the package)."""
+    """Hub dataset id, save_to_disk folder, .jsonl, .txt, 'embedded' (the KJV subset in the package), or a
+    folder python -m elf_eqx.prepare wrote (local, gs:// or s3://; each host reads only its rows)."""
     data_split: str = "train"
     """Split of a hub dataset or DatasetDict folder."""
     encoder: str = "google-t5/t5-small"
@@ -94,7 +97,11 @@ class DataSection:
     latent_std: float = 0.2
     """0.2 for T5 (the reference); 0.28 suits MiniLM."""
     cache_dir: str | None = None
-    """Where tokenized datasets are cached (default: <output_dir>/../.elf_cache)."""
+    """Where tokenized datasets are cached: a folder or a bucket (gs://, s3://) every host reaches
+    (default: $ELF_EQX_DATA_CACHE, else ~/.cache/elf_eqx/data). A multi-process run given raw data
+    prepares it there once (process 0; the others wait, see --data-wait)."""
+    data_wait: float = 3600.0
+    """Multi-process runs on raw data: seconds the other processes wait for process 0 to prepare it."""
     prefetch: int = 0
     """Batches read ahead in a background thread (0: none; the order of rows and resume are unchanged)."""
 
@@ -106,6 +113,11 @@ class DataSection:
             raise ConfigError(f"--max-input-length {self.max_input_length} must be in [0, max_length={self.max_length})")
         if self.latent_std <= 0:
             raise ConfigError(f"--latent-std must be positive, got {self.latent_std}")
+        if self.data_wait <= 0:
+            raise ConfigError(f"--data-wait must be positive, got {self.data_wait}")
+        user_path(self.source, "--data")  # a scheme that is not supported is an error here, not a hub id
+        if self.cache_dir is not None:
+            user_path(self.cache_dir, "--cache-dir")
 
     @property
     def tokenizer_source(self) -> str:
@@ -245,7 +257,12 @@ class RunSection:
     """Output directory, seed, logging and checkpoints."""
 
     output_dir: str = "runs/elf"
-    """Checkpoints, metrics.jsonl and samples/ go here; rerunning resumes."""
+    """Checkpoints, metrics.jsonl and samples/ go here: a folder, gs://BUCKET/PATH or s3://BUCKET/PATH
+    (README, "Storage"); rerunning resumes."""
+    async_save: bool = False
+    """Write checkpoints in the background: training goes on once the arrays are copied to host memory;
+    the final save and the save on SIGTERM wait for completion; a kill mid-save leaves the previous
+    checkpoint the one resumed from. Off by default (README, "Storage")."""
     resume_step: int | None = None
     """Resume from this checkpoint step (default: the newest readable one); newer steps are moved aside."""
     seed: int = 0
@@ -281,6 +298,10 @@ class RunSection:
 
     def __post_init__(self) -> None:
         _positive(self, "log_every", "save_every", "keep_checkpoints")
+        user_path(self.output_dir, "--output-dir")
+        if self.tensorboard and storage.is_remote(self.output_dir):
+            raise ConfigError(f"--tensorboard writes event files locally; with --output-dir {self.output_dir} mirror "
+                              "the metrics to wandb, or read them with python -m elf_eqx.inspect")
         object.__setattr__(self, "wandb_tags", tuple(self.wandb_tags))  # a YAML or JSON list
         if self.peak_flops is not None and self.peak_flops <= 0:
             raise ConfigError(f"--peak-flops must be positive, got {self.peak_flops}")
@@ -300,4 +321,4 @@ class RunSection:
     @property
     def profile_directory(self) -> str:
         """Where a trace goes: ``--profile-dir``, else ``<output_dir>/profile``."""
-        return self.profile_dir or str(Path(self.output_dir) / "profile")
+        return self.profile_dir or str(storage.join(self.output_dir, "profile"))

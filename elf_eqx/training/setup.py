@@ -4,6 +4,7 @@ data, and the sample writer. Kept apart from the loop in :mod:`elf_eqx.training.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +15,8 @@ from jax.sharding import Mesh
 
 from elf_eqx.config import ELFConfig
 from elf_eqx.sampling.conditions import encode_conditions
-from elf_eqx.data import DataSpec, Loader, PreparedData, prepare_data
+from elf_eqx.data import DataSpec, Loader, PreparedData
+from elf_eqx.data.pipeline import run_data
 from elf_eqx.data.prefetch import Prefetcher, prefetch
 from elf_eqx.encoders.load import check_compatible, load_text_encoder, load_tokenizer
 from elf_eqx.encoders.latent_encoder import LatentEncoder, TokenBatch
@@ -22,6 +24,7 @@ from elf_eqx.families import Family, ModelSampler
 from elf_eqx.parallel.mesh import gather
 from elf_eqx.training.config import TrainConfig
 from elf_eqx.training.run_record import DistillationRecord, RunRecord
+from elf_eqx.io import storage
 from elf_eqx.io.atomic import write_text_atomic
 from elf_eqx.sampling.compiled import make_sample_fn
 from elf_eqx.sampling.records import decode_outputs
@@ -49,9 +52,14 @@ class TrainingRun:
     _sample_fn: Callable | None = None
 
     def close(self) -> None:
-        """Stop a prefetching loader's thread (a plain loader holds nothing)."""
+        """Stop a prefetching loader's thread (a plain loader holds nothing); a process reading
+        prepared data says how many of its rows it read (its share of the batches it ran)."""
         if isinstance(self.loader, Prefetcher):
             self.loader.close()
+        read = getattr(self.data.rows, "rows_read", None)
+        if read is not None:
+            print(f"process {jax.process_index()}: read {read:,} of the {len(self.data.rows):,} rows of "
+                  f"{self.data.rows.path}", file=sys.stderr, flush=True)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -78,14 +86,14 @@ class TrainingRun:
         tokens = gather(self._sample_fn(model, key, cond).tokens)
         return decode_outputs(self.tokenizer, tokens, np.asarray(jax.device_get(cond.mask)), self.spec)[0]
 
-    def write_samples(self, model: Any, step: int, out: Path, cfg: TrainConfig, mesh: Mesh | None = None) -> Path:
+    def write_samples(self, model: Any, step: int, out: Any, cfg: TrainConfig, mesh: Mesh | None = None) -> Any:
         """Write a few EMA samples to ``<out>/samples/step_<step>.txt`` (atomically, process 0);
         conditional runs condition on the first rows of the dataset. Every process must call it."""
         texts = self.sample_text(model, jax.random.key(cfg.run.seed + step), mesh)
         s = cfg.sampling.settings_for(self.family)
         lines = [f"# step {step}, {self.family.sample_tag(s)}, {self.sampler.nfe()} NFE"]
         lines += [f"[{i}] {text}" for i, text in enumerate(texts)]
-        path = Path(out) / "samples" / f"step_{step:07d}.txt"
+        path = storage.as_path(out) / "samples" / f"step_{step:07d}.txt"
         if jax.process_index() == 0:
             write_text_atomic(path, "\n\n".join(lines) + "\n")
         return path
@@ -107,7 +115,8 @@ def build_run(cfg: TrainConfig) -> TrainingRun:
         tokenizer, d.max_length, max_input_length=d.max_input_length or None,
         pad_mode=d.pad_mode, packing=d.packing,
     )
-    data = prepare_data(d.source, tokenizer, spec, split=d.data_split, cache_dir=d.cache_dir)
+    data = run_data(d.source, tokenizer, spec, split=d.data_split, cache_dir=d.cache_dir,
+                    process_index=jax.process_index(), process_count=jax.process_count(), wait=d.data_wait)
     loader = prefetch(Loader(data.rows, spec, cfg.optimizer.global_batch, seed=cfg.run.seed,
                              process_index=jax.process_index(), process_count=jax.process_count()), d.prefetch)
     elf_config = cfg.elf_config(encoder_dim, len(tokenizer))

@@ -21,6 +21,8 @@ from elf_eqx.config import ELFConfig
 from elf_eqx.encoders.latent_encoder import TokenBatch
 from elf_eqx.errors import MeshError
 from elf_eqx.families import Family
+from elf_eqx.io import storage
+from elf_eqx.io.storage import AnyPath
 from elf_eqx.model import count_params
 from elf_eqx.parallel.mesh import batch_sharding, batch_split, check_global_batch, make_mesh
 from elf_eqx.parallel.partition import replicated_shardings, tree_shardings
@@ -172,8 +174,9 @@ class Trainer:
     """One step's ``tokens`` and ``train_flops`` (:func:`~elf_eqx.training.compute.training_compute`)."""
 
     @property
-    def out(self) -> Path:
-        return Path(self.cfg.run.output_dir)
+    def out(self) -> AnyPath:
+        """The output directory: a local folder or a bucket path (:mod:`elf_eqx.io.storage`)."""
+        return storage.as_path(self.cfg.run.output_dir)
 
     @staticmethod
     def build(cfg: TrainConfig, *, objective: Any = None, initial: eqx.Module | None = None,
@@ -194,7 +197,7 @@ class Trainer:
         latent_encoder = None
         if run.latent_encoder is not None:
             latent_encoder = jax.device_put(run.latent_encoder, program.encoder_sharding)
-        manager = CheckpointManager(cfg.run.output_dir, max_to_keep=r.keep_checkpoints,
+        manager = CheckpointManager(cfg.run.output_dir, max_to_keep=r.keep_checkpoints, async_save=r.async_save,
                                     run_record=run.run_record(cfg, distillation))
         state, meta, start = restore_or_init(manager, program.init, program.init_arg, program.state_sharding,
                                              r.resume_step, set_aside=jax.process_index() == 0)
