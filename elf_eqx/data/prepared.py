@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from elf_eqx.data.errors import DataError
+from elf_eqx.errors import DataError
 from elf_eqx.data.spec import DataSpec
 from elf_eqx.io import storage
 from elf_eqx.io.atomic import staged_folder

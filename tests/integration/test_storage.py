@@ -430,7 +430,7 @@ def test_raw_data_in_the_bucket_reads_as_the_local_file(workspace, s3, tmp_path,
     remote, local = load_source("s3://other/raw/chapters.jsonl"), load_source(str(workspace / "chapters.jsonl"))
     assert remote.fingerprint == local.fingerprint and remote.dataset["text"] == local.dataset["text"]
     assert load_source("s3://other/raw/chapters.jsonl").name == remote.name, "downloaded once"
-    from elf_eqx.data.errors import DataError
+    from elf_eqx.errors import DataError
 
     with pytest.raises(DataError, match="not found"):
         load_source("s3://other/raw/missing.jsonl")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from elf_eqx.data import DataSpec, Loader, prepare_data
-from elf_eqx.data.errors import DataError
+from elf_eqx.errors import DataError
 from elf_eqx.data.pipeline import open_prepared, run_data
 from elf_eqx.data.prepared import MANIFEST, PreparedRows, is_prepared, write_prepared
 from elf_eqx.encoders.load import load_tokenizer
