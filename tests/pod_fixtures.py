@@ -1,0 +1,195 @@
+"""One training run over several ``jax.distributed`` CPU processes on 127.0.0.1, the way a pod runs
+it: every process a real ``python -m elf_eqx.train`` (a supervisor, which starts the worker that
+trains), given the three process flags; all share one JAX compilation cache and one data cache,
+so only the first run pays for compiling. Used by integration/test_pod_faults.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import orbax.checkpoint as ocp
+
+from elf_eqx.observe.step_clock import MEASURED_FIELDS
+from helpers import xla_flags
+
+REPO = Path(__file__).resolve().parents[1]
+HEARTBEAT_S = 20
+"""The runs' --heartbeat-timeout-s: seconds, not JAX's 100 s; not less, since the 2-core machines the
+suite runs on, shared with other jobs, were seen to hold a busy process's heartbeats back for over 5 s."""
+TOTAL, SAVE_EVERY = 12, 3
+TINY = [
+    "--preset", "quickstart", "--model", "ELF-T", "--global-batch", "4", "--max-length", "16",
+    "--warmup-steps", "2", "--lr-schedule", "constant", "--log-every", "1", "--save-every", str(SAVE_EVERY),
+    "--sampling.every", "1000", "--sampling.steps", "2", "--sampling.num-samples", "2", "--max-steps", str(TOTAL),
+    "--mesh-fsdp", "2", "--heartbeat-timeout-s", str(HEARTBEAT_S), "--init-timeout-s", "600",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pod_env(root: Path, **extra: str) -> dict[str, str]:
+    """One CPU device per process, the suite's XLA flags, the shared compilation cache."""
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags(1),
+            "JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), **extra}
+
+
+@dataclasses.dataclass
+class Pod:
+    """The supervisors of one run's processes (``procs[i]`` runs process ``i``), their output in files."""
+
+    procs: list[subprocess.Popen]
+    logs: Path
+
+    def stdout(self, i: int) -> str:
+        return (self.logs / f"{i}.out").read_text(errors="replace")
+
+    def stderr(self, i: int) -> str:
+        return (self.logs / f"{i}.err").read_text(errors="replace")
+
+    def wait(self, timeout: float) -> list[int]:
+        """Every process's exit code (each waited for until ``timeout`` seconds from now)."""
+        deadline = time.monotonic() + timeout
+        try:
+            return [p.wait(timeout=max(1.0, deadline - time.monotonic())) for p in self.procs]
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError("the run did not end in time:\n" + "\n".join(
+                f"--- process {i}\n{self.stderr(i)[-3000:]}" for i in range(len(self.procs))))
+
+    def signal(self, i: int, sig: int) -> None:
+        """Send ``sig`` to process ``i``'s supervisor (SIGKILL: a host lost; its worker dies with it)."""
+        self.procs[i].send_signal(sig)
+
+    def worker(self, i: int, timeout: float = 120) -> int:
+        """The pid of the worker process ``i``'s supervisor is running now."""
+        pid, deadline = self.procs[i].pid, time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            children = Path(f"/proc/{pid}/task/{pid}/children")
+            found = children.read_text().split() if children.exists() else []
+            if found:
+                return int(found[0])
+            time.sleep(0.05)
+        raise AssertionError(f"process {i}'s supervisor started no worker")
+
+    def kill(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+        for p in self.procs:
+            p.wait()
+
+
+def start_pod(root: Path, out: Path, *extra: str, processes: int = 2, module: str = "elf_eqx.train",
+              args: list[str] | None = None) -> Pod:
+    """Start the run ``python -m module ARGS`` as ``processes`` processes on 127.0.0.1 (ARGS: the
+    tiny training's, on the workspace's chapters, into ``out``, unless ``args`` are given)."""
+    address = f"127.0.0.1:{free_port()}"
+    if args is None:
+        args = [*TINY, "--data", str(root / "chapters.jsonl"), "--cache-dir", str(root / "cache"), "--output-dir", str(out)]
+    logs = Path(str(out) + f".logs.{time.monotonic_ns()}")
+    logs.mkdir(parents=True)
+    procs = []
+    for i in range(processes):
+        with open(logs / f"{i}.out", "w") as stdout, open(logs / f"{i}.err", "w") as stderr:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", module, *args, *extra, "--coordinator-address", address,
+                 "--num-processes", str(processes), "--process-id", str(i)],
+                env=pod_env(root), stdout=stdout, stderr=stderr, cwd=root))
+    return Pod(procs, logs)
+
+
+def logged_steps(out: Path) -> int:
+    path = out / "metrics.jsonl"
+    return sum(1 for line in path.read_text().splitlines() if line.endswith("}")) if path.is_file() else 0
+
+
+def wait_for(condition, pod: Pod, timeout: float = 600, every: float = 0.002) -> None:
+    """Poll ``condition()`` until true; fails if the run ends first or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if any(p.poll() is not None for p in pod.procs):
+            codes = [p.poll() for p in pod.procs]
+            pod.kill()
+            raise AssertionError(f"the run ended early ({codes}):\n" + "\n".join(
+                f"--- process {i}\n{pod.stderr(i)[-3000:]}" for i in range(len(pod.procs))))
+        if time.monotonic() > deadline:
+            pod.kill()
+            raise AssertionError("timed out waiting for the run")
+        time.sleep(every)
+
+
+def saving(out: Path, step: int) -> bool:
+    """Whether orbax is writing ``step`` now (its temporary folder exists)."""
+    folder = out / "checkpoints"
+    return folder.is_dir() and any(p.name.startswith(f"{step}.orbax-checkpoint-tmp") for p in folder.iterdir())
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def stored_state(out: Path, step: int) -> dict[str, np.ndarray]:
+    """Every array of a checkpoint's state (model, EMA, optimizer state, step) as NumPy (whole:
+    the shards the processes wrote, put together on this one)."""
+    import jax
+
+    path = out / "checkpoints" / str(step) / "state"
+    checkpointer = ocp.PyTreeCheckpointer()
+    tree = checkpointer.metadata(path).item_metadata.tree
+    as_numpy = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    restored = checkpointer.restore(path, restore_args=as_numpy)
+    return {"/".join(map(str, path)): np.asarray(leaf) for path, leaf in _leaves(restored)}
+
+
+def stored_meta(out: Path, step: int) -> dict:
+    """The JSON record saved with a step (its data position under ``metadata``, the key)."""
+    return json.loads((out / "checkpoints" / str(step) / "meta" / "metadata").read_text())
+
+
+def _leaves(tree, prefix=()):
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _leaves(v, (*prefix, k))
+    else:
+        yield prefix, tree
+
+
+def assert_same_run(out: Path, reference: Path, step: int = TOTAL) -> None:
+    """One metrics record per step, equal to the reference's (the measured timings aside); the
+    state (weights, EMA, optimizer state), data position and key saved at ``step`` bitwise equal."""
+    mine, theirs = records(out), records(reference)
+    assert [r["step"] for r in mine] == list(range(1, TOTAL + 1)), "one metrics record per step"
+    for a, b in zip(mine, theirs):
+        assert ({k: v for k, v in a.items() if k not in MEASURED_FIELDS}
+                == {k: v for k, v in b.items() if k not in MEASURED_FIELDS})
+    a, b = stored_state(out, step), stored_state(reference, step)
+    assert sorted(a) == sorted(b) and any(k.startswith("opt_state") for k in a) and any(k.startswith("ema") for k in a)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    ma, mb = stored_meta(out, step), stored_meta(reference, step)
+    assert ma["metadata"] == mb["metadata"] and ma["key"] == mb["key"]
+
+
+def lost_line(text: str) -> str:
+    """The supervisor's line naming the lost peer."""
+    lines = [line for line in text.splitlines() if line.startswith("error: lost ")]
+    assert lines, text[-3000:]
+    return lines[-1]
+
+
+SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGKILL": signal.SIGKILL}
