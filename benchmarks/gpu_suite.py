@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_speed import first_call_seconds, memory_limit_bytes, peak_memory_gib, timed  # noqa: E402
 
 from elf_eqx.cli.errors import run_parsed
-from elf_eqx.config import ELFConfig, preset  # noqa: E402
+from elf_eqx.config import ComputeDtype, ELFConfig, preset  # noqa: E402
 from elf_eqx.encoders.latent_encoder import LatentEncoder, TokenBatch  # noqa: E402
 from elf_eqx.encoders.t5 import T5Config, T5Encoder  # noqa: E402
 from elf_eqx.families import train_step_flops  # noqa: E402
@@ -66,7 +66,7 @@ class Args:
     """Rows not started within this many seconds are skipped (and say so)."""
     peak_tflops: float | None = None
     """Override the device's peak dense bf16 TFLOP/s used for MFU."""
-    compute_dtype: str = "auto"
+    compute_dtype: ComputeDtype = "auto"
     """Activation dtype (auto: bf16 on GPU)."""
     attention: str = "auto"
     """auto, xla or cudnn."""

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from elf_eqx.cli.errors import run_parsed
-from elf_eqx.config import preset
+from elf_eqx.config import ComputeDtype, preset
 from elf_eqx.model import ELF, count_params
 from elf_eqx.objective import FlowObjective, LatentBatch
 from elf_eqx.training.optim import make_optimizer
@@ -36,7 +36,7 @@ class Args:
     length: int = 1024
     encoder_dim: int = 512
     vocab_size: int = 32100
-    compute_dtype: str = "auto"
+    compute_dtype: ComputeDtype = "auto"
     remat: str = "none"
     optimizer: str = "muon"
     steps: int = 10

@@ -31,7 +31,7 @@ _EXPORTS = {
     "Sampler": "elf_eqx.sampler",
     "Condition": "elf_eqx.sampler",
     "SampleOutput": "elf_eqx.sampler",
-    "SamplerSettings": "elf_eqx.sampling.settings",
+    "SamplerSettings": "elf_eqx.sampler",
     "load_model_source": "elf_eqx.release.model_source",
     "ModelBundle": "elf_eqx.release.model_source",
     "TrainConfig": "elf_eqx.training.config",
@@ -43,14 +43,12 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from elf_eqx.config import ELFConfig, preset
-    from elf_eqx.families import build_network, make_sampler
-    from elf_eqx.families import train_step_flops
+    from elf_eqx.families import build_network, make_sampler, train_step_flops
     from elf_eqx.flow import FlowConstants
     from elf_eqx.model import ELF
     from elf_eqx.objective import FlowObjective, LatentBatch
     from elf_eqx.release.model_source import ModelBundle, load_model_source
-    from elf_eqx.sampler import Condition, SampleOutput, Sampler
-    from elf_eqx.sampling.settings import SamplerSettings
+    from elf_eqx.sampler import Condition, SampleOutput, Sampler, SamplerSettings
     from elf_eqx.training.config import TrainConfig
 
 

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from elf_eqx.errors import ConfigError
+from elf_eqx.nn.attention import accelerator_platform, choose_attention
 from elf_eqx.precision import PrecisionPolicy, policy_named
 
 ComputeDtype = Literal["auto", "float32", "bfloat16"]
@@ -148,6 +149,14 @@ class ELFConfig:
     def precision(self) -> PrecisionPolicy:
         """The resolved precision policy on the network's platform (see :func:`precision_policy`)."""
         return precision_policy(self.compute_dtype, backend_of(self.platform))
+
+    def attention_kernel(self, *, training: bool) -> str:
+        """The attention core the blocks run (``xla``, ``cudnn``, ``pallas``) on the network's
+        platform: ``attention`` resolved by :func:`elf_eqx.nn.attention.choose_attention`, the rule
+        every attention layer applies when it is called. Attention dropout, which no fused kernel
+        applies, acts in training only, so a training step and a sampler can run different cores."""
+        return choose_attention(self.attention, self.platform or accelerator_platform(), self.dtype, self.head_dim,
+                                training and self.attn_dropout > 0)
 
     @property
     def head_dim(self) -> int:

@@ -22,10 +22,10 @@ from elf_eqx.nn.linear import Linear
 from elf_eqx.nn.norm import RMSNorm
 from elf_eqx.nn.rope import rope_angles
 from elf_eqx.nn.scalar_embed import ScalarEmbedder
-from elf_eqx.nn.transformer import Block, remat_policy, run_blocks, stacked_blocks
+from elf_eqx.nn.transformer import Block, run_blocks, stacked_blocks
 from elf_eqx.precision import PrecisionPolicy, scope
 
-__all__ = ["ELF", "Block", "remat_policy", "count_params", "with_runtime_options"]
+__all__ = ["ELF", "count_params", "with_runtime_options"]
 
 
 def _as_batch_vector(value: Float[Array, " B"] | Bool[Array, " B"] | float | bool, batch: int) -> Float[Array, " B"]:

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from elf_eqx.errors import ConfigError
-from elf_eqx.flow import FLOW, FlowConstants, clipped_log_time, keep_condition
+from elf_eqx.flow import FLOW, FlowConstants, keep_condition
 from elf_eqx.model import ELF
 from elf_eqx.sampling.settings_base import Flag, StepsSetting
 from elf_eqx.solvers import (
@@ -44,7 +44,7 @@ from elf_eqx.solvers import (
     TimeGridName,
 )
 
-__all__ = ["Condition", "SampleOutput", "Sampler", "SamplerMethod", "SamplerSettings", "clipped_log_time",
+__all__ = ["Condition", "SampleOutput", "Sampler", "SamplerMethod", "SamplerSettings",
            "guidance_passes", "mask_after_eos", "Predict"]
 
 

@@ -59,6 +59,15 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def corpus(tmp_path_factory, shared_dir: Path) -> Path:
+    """Twelve real chapters (KJV, ``../shared/data``) as a JSONL file: the training runs' data."""
+    path = tmp_path_factory.mktemp("corpus") / "chapters.jsonl"
+    lines = (shared_dir / "data" / "kjv" / "valid.jsonl").read_text().splitlines()[:12]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
 def reference_dir(shared_dir: Path) -> Path:
     return shared_dir / "reference"
 

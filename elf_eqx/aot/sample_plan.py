@@ -18,14 +18,15 @@ from elf_eqx.aot.analysis import analyze
 from elf_eqx.aot.compile import CompiledProgram, abstract, compile_for_target, per_device_bytes, target_mesh
 from elf_eqx.aot.run_shapes import T5_SMALL_ENCODER, T5_SMALL_VOCAB
 from elf_eqx.aot.targets import Target
-from elf_eqx.aot.train_plan import attention_kernel, runtime_for
-from elf_eqx.config import ELFConfig, preset
+from elf_eqx.aot.train_plan import runtime_for
+from elf_eqx.config import ComputeDtype, ELFConfig, preset
+from elf_eqx.data.spec import DataSpec
 from elf_eqx.errors import ConfigError
 from elf_eqx.families import ELF_FAMILY, Family
 from elf_eqx.flow import FlowConstants
 from elf_eqx.parallel.mesh import MeshConfig, batch_sharding
 from elf_eqx.release.model_source import is_training_checkpoint
-from elf_eqx.release.tasks import RELEASE_EOS_ID, RELEASE_FLOW, RELEASE_PAD_ID, RELEASED_TASKS, task_of
+from elf_eqx.release.tasks import RELEASE_FLOW, RELEASED_TASKS, release_data_spec, task_of
 from elf_eqx.sampling.compiled import make_sample_fn
 from elf_eqx.sampling.settings_base import SamplerSettingsBase
 from elf_eqx.training.run_directory import read_run_record
@@ -41,10 +42,8 @@ class SourceArchitecture:
     elf_config: ELFConfig
     flow: FlowConstants
     sampling: SamplerSettingsBase
-    max_length: int
-    max_input_length: int
-    eos_id: int
-    pad_id: int
+    data_spec: DataSpec
+    """Its rows and the tokenizer's pad and EOS ids."""
     origin: str
 
 
@@ -57,18 +56,16 @@ def source_architecture(source: str, *, step: int | None = None, task: str | Non
         record.require("elf", "data_spec", where=f"{source}: the run config stored with step {chosen}",
                        purpose="compile its sampler")
         spec, run = record.data_spec, record.run
-        return SourceArchitecture(record.model_family, record.elf, run.objective.flow, run.sampling.settings_for(record.model_family),
-                                  spec.max_length, spec.max_input_length or 0, spec.eos_id, spec.pad_id,
-                                  f"{source} step {chosen}")
+        return SourceArchitecture(record.model_family, record.elf, run.objective.flow,
+                                  run.sampling.settings_for(record.model_family), spec, f"{source} step {chosen}")
     named = _PRESET_IN_NAME.search(str(source))
     if named is None:
         raise ConfigError(f"{source}: a dry run reads a release's architecture from its name (ELF-B, ELF-M or "
                           "ELF-L in the path, as the released repositories are named); this one names none")
     chosen = task_of(str(source), task)
-    layout = RELEASED_TASKS[chosen]
     config = preset(f"ELF-{named.group(1).upper()}", encoder_dim=T5_SMALL_ENCODER.d_model, vocab_size=T5_SMALL_VOCAB)
-    return SourceArchitecture(ELF_FAMILY, config, RELEASE_FLOW, layout.sampling, layout.max_length,
-                              layout.max_input_length, RELEASE_EOS_ID, RELEASE_PAD_ID,
+    return SourceArchitecture(ELF_FAMILY, config, RELEASE_FLOW, RELEASED_TASKS[chosen].sampling,
+                              release_data_spec(chosen, T5_SMALL_VOCAB),
                               f"release {source} (ELF-{named.group(1).upper()}, task {chosen}; from its name)")
 
 
@@ -82,7 +79,7 @@ class SamplePlan:
     batch_size: int
     length: int
     mesh: MeshConfig
-    compute_dtype: str = "auto"
+    compute_dtype: ComputeDtype = "auto"
 
     def with_batch(self, batch_size: int) -> "SamplePlan":
         """The same plan at another batch size."""
@@ -95,7 +92,7 @@ class SamplePlan:
         model = src.family.network_template(elf_config)
         sampler = src.family.sampler(self.settings, src.flow, vocab_size=elf_config.vocab_size, length=self.length)
         mesh = target_mesh(self.target, self.mesh)
-        sample = make_sample_fn(sampler, mesh, model, eos_id=src.eos_id, pad_id=src.pad_id)
+        sample = make_sample_fn(sampler, mesh, model, eos_id=src.data_spec.eos_id, pad_id=src.data_spec.pad_id)
         condition = jax.eval_shape(lambda: src.family.no_condition(self.batch_size, self.length, elf_config))
         key_data = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
         params = sample.abstract_params(model)
@@ -115,7 +112,7 @@ class SamplePlan:
                          costed=False)
         config = dataclasses.replace(src.elf_config, **runtime_for(self.target, self.compute_dtype))
         return {**report, "source": src.origin, "family": src.family.name, "length": self.length, "nfe": nfe,
-                "compute_dtype": config.compute_dtype, "attention": attention_kernel(config),
+                "compute_dtype": config.compute_dtype, "attention": config.attention_kernel(training=False),
                 "sampler": src.family.sample_tag(self.settings), "mesh": dict(compiled.mesh.shape),
                 "samples_per_s": None if not report["compiler_estimate_s"] else
                 self.batch_size / report["compiler_estimate_s"]}

@@ -21,9 +21,8 @@ from elf_eqx.aot.compile import CompiledProgram, abstract, compile_for_target, p
 from elf_eqx.aot.kernels import pallas_backward_correction
 from elf_eqx.aot.run_shapes import SourceShapes, source_shapes
 from elf_eqx.aot.targets import Target
-from elf_eqx.config import ELFConfig, resolve_compute_dtype
+from elf_eqx.config import ComputeDtype, ELFConfig, resolve_compute_dtype
 from elf_eqx.encoders.latent_encoder import LatentEncoder
-from elf_eqx.nn.attention import accelerator_platform, choose_attention
 from elf_eqx.parallel.mesh import batch_split
 from elf_eqx.training.compute import training_compute
 from elf_eqx.training.config import TrainConfig
@@ -37,14 +36,7 @@ def abstract_key() -> jax.ShapeDtypeStruct:
     return jax.eval_shape(lambda: jax.random.key(0))
 
 
-def attention_kernel(config: ELFConfig) -> str:
-    """The attention core ``config``'s blocks run on its platform (``config.attention`` resolved)."""
-    dropout = config.attn_dropout > 0
-    return choose_attention(config.attention, config.platform or accelerator_platform(), config.dtype, config.head_dim,
-                            dropout)
-
-
-def runtime_for(target: Target, compute_dtype: str) -> dict[str, str]:
+def runtime_for(target: Target, compute_dtype: ComputeDtype) -> dict[str, str]:
     """The runtime options a network compiled for ``target`` runs with: ``compute_dtype`` with
     ``auto`` resolved for the target's backend (not this machine's) and the target's platform,
     which resolves ``attention: auto`` (:func:`elf_eqx.nn.attention.choose_attention`)."""
@@ -111,7 +103,7 @@ class TrainPlan:
         """Seconds the cost model misses for the Pallas attention backward passes of one step
         (:mod:`elf_eqx.aot.kernels`), ``None`` when the blocks run another attention kernel."""
         config = self.elf_config
-        if attention_kernel(config) != "pallas":
+        if config.attention_kernel(training=True) != "pallas":
             return None
         opt = self.cfg.optimizer
         micro = opt.global_batch // opt.grad_accum
@@ -154,7 +146,7 @@ class TrainPlan:
                 "analytic_total_flops": per_step["train_flops"] + optimizer_flops, "model": cfg.model.name,
                 "family": cfg.objective.family, "length": cfg.data.max_length, "scan_unroll": self.elf_config.scan_unroll,
                 "mesh": dict(compiled.mesh.shape), "compute_dtype": self.elf_config.compute_dtype,
-                "attention": attention_kernel(self.elf_config), "remat": self.elf_config.remat,
+                "attention": self.elf_config.attention_kernel(training=True), "remat": self.elf_config.remat,
                 "grad_accum": opt.grad_accum, "notes": [*self.shapes.notes, *report["notes"]]}
 
 

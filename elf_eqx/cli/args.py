@@ -162,8 +162,12 @@ def build_config(cls: type[ConfigT], values: Mapping[str, Any]) -> ConfigT:
 
 def config_values(config: Any) -> dict[str, Any]:
     """A config as a JSON-ready dict, sections nested under their names (what
-    :func:`flag_values` reads back)."""
-    return dataclasses.asdict(config)
+    :func:`flag_values` reads back); tuples become lists, as JSON and YAML store them."""
+    return dataclasses.asdict(config, dict_factory=lambda items: {k: _json_ready(v) for k, v in items})
+
+
+def _json_ready(value: Any) -> Any:
+    return [_json_ready(v) for v in value] if isinstance(value, (tuple, list)) else value
 
 
 def attribute_docs(cls: type) -> dict[str, str]:

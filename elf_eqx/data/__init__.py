@@ -12,7 +12,6 @@ Typical use::
 from elf_eqx.data.cache import default_cache_dir
 from elf_eqx.data.collate import collate
 from elf_eqx.data.corpus import embedded_corpus_path
-from elf_eqx.data.errors import DataError
 from elf_eqx.data.layout import layout_rows
 from elf_eqx.data.loader import Loader
 from elf_eqx.data.pipeline import PreparedData, prepare_data
@@ -21,7 +20,6 @@ from elf_eqx.data.spec import DataSpec
 from elf_eqx.data.tokenization import TokenizedSource, check_token_ids, tokenize_source
 
 __all__ = [
-    "DataError",
     "DataSpec",
     "Loader",
     "PreparedData",

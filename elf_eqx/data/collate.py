@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from jaxtyping import Bool, Int
 
-from elf_eqx.data.errors import DataError
+from elf_eqx.errors import DataError
 from elf_eqx.data.spec import DataSpec
 
 

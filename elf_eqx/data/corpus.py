@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from elf_eqx.data.errors import DataError
+from elf_eqx.errors import DataError
 
 _CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
 _CORPUS_FILES = {"train": "kjv_subset.jsonl", "valid": "kjv_subset_valid.jsonl"}

@@ -18,7 +18,7 @@ from typing import Any
 
 import datasets
 
-from elf_eqx.data.errors import DataError
+from elf_eqx.errors import DataError
 from elf_eqx.data.spec import DataSpec
 
 ROW_FEATURES = datasets.Features(

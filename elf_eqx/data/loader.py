@@ -9,7 +9,7 @@ import numpy as np
 from jaxtyping import Int
 
 from elf_eqx.data.collate import collate
-from elf_eqx.data.errors import DataError
+from elf_eqx.errors import DataError
 from elf_eqx.data.spec import DataSpec
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import datasets
 
 from elf_eqx.data.cache import cache_key, default_cache_dir, load_or_build, tokenizer_fingerprint
-from elf_eqx.data.errors import DataError
+from elf_eqx.errors import DataError
 from elf_eqx.data.layout import layout_rows
 from elf_eqx.data.sources import Source, load_source
 from elf_eqx.data.spec import DataSpec

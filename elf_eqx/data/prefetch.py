@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from elf_eqx.data.errors import DataError
+from elf_eqx.errors import DataError
 
 _POLL_S = 0.1  # how often a blocked thread rechecks for close()
 

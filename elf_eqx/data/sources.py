@@ -28,7 +28,7 @@ import datasets
 
 from elf_eqx.data.corpus import embedded_corpus_path
 from elf_eqx.io.jsonl import json_objects
-from elf_eqx.data.errors import DataError
+from elf_eqx.errors import DataError
 
 SourceKind = Literal["tokens", "pair", "text"]
 EMBEDDED = "embedded"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from elf_eqx.data.errors import DataError
+from elf_eqx.errors import DataError
 
 PadMode = Literal["pad", "eos"]
 

@@ -11,7 +11,7 @@ import datasets
 import pyarrow.compute as pc
 
 from elf_eqx.data.cache import cache_key, load_or_build, tokenizer_fingerprint
-from elf_eqx.data.errors import DataError
+from elf_eqx.errors import DataError
 from elf_eqx.data.sources import Source
 
 _TOKENIZE_VERSION = "1"

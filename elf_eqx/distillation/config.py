@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 import tyro
 
 from elf_eqx.cli.args import DISTILL_PRESET_PREFIX, parse_cli
+from elf_eqx.distillation.objective import check_decode_share
 from elf_eqx.errors import ConfigError
 from elf_eqx.sampler import SamplerSettings
 from elf_eqx.sampling.settings import setting
@@ -69,8 +70,7 @@ class RoundsSection:
         if self.from_steps % self.to_steps or ratio < 2 or ratio & (ratio - 1):
             raise ConfigError(f"--to-steps {self.to_steps} must be --from-steps {self.from_steps} divided by a power "
                               "of two (each round halves the steps)")
-        if not 0.0 <= self.decode_share < 1.0:
-            raise ConfigError(f"--decode-share must be in [0, 1), got {self.decode_share}")
+        check_decode_share(self.decode_share, "--decode-share")
 
     @property
     def student_steps(self) -> list[int]:

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from elf_eqx.errors import ConfigError
 from elf_eqx.flow import FLOW, FlowConstants, euler_update, interpolate, keep_condition
 from elf_eqx.model import ELF
 from elf_eqx.objective import FlowObjective, LatentBatch, decode_rows, masked_mean
@@ -34,6 +35,13 @@ def student_target(
     """The x̂ whose Euler step from ``(z, t)`` lands on ``z_end`` at ``t_end``: ``z + c(t)(z_end − z)/(t_end − t)``."""
     c = jnp.maximum(1.0 - t, t_eps)
     return z + (c / (t_end - t))[:, None, None] * (z_end - z)
+
+
+def check_decode_share(share: float, flag: str) -> None:
+    """A :class:`~elf_eqx.errors.ConfigError` naming ``flag`` unless ``share`` is in ``[0, 1)`` (the
+    distillation flags' check and the objective's own)."""
+    if not 0.0 <= share < 1.0:
+        raise ConfigError(f"{flag} must be in [0, 1), got {share}")
 
 
 class DistillObjective(eqx.Module):
@@ -61,8 +69,7 @@ class DistillObjective(eqx.Module):
         if len(self.mid) != len(self.grid) - 1:
             raise ValueError(f"DistillObjective: {len(self.grid) - 1} student intervals need as many midpoints, "
                              f"got {len(self.mid)}")
-        if not 0.0 <= self.decode_share < 1.0:
-            raise ValueError(f"DistillObjective.decode_share must be in [0, 1), got {self.decode_share}")
+        check_decode_share(self.decode_share, "DistillObjective.decode_share")
 
     @property
     def steps(self) -> int:

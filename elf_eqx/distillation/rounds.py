@@ -24,7 +24,7 @@ from elf_eqx.errors import ConfigError, IncompatibleModelError
 from elf_eqx.flops import distill_step_flops
 from elf_eqx.distillation.manifest import Manifest, round_dir
 from elf_eqx.release.model_source import ModelBundle, load_model_source
-from elf_eqx.sampling.settings import SamplerSettings
+from elf_eqx.sampler import SamplerSettings
 from elf_eqx.training.config import TrainConfig
 from elf_eqx.training.loop import run_to_end
 from elf_eqx.training.run_directory import load_model_from_checkpoint, read_run_record

@@ -11,7 +11,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from elf_eqx.config import precision_policy
+from elf_eqx.config import ComputeDtype, precision_policy
 from elf_eqx.encoders.latents import encoder_attention_mask, normalize_latents
 from elf_eqx.parallel.mesh import shard_batch
 from elf_eqx.objective import LatentBatch
@@ -60,7 +60,7 @@ class LatentEncoder(eqx.Module):
     latent_mean: float = eqx.field(static=True, default=0.0)
     latent_std: float = eqx.field(static=True, default=0.2)
     label_drop_prob: float = eqx.field(static=True, default=0.0)
-    compute_dtype: str = eqx.field(static=True, default="auto")
+    compute_dtype: ComputeDtype = eqx.field(static=True, default="auto")
     unroll_layers: bool = eqx.field(static=True, default=False)
     """Run the encoder's layers as an unrolled loop (the dry run's cost estimate; see docs/method.md#dry-run)."""
 

@@ -149,7 +149,8 @@ def _from_release(checkpoint: Path, folder: Path, repo_root: Path, name: str, we
                   encoder: str | None, tokenizer: str | None, task: str | None,
                   architecture: str | None) -> dict[str, ModelBundle]:
     chosen = task_of(name, task)
-    layout = RELEASED_TASKS[chosen]
+    released = RELEASED_TASKS[chosen]
+    layout = released.layout
     release = read_release_weights(checkpoint, weights)
     pickle = encoder_pickle(folder, repo_root)
     bundles = {}
@@ -171,7 +172,7 @@ def _from_release(checkpoint: Path, folder: Path, repo_root: Path, name: str, we
             latent_mean=RELEASE_LATENT_MEAN,
             latent_std=RELEASE_LATENT_STD,
             flow=RELEASE_FLOW,
-            sampling=layout.sampling,
+            sampling=released.sampling,
             origin=f"release {name} ({preset_name(model.config)}, task {chosen}, {WEIGHT_ENTRIES[kind]}, "
                    f"step {release.step})",
             step=release.step,

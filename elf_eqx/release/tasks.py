@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 
 from elf_eqx.config import PRESETS, ELFConfig, preset
-from elf_eqx.data.spec import DataSpec
+from elf_eqx.data.spec import DataSpec, SequenceLayout
 from elf_eqx.errors import ConfigError
 from elf_eqx.flow import FLOW, FlowConstants
 from elf_eqx.release.names import config_from_reference
@@ -39,10 +39,8 @@ _PRESET_FIELDS = ("depth", "hidden_size", "num_heads", "bottleneck_dim", "mlp_ra
 class ReleasedTask:
     """The data layout a released model was trained on and its released sampling settings."""
 
-    max_length: int
-    max_input_length: int
-    """0: unconditional."""
-    pad_mode: Literal["pad", "eos"]
+    layout: SequenceLayout
+    """Its rows (``max_input_length`` 0: unconditional)."""
     sampling: SamplerSettings
     """The released sampler settings."""
 
@@ -50,9 +48,9 @@ class ReleasedTask:
 _UNCONDITIONAL_SAMPLING = SamplerSettings(method="sde", steps=32, gamma=1.5, omega=3.0, cfg_weight=1.0)
 _CONDITIONAL_SAMPLING = SamplerSettings(method="ode", steps=64, gamma=0.0, omega=1.0, cfg_weight=2.0)
 RELEASED_TASKS: dict[Task, ReleasedTask] = {
-    "owt": ReleasedTask(1024, 0, "pad", _UNCONDITIONAL_SAMPLING),
-    "de-en": ReleasedTask(128, 64, "eos", _CONDITIONAL_SAMPLING),
-    "xsum": ReleasedTask(1088, 1024, "eos", _CONDITIONAL_SAMPLING),
+    "owt": ReleasedTask(SequenceLayout(max_length=1024, max_input_length=0, pad_mode="pad"), _UNCONDITIONAL_SAMPLING),
+    "de-en": ReleasedTask(SequenceLayout(max_length=128, max_input_length=64, pad_mode="eos"), _CONDITIONAL_SAMPLING),
+    "xsum": ReleasedTask(SequenceLayout(max_length=1088, max_input_length=1024, pad_mode="eos"), _CONDITIONAL_SAMPLING),
 }
 
 
@@ -73,7 +71,7 @@ def task_of(name: str, task: str | None = None) -> Task:
 
 def release_data_spec(task: Task, vocab_size: int) -> DataSpec:
     """The data layout of a released ``task`` with the T5 tokenizer's pad and EOS ids."""
-    layout = RELEASED_TASKS[task]
+    layout = RELEASED_TASKS[task].layout
     return DataSpec(vocab_size=vocab_size, pad_id=RELEASE_PAD_ID, eos_id=RELEASE_EOS_ID,
                     max_length=layout.max_length, max_input_length=layout.max_input_length or None,
                     pad_mode=layout.pad_mode)

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 import tyro
 
 from elf_eqx.cli.args import SAMPLE_PRESET_PREFIX, DryRunFlags, MeshFlags, ProcessFlags, parse_cli
+from elf_eqx.config import ComputeDtype
 from elf_eqx.errors import ConfigError
 from elf_eqx.observe.profiler import SampleProfileFlags
 from elf_eqx.release.tasks import Task
@@ -40,7 +41,7 @@ class LoadSection:
     """Override the frozen encoder (conditional sampling only): hub id, folder, .pkl."""
     tokenizer: str | None = None
     """Override the tokenizer: hub id or folder."""
-    compute_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    compute_dtype: ComputeDtype = "auto"
     """Activation dtype of the network's matmuls (weights stay float32)."""
 
 

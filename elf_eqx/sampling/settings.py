@@ -27,7 +27,7 @@ from elf_eqx.families import FAMILIES, Family
 from elf_eqx.sampler import SamplerSettings
 from elf_eqx.sampling.settings_base import Flag, SamplerSettingsBase
 
-__all__ = ["FAMILY_SETTINGS", "SamplerFlags", "SamplerOverrides", "SamplerSettings", "setting", "setting_axis"]
+__all__ = ["FAMILY_SETTINGS", "SamplerFlags", "SamplerOverrides", "setting", "setting_axis"]
 
 FAMILY_SETTINGS: tuple[type[SamplerSettingsBase], ...] = tuple(
     dict.fromkeys(family.settings_class for family in FAMILIES.values()))

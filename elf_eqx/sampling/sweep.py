@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+from elf_eqx.config import ComputeDtype
 from elf_eqx.errors import ConfigError
 from elf_eqx.encoders.load import load_encoder_config
 from elf_eqx.families.ar import ARSettings
@@ -66,7 +67,7 @@ class SweepOptions:
     """Same seed for every configuration."""
     weights: Literal["ema", "raw"] = "ema"
     """EMA or raw weights."""
-    compute_dtype: Literal["float32", "bfloat16"] = "float32"
+    compute_dtype: ComputeDtype = "float32"
     """Matmul dtype of the networks (and of a conditional ELF's encoder)."""
     overwrite: bool = False
     """Replace earlier results in output_dir (otherwise an error)."""

@@ -13,6 +13,7 @@ import jax
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
+from elf_eqx.config import ComputeDtype
 from elf_eqx.errors import ConfigError, IncompatibleModelError
 from elf_eqx.sampling.conditions import condition_ids, encode_conditions
 from elf_eqx.data import DataSpec
@@ -54,7 +55,7 @@ class TextSampler:
         encoder: str | None = None,
         tokenizer: str | None = None,
         task: str | None = None,
-        compute_dtype: str = "auto",
+        compute_dtype: ComputeDtype = "auto",
         length: int | None = None,
         mesh: MeshConfig = MeshConfig(),
     ) -> "TextSampler":

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import jax
 
-from elf_eqx.errors import NonFiniteLoss  # noqa: F401  (its home was here)
 from elf_eqx.training.config import TrainConfig
 from elf_eqx.training.hooks import drive
 from elf_eqx.training.stop_signal import StopRequest

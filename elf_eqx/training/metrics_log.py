@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from elf_eqx.io.atomic import write_text_atomic  # noqa: F401  (moved to elf_eqx.io.atomic; old imports keep working)
 from elf_eqx.observe.run_info import record_start
 from elf_eqx.observe.tensorboard import TensorBoardWriter
 from elf_eqx.observe.wandb_run import WandbRun, WandbSettings

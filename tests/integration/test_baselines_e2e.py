@@ -22,13 +22,6 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, shared_dir) -> Path:
-    path = tmp_path_factory.mktemp("corpus") / "chapters.jsonl"
-    path.write_text("\n".join((shared_dir / "data" / "kjv" / "valid.jsonl").read_text().splitlines()[:12]) + "\n")
-    return path
-
-
 def train(corpus: Path, out: Path, *extra: str) -> Path:
     train_main([*TINY, "--data", str(corpus), "--cache-dir", str(out.parent / "cache"), "--output-dir", str(out), *extra])
     return out
@@ -38,6 +31,7 @@ def metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_mdlm_run_resumes_samples_and_refuses_another_family(baseline_runs, corpus, tmp_path):
     run = tmp_path / "mdlm"
     shutil.copytree(baseline_runs["mdlm"], run)

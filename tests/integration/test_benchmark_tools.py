@@ -119,6 +119,7 @@ def test_steps_vs_ppl_nfe_mode_picks_steps_per_sampler(judge_dir, corpus, tmp_pa
     assert sample["settings"]["nfe"] == 3 and sample["settings"]["solver"] == "heun"
 
 
+@pytest.mark.slow
 def test_steps_vs_ppl_puts_elf_mdlm_and_ar_in_one_table_with_their_compute(judge_dir, corpus, baseline_runs, tmp_path):
     elf = write_run(tmp_path / "elf", conditional=False)
     runs = baseline_runs
@@ -143,6 +144,7 @@ def test_latent_roundtrip_reports_token_accuracy_per_noise_time(corpus, tmp_path
     assert [r["t"] for r in rows] == [0.5, 1.0] and all(0.0 <= r["token_accuracy"] <= 1.0 for r in rows)
 
 
+@pytest.mark.slow
 def test_conditional_scores_table_over_cfg_weights_with_the_copy_baseline(shared_dir, baseline_runs, tmp_path):
     elf = write_run(tmp_path / "elf", conditional=True)
     pairs = tmp_path / "pairs.jsonl"

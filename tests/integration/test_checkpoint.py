@@ -20,7 +20,8 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from run_fixtures import store_old_run_config
 
-from elf_eqx.training.checkpoint import CheckpointManager, CheckpointMismatchError
+from elf_eqx.errors import CheckpointMismatchError
+from elf_eqx.training.checkpoint import CheckpointManager
 from elf_eqx.training.run_directory import load_model_from_checkpoint
 from elf_eqx.config import preset
 from elf_eqx.model import ELF
@@ -300,7 +301,7 @@ def _truncate_data_files(step_dir) -> None:
 
 
 def test_damaged_newest_step_is_reported_kept_and_skipped(tmp_path, capfd):
-    from elf_eqx.training.checkpoint import UnreadableCheckpointError
+    from elf_eqx.errors import UnreadableCheckpointError
 
     state, _ = make_state()
     manager = CheckpointManager(tmp_path)

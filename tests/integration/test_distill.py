@@ -35,6 +35,7 @@ def students(teacher, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_a_round_is_a_run_whose_student_samples_at_its_own_steps(students, tmp_path):
     from elf_eqx.sample import main as sample_main
 
@@ -63,6 +64,7 @@ def test_a_sweep_counts_a_student_at_its_distillation_compute(students):
     assert compute["train_flops"] == pytest.approx(last["train_flops"], rel=1e-9)
 
 
+@pytest.mark.slow
 def test_a_stopped_distillation_resumes_to_the_uninterrupted_weights(teacher, students, tmp_path, monkeypatch):
     from elf_eqx.training.run_directory import load_model_from_checkpoint
     from elf_eqx.training.hooks import CheckpointHook

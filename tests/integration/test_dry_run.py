@@ -38,6 +38,7 @@ def sharded_train(tmp_path_factory):
     return reports, out
 
 
+@pytest.mark.slow
 def test_a_four_chip_tpu_slice_compiles_the_sharded_train_step(sharded_train):
     (report,), out = sharded_train
     for key in ("target", "devices", "global_batch", "memory_gib_per_device", "hbm_gib_per_device", "fits",
@@ -52,6 +53,7 @@ def test_a_four_chip_tpu_slice_compiles_the_sharded_train_step(sharded_train):
     assert not out.exists()  # nothing written: no checkpoints, no metrics, no data cache
 
 
+@pytest.mark.slow
 def test_branch_rows_the_shards_do_not_divide_are_padded_for_the_kernel(capsys):
     from elf_eqx.train import main
 
@@ -84,6 +86,7 @@ def test_the_sampler_compiles_for_the_same_slice(baseline_runs, capsys):
     assert report["family"] == "mdlm" and report["nfe"] == 3 and report["global_batch"] == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unrolled", [False, True])
 def test_analytic_and_compiler_flops_agree_on_one_chip(capsys, unrolled):
     from elf_eqx.train import main

@@ -124,6 +124,7 @@ def reference(workspace) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_killed_at_random_moments_and_restarted_matches_the_uninterrupted_run(workspace, reference):
     rng = random.Random(15)
     out = workspace / "killed"
@@ -155,6 +156,7 @@ def test_killed_at_random_moments_and_restarted_matches_the_uninterrupted_run(wo
     assert_same_run(out, reference)
 
 
+@pytest.mark.slow
 def test_damaged_newest_checkpoint_is_kept_and_skipped(workspace, reference, capfd):
     import shutil
 

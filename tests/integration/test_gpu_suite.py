@@ -14,6 +14,7 @@ def suite():
     return load_script("gpu_suite")
 
 
+@pytest.mark.slow
 def test_smoke_suite_runs_end_to_end_on_cpu(suite, tmp_path):
     out = tmp_path / "suite.json"
     result = suite.main(suite.Args(smoke=True, out=str(out), steps=1))

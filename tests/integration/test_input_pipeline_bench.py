@@ -7,9 +7,12 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
+@pytest.mark.slow
 def test_input_pipeline_benchmark_runs_and_reuses_its_dataset(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("input_pipeline", BENCHMARKS / "input_pipeline.py")
     module = importlib.util.module_from_spec(spec)

@@ -16,7 +16,7 @@ from elf_eqx.release.names import load_release_checkpoint
 from elf_eqx.release.model_source import load_model_source, load_model_source_weights
 from elf_eqx.training.optim import make_optimizer
 from elf_eqx.flow import FlowConstants
-from elf_eqx.sampling.settings import SamplerSettings
+from elf_eqx.sampler import SamplerSettings
 from elf_eqx.training.step import TrainState
 
 

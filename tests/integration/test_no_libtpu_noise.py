@@ -48,6 +48,7 @@ def test_plain_jax_would_print_the_libtpu_block(tmp_path):
     assert _noise(done.stderr), done.stderr
 
 
+@pytest.mark.slow
 def test_help_and_a_one_step_run_print_nothing_from_libtpu(tmp_path, shared_dir):
     assert not _noise(_run(["-m", "elf_eqx.train", "--help"], tmp_path).stderr)
     corpus = tmp_path / "chapters.jsonl"

@@ -32,14 +32,6 @@ TINY = [
 PEAK = 1e12
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, shared_dir) -> Path:
-    path = tmp_path_factory.mktemp("corpus") / "chapters.jsonl"
-    lines = (shared_dir / "data" / "kjv" / "valid.jsonl").read_text().splitlines()[:12]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def tiny_args(corpus: Path, out: Path, *extra: str) -> list[str]:
     return [*TINY, "--data", str(corpus), "--cache-dir", str(out.parent / "cache"), "--output-dir", str(out), *extra]
 

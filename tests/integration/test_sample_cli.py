@@ -99,7 +99,8 @@ def test_sampler_settings_are_one_spelling():
     from elf_eqx.cli.args import flag_table
     from elf_eqx.flow import FlowConstants
     from elf_eqx.sampling.config import SampleConfig
-    from elf_eqx.sampling.settings import FAMILY_SETTINGS, SamplerSettings
+    from elf_eqx.sampler import SamplerSettings
+    from elf_eqx.sampling.settings import FAMILY_SETTINGS
     from elf_eqx.solvers import NoChurn, UniformGrid
     from elf_eqx.training.config import TrainConfig
 

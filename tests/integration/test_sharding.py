@@ -43,6 +43,7 @@ def mesh_results() -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", ["(8, 1, 1)", "(2, 4, 1)", "(1, 8, 1)", "(2, 2, 2)"])
 def test_train_step_on_a_mesh_matches_one_device(mesh_results, shape):
     got = mesh_results["train"][shape]
@@ -51,12 +52,14 @@ def test_train_step_on_a_mesh_matches_one_device(mesh_results, shape):
         assert got["sharded_leaves"] > 0  # parameters and optimizer state really are split
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", ["(8, 1, 1)", "(2, 4, 1)", "(1, 8, 1)", "(2, 2, 2)"])
 def test_sampling_on_a_mesh_matches_one_device(mesh_results, shape):
     got = mesh_results["sample"][shape]
     assert got["tokens_equal"] and got["latents"] < SAMPLE_TOL
 
 
+@pytest.mark.slow
 def test_checkpoint_saved_on_one_mesh_restores_on_another(mesh_results):
     got = mesh_results["restore"]
     assert got["restored_on"] == {"data": 8, "fsdp": 1, "tensor": 1}
@@ -78,6 +81,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one(tmp_path, shared_dir):
     corpus = tmp_path / "chapters.jsonl"
     corpus.write_text("\n".join((shared_dir / "data" / "kjv" / "valid.jsonl").read_text().splitlines()[:12]) + "\n")

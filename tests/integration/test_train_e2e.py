@@ -21,15 +21,6 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, shared_dir) -> Path:
-    """Twelve real chapters as a JSONL file."""
-    path = tmp_path_factory.mktemp("corpus") / "chapters.jsonl"
-    lines = (shared_dir / "data" / "kjv" / "valid.jsonl").read_text().splitlines()[:12]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def tiny_args(corpus: Path, out: Path, *extra: str) -> list[str]:
     return [*TINY, "--data", str(corpus), "--cache-dir", str(out.parent / "cache"), "--output-dir", str(out), *extra]
 
@@ -56,6 +47,7 @@ def test_train_writes_checkpoints_metrics_and_samples(corpus, tmp_path):
     assert text.startswith("# step 4") and "[1]" in text
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_resume_reproduces_the_uninterrupted_run(corpus, tmp_path):
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "elf_eqx.train", *tiny_args(corpus, killed, "--max-steps", "100000")]
@@ -80,6 +72,7 @@ def test_sigterm_saves_and_resume_reproduces_the_uninterrupted_run(corpus, tmp_p
     assert resumed == reference  # the same program on the same rows and keys: bitwise
 
 
+@pytest.mark.slow
 def test_nan_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path):
     out = tmp_path / "run"
     main(tiny_args(corpus, out, "--max-steps", "2", "--save-every", "2"))
@@ -88,6 +81,7 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path):
     assert checkpoint_steps(out) == [2]
 
 
+@pytest.mark.slow
 def test_different_model_in_output_directory(corpus, tmp_path):
     out = tmp_path / "run"
     main(tiny_args(corpus, out, "--max-steps", "1", "--save-every", "1"))
@@ -121,6 +115,7 @@ def test_tokenizer_that_does_not_match_the_encoder(corpus, tmp_path):
         main(tiny_args(corpus, tmp_path / "d", "--tokenizer", str(tmp_path / "bigger_tokenizer")))
 
 
+@pytest.mark.slow
 def test_conditional_run_with_label_drop_and_cfg_samples(tmp_path, shared_dir):
     pairs = tmp_path / "pairs.jsonl"
     lines = (shared_dir / "data" / "kjv" / "next_verse_valid.jsonl").read_text().splitlines()[:16]

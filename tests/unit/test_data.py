@@ -15,7 +15,6 @@ import transformers
 from elf_eqx.encoders import offline_minilm_dir
 
 from elf_eqx.data import (
-    DataError,
     DataSpec,
     Loader,
     collate,
@@ -23,6 +22,7 @@ from elf_eqx.data import (
     load_source,
     prepare_data,
 )
+from elf_eqx.errors import DataError
 
 SEP = 102  # MiniLM has no EOS token; [SEP] stands in for it
 

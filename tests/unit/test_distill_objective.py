@@ -18,7 +18,7 @@ from elf_eqx.flow import FlowConstants, euler_update
 from elf_eqx.solvers import Euler
 from elf_eqx.solvers.base import FlowTerm
 from elf_eqx.objective import LatentBatch
-from elf_eqx.sampling.settings import SamplerSettings
+from elf_eqx.sampler import SamplerSettings
 
 from helpers import random_batch, tiny_model
 
@@ -109,7 +109,7 @@ def test_the_teacher_steps_are_the_euler_solvers_update():
     assert not hasattr(distillation_objective, "euler_step")
     k_z, k_x = jax.random.split(KEY)
     z, x_prev = jax.random.normal(k_z, (3, 5, 4)), jax.random.normal(k_x, (3, 5, 4))
-    term = FlowTerm(lambda z, x_prev, t: 0.5 * z + x_prev * t, 0.05)
+    term = FlowTerm(lambda z, x_prev, t: 0.5 * z + x_prev * t, FlowConstants(t_eps=0.05))
     for t, t_next in ((0.2, 0.5), (0.96, 1.0)):
         t, t_next = jnp.float32(t), jnp.float32(t_next)
         z_next, x_hat, _ = Euler().step(term, z, x_prev, t, t_next, None)

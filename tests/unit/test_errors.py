@@ -3,8 +3,10 @@ anything else is a bug and keeps its traceback (README, "Errors")."""
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
+import pkgutil
 import pickle
 import subprocess
 import sys
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import elf_eqx
 from elf_eqx import errors
 from elf_eqx.cli.errors import EXIT_CODE, CLIError, one_line
 
@@ -36,17 +39,25 @@ def test_every_class_is_a_user_error_and_its_built_in():
     assert not issubclass(errors.UnreadableCheckpointError, ValueError)  # an `except ValueError` must not hide it
 
 
-def test_old_import_paths_name_the_same_classes():
-    from elf_eqx.data.errors import DataError
+def test_each_error_class_has_one_home_and_no_module_re_exports_a_name():
+    """Errors are imported from :mod:`elf_eqx.errors` (the few specialised subclasses from the module
+    that raises them), and a module's ``__all__`` names only what the module itself defines."""
     from elf_eqx.encoders.load import IncompatibleEncoderError
-    from elf_eqx.io.safe_pickle import UnsafePickleError
-    from elf_eqx.training.checkpoint import CheckpointMismatchError, UnreadableCheckpointError
 
-    assert DataError is errors.DataError and UnsafePickleError is errors.UnsafePickleError
-    assert CheckpointMismatchError is errors.CheckpointMismatchError
-    assert UnreadableCheckpointError is errors.UnreadableCheckpointError
     assert issubclass(IncompatibleEncoderError, errors.IncompatibleModelError)
     assert issubclass(CLIError, errors.UserError)
+    elsewhere = []
+    for info in pkgutil.walk_packages(elf_eqx.__path__, "elf_eqx."):
+        if info.ispkg:
+            continue
+        module = importlib.import_module(info.name)
+        for name in getattr(module, "__all__", ()):
+            value = getattr(module, name)
+            home = getattr(value, "__module__", None) if inspect.isclass(value) or inspect.isfunction(value) else None
+            if home is not None and home != module.__name__:
+                elsewhere.append(f"{info.name}.{name} (defined in {home})")
+    assert elsewhere == []
+    assert not (REPO / "elf_eqx" / "data" / "errors.py").exists()
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)

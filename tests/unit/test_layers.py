@@ -1,5 +1,6 @@
 """Shapes, dtypes and small identities of every building block (beartype checks the annotations)."""
 
+import dataclasses
 import warnings
 
 import jax
@@ -222,3 +223,16 @@ def test_attention_kernel_follows_the_layers_dropout(monkeypatch):
     inference_mode(layer)(x, cos, sin, key=KEY)
     SelfAttention(32, 4, key=KEY)(x, cos, sin, key=KEY)
     assert calls == [True, True, False]  # no key, inference mode, rate 0: fused, causal from the layer
+
+
+def test_the_kernel_a_dry_run_reports_is_the_one_its_layers_run():
+    """``ELFConfig.attention_kernel`` applies the layers' rule: with attention dropout, training
+    steps take the explicit path and a sampler (no dropout) the fused kernel."""
+    config = dataclasses.replace(preset("ELF-T", encoder_dim=TINY_D, vocab_size=TINY_V), platform="cuda",
+                                 compute_dtype="bfloat16", attn_dropout=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert config.attention_kernel(training=True) == "xla"
+    assert config.attention_kernel(training=False) == "cudnn"
+    assert dataclasses.replace(config, attn_dropout=0.0).attention_kernel(training=True) == "cudnn"
+    assert dataclasses.replace(config, platform="cpu").attention_kernel(training=False) == "xla"

@@ -25,6 +25,7 @@ def _qkv(n: int, head_dim: int, dtype=jnp.float32):
     return tuple(jax.random.normal(k, (2, n, 3, head_dim), dtype) for k in keys)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n, head_dim, causal", [(140, 64, False), (37, 66, False), (140, 80, True)])
 def test_pallas_matches_explicit_forward_and_gradients(n, head_dim, causal):
     q, k, v = _qkv(n, head_dim)

@@ -14,7 +14,8 @@ import datasets
 import numpy as np
 import pytest
 
-from elf_eqx.data import DataError, DataSpec, Loader
+from elf_eqx.data import DataSpec, Loader
+from elf_eqx.errors import DataError
 from elf_eqx.data.layout import ROW_FEATURES
 from elf_eqx.data.prefetch import Prefetcher, prefetch
 from elf_eqx.training.stop_signal import StopRequest
@@ -194,3 +195,19 @@ def test_depth_zero_is_the_loader_itself(rows):
     assert prefetch(plain, 0) is plain
     with pytest.raises(DataError, match="depth"):
         Prefetcher(plain, 0)
+
+
+def test_the_prefetcher_answers_for_its_loader_but_keeps_its_own_state(rows):
+    """Attributes a prefetcher does not have are its loader's; its private state and the
+    consumer's position are its own (the loader runs ahead of the consumer)."""
+    plain = loader(rows)
+    with Prefetcher(loader(rows), 2) as fetched:
+        assert (fetched.spec, fetched.global_batch_size, fetched.steps_per_epoch, fetched.num_rows) == (
+            plain.spec, plain.global_batch_size, plain.steps_per_epoch, plain.num_rows)
+        np.testing.assert_array_equal(fetched.batch_indices(1, 2), plain.batch_indices(1, 2))
+        next(fetched)
+        assert fetched.state() == {**plain.state(), "step": 1}  # the consumer's, whatever the read-ahead did
+        with pytest.raises(AttributeError):
+            fetched._epoch  # noqa: B018  (the loader's private state is not forwarded)
+        with pytest.raises(AttributeError):
+            fetched.no_such_attribute  # noqa: B018

@@ -8,10 +8,11 @@ from elf_eqx.training.schedule import make_lr_schedule
 from run_fixtures import OLD_FLAT_RUN_CONFIG
 
 from elf_eqx.families import ELF_FAMILY
-from elf_eqx.sampling.settings import SamplerSettings
+from elf_eqx.sampler import SamplerSettings
 from elf_eqx.training.config import TrainConfig, parse_train_config
 from elf_eqx.training.sections import OptimizerSection
-from elf_eqx.training.metrics_log import MetricsLog, write_text_atomic
+from elf_eqx.io.atomic import write_text_atomic
+from elf_eqx.training.metrics_log import MetricsLog
 from elf_eqx.training.stop_signal import StopRequest
 
 

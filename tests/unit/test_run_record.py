@@ -13,7 +13,7 @@ from elf_eqx.config import preset
 from elf_eqx.data import DataSpec
 from elf_eqx.errors import IncompatibleModelError, UserError
 from elf_eqx.flow import FlowConstants
-from elf_eqx.sampling.settings import SamplerSettings
+from elf_eqx.sampler import SamplerSettings
 from elf_eqx.training.config import TrainConfig
 from elf_eqx.training.run_record import RUN_RECORD_VERSION, DistillationRecord, RunRecord
 

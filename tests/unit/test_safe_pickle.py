@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from elf_eqx.encoders.load import load_text_encoder
-from elf_eqx.io.safe_pickle import UnsafePickleError, safe_load, safe_loads
+from elf_eqx.errors import UnsafePickleError
+from elf_eqx.io.safe_pickle import safe_load, safe_loads
 
 
 class _RunsShell:

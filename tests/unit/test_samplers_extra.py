@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from elf_eqx.sampler import Sampler, clipped_log_time
-from elf_eqx.sampling.settings import SamplerSettings
+from elf_eqx.flow import clipped_log_time
+from elf_eqx.sampler import Sampler
+from elf_eqx.sampler import SamplerSettings
 from toy_sampler import ZipfToy, sample_tokens, token_figures
 
 pytestmark = pytest.mark.numerics  # compares float computations: .ci/run reruns it with a narrower ISA
