@@ -1,7 +1,12 @@
 """One training run over several ``jax.distributed`` CPU processes on 127.0.0.1, the way a pod runs
 it: every process a real ``python -m elf_eqx.train`` (a supervisor, which starts the worker that
-trains), given the three process flags; all share one JAX compilation cache and one data cache,
-so only the first run pays for compiling. Used by integration/test_pod_faults.py."""
+trains), given the three process flags; all share one JAX compilation cache and one data cache.
+Used by integration/test_pod_faults.py.
+
+The model is the autoregressive baseline on ELF-T's blocks: what is tested (stopping, saving,
+resuming, restarting) is the same for every family, and its step, without the frozen encoder
+inside, compiles in seconds. That matters: JAX writes its persistent compilation cache from process
+0 only, so every other process compiles its step at every start."""
 
 from __future__ import annotations
 
@@ -22,12 +27,14 @@ from elf_eqx.observe.step_clock import MEASURED_FIELDS
 from helpers import xla_flags
 
 REPO = Path(__file__).resolve().parents[1]
-HEARTBEAT_S = 20
-"""The runs' --heartbeat-timeout-s: seconds, not JAX's 100 s; not less, since the 2-core machines the
-suite runs on, shared with other jobs, were seen to hold a busy process's heartbeats back for over 5 s."""
-TOTAL, SAVE_EVERY = 12, 3
+HEARTBEAT_S = 15
+"""The runs' --heartbeat-timeout-s: seconds, not JAX's 100 s; not less, since a 2-core machine shared
+with other jobs was seen to hold a busy process's heartbeats back for over 5 s."""
+TOTAL, SAVE_EVERY = 24, 4
+"""Steps of the run and between checkpoints. A step takes about 0.1 s on two CPU cores and JAX
+passes a SIGTERM on within about a second: 24 steps leave room for a stop before the end."""
 TINY = [
-    "--preset", "quickstart", "--model", "ELF-T", "--global-batch", "4", "--max-length", "16",
+    "--preset", "quickstart", "--model", "ELF-T", "--objective", "ar", "--global-batch", "4", "--max-length", "16",
     "--warmup-steps", "2", "--lr-schedule", "constant", "--log-every", "1", "--save-every", str(SAVE_EVERY),
     "--sampling.every", "1000", "--sampling.steps", "2", "--sampling.num-samples", "2", "--max-steps", str(TOTAL),
     "--mesh-fsdp", "2", "--heartbeat-timeout-s", str(HEARTBEAT_S), "--init-timeout-s", "600",
@@ -41,11 +48,12 @@ def free_port() -> int:
 
 
 def pod_env(root: Path, **extra: str) -> dict[str, str]:
-    """One CPU device per process, the suite's XLA flags, the shared compilation cache."""
+    """One CPU device per process, the suite's XLA flags, the shared compilation cache, this
+    checkout (and tests/, for pod_micro) first on the path."""
     return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags(1),
             "JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), **extra}
+            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]), **extra}
 
 
 @dataclasses.dataclass
@@ -94,23 +102,37 @@ class Pod:
             p.wait()
 
 
+def _start(root: Path, logs: Path, commands: list[list[str]]) -> Pod:
+    logs.mkdir(parents=True)
+    procs = []
+    for i, command in enumerate(commands):
+        with open(logs / f"{i}.out", "w") as stdout, open(logs / f"{i}.err", "w") as stderr:
+            procs.append(subprocess.Popen([sys.executable, "-m", *command], env=pod_env(root), stdout=stdout,
+                                          stderr=stderr, cwd=root))
+    return Pod(procs, logs)
+
+
 def start_pod(root: Path, out: Path, *extra: str, processes: int = 2, module: str = "elf_eqx.train",
               args: list[str] | None = None) -> Pod:
     """Start the run ``python -m module ARGS`` as ``processes`` processes on 127.0.0.1 (ARGS: the
-    tiny training's, on the workspace's chapters, into ``out``, unless ``args`` are given)."""
+    tiny training's, on ``root/chapters.jsonl``, into ``out``, unless ``args`` are given)."""
     address = f"127.0.0.1:{free_port()}"
     if args is None:
         args = [*TINY, "--data", str(root / "chapters.jsonl"), "--cache-dir", str(root / "cache"), "--output-dir", str(out)]
-    logs = Path(str(out) + f".logs.{time.monotonic_ns()}")
-    logs.mkdir(parents=True)
-    procs = []
-    for i in range(processes):
-        with open(logs / f"{i}.out", "w") as stdout, open(logs / f"{i}.err", "w") as stderr:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", module, *args, *extra, "--coordinator-address", address,
-                 "--num-processes", str(processes), "--process-id", str(i)],
-                env=pod_env(root), stdout=stdout, stderr=stderr, cwd=root))
-    return Pod(procs, logs)
+    return _start(root, Path(str(out) + f".logs.{time.monotonic_ns()}"), [
+        [module, *args, *extra, "--coordinator-address", address, "--num-processes", str(processes),
+         "--process-id", str(i)] for i in range(processes)])
+
+
+def start_micro(root: Path, processes: int, *, heartbeat_s: int, wait_s: float = 0.0,
+                failing: int | str | None = None) -> Pod:
+    """Start tests/pod_micro.py (a stand-in for a training loop: no devices, nothing compiled) as
+    ``processes`` processes on 127.0.0.1, each waiting ``wait_s`` before its first step; process
+    ``failing`` (``"all"``: every one) fails (bad input) at step 20."""
+    address = f"127.0.0.1:{free_port()}"
+    fail = [] if failing is None else [str(failing)]
+    return _start(root, root / f"micro.logs.{time.monotonic_ns()}", [
+        ["pod_micro", address, str(processes), str(i), str(heartbeat_s), str(wait_s), *fail] for i in range(processes)])
 
 
 def logged_steps(out: Path) -> int:

@@ -12,7 +12,7 @@ timeout), as every collective does.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from jax._src import distributed as jax_distributed
 
@@ -49,6 +49,22 @@ def first_reason(name: str, reason: str | None) -> str | None:
     """The reason given by the lowest-numbered process that gave one (``None`` from all: ``None``):
     one process's failure becomes every process's, with the same words."""
     return next((r for r in gather(name, reason) if r is not None), None)
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def everywhere(error: E) -> E:
+    """Mark ``error`` as raised by every process alike (after an agreement), and return it: the
+    processes then end together, through JAX's orderly shutdown, each with its own line and code,
+    instead of the first to fail leaving at once (:mod:`elf_eqx.parallel.supervisor`)."""
+    error.raised_everywhere = True
+    return error
+
+
+def raised_everywhere(error: BaseException) -> bool:
+    """Whether ``error`` was marked by :func:`everywhere`."""
+    return bool(getattr(error, "raised_everywhere", False))
 
 
 def barrier(name: str) -> None:

@@ -25,16 +25,19 @@ exits 2 (bad input) or 1 (a bug), or crashes (SIGSEGV,      exits with the same 
 SIGABRT without JAX's message)                              a crash): not retried
 ==========================================================  ==============================================
 
-A stop that was asked for (SIGTERM to the supervisor or the worker) is not restarted: the platform
-or the user wants the job to stop. Exit code 42 (:data:`~elf_eqx.errors.RETRYABLE_EXIT`) is the one
+A worker of several processes that fails by itself (bad input, a bug) ends with its own exit code:
+together with the others when they fail alike (an agreed decision, such as a damaged checkpoint
+asked for, fails on every process at once), else after a short grace, without them, which then see
+it lost (:data:`OWN_FAILURE_GRACE_S`). A stop that was asked for (SIGTERM to the supervisor or the worker) is not
+restarted: the platform or the user wants the job to stop. Exit code 42 (:data:`~elf_eqx.errors.RETRYABLE_EXIT`) is the one
 XPK's and our JobSet's restart policies retry (launch/); 1 and 2 fail the job there too.
 ``ELF_SUPERVISOR=off`` in the environment turns supervision off (a launcher that supervises itself).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
-import ctypes
 import dataclasses
 import os
 import re
@@ -57,6 +60,7 @@ KEEP_BYTES = 64 * 1024
 JAX_FATAL = "Terminating process because the JAX distributed service detected fatal errors"
 _JOINED = re.compile(r"process (\d+) of (\d+) joined the run")
 _HEARTBEAT = re.compile(r"Task (\d+) heartbeat timeout")
+_LEFT_FIRST = re.compile(r"The first task at the barrier: (\d+)")
 _UNHEALTHY = re.compile(r"tasks are unhealthy \(stopped sending heartbeats\):\s*((?:\d+[\s,]*)+)")
 _COORDINATOR_GONE = ("Socket closed", "Connection reset", "Connection refused", "failed to connect",
                      "Failed to connect")
@@ -137,6 +141,10 @@ def lost_peer(text: str) -> str | None:
         return f"{who}{of} (no heartbeat within --heartbeat-timeout-s)"
     if fatal and me != 0 and any(s in text for s in _COORDINATOR_GONE):
         return f"process 0{of}, the coordinator (its coordination service is gone)"
+    left = {int(i) for i in _LEFT_FIRST.findall(text)} - {me}
+    if fatal and left:
+        who = ", ".join(f"process {i}" for i in sorted(left))
+        return f"{who}{of} (it left the run while this one was still in it)"
     if fatal:
         last = next((line for line in reversed(text.splitlines()) if "absl::Status" in line), "")
         status = last.split("absl::Status:", 1)[-1].strip()[:200]
@@ -165,21 +173,22 @@ def classify(returncode: int, text: str, *, asked_to_stop: bool, resume: Callabl
 
 # -- running it ------------------------------------------------------------------------------
 
-try:
-    _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-except OSError:  # pragma: no cover
-    _LIBC = None
-_PR_SET_PDEATHSIG = 1
+# The worker is started through this (no Python code may run in a forked child of a threaded
+# process): it asks Linux to SIGKILL it when the supervisor dies, then becomes the worker.
+_DIE_WITH_PARENT = """\
+import ctypes, os, signal, sys
+ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):  # the supervisor died before the line above
+    os._exit(1)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
 
-def _die_with(parent: int) -> Callable[[], None]:
-    def prepare() -> None:  # in the worker, between fork and exec
-        if _LIBC is not None:
-            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            if os.getppid() != parent:  # the supervisor died before the line above
-                os._exit(1)
-
-    return prepare
+def _dying_with_this_process(command: list[str]) -> list[str]:
+    """``command``, started so that it dies with this process (Linux; elsewhere as it is)."""
+    if not sys.platform.startswith("linux"):
+        return command
+    return [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *command]
 
 
 class _Tee(threading.Thread):
@@ -234,8 +243,8 @@ class Supervisor:
         if sys.stderr.isatty() and "COLUMNS" not in env:  # the worker's stderr is a pipe: keep progress bars wide
             with contextlib.suppress(OSError):
                 env["COLUMNS"] = str(os.get_terminal_size(sys.stderr.fileno()).columns)
-        worker = subprocess.Popen(self.command, env=env, stderr=subprocess.PIPE, start_new_session=True,
-                                  preexec_fn=_die_with(os.getpid()))
+        worker = subprocess.Popen(_dying_with_this_process(self.command), env=env, stderr=subprocess.PIPE,
+                                  start_new_session=True)
         tee = _Tee(worker.stderr)
         tee.start()
         return worker, tee
@@ -271,6 +280,64 @@ class Supervisor:
                 signal.signal(sig, handler)
 
 
+_failing: list[int | None] = [None]
+"""The exit code this worker of a multi-process run is failing with by itself (``None``: it is not)."""
+_PEER_ERROR = re.compile(r"Connection (?:closed|reset) by peer|UNAVAILABLE|DEADLINE_EXCEEDED|[Cc]oordination service|"
+                         r"Barrier timed out|heartbeat")
+
+
+OWN_FAILURE_GRACE_S = 10.0
+"""How long a worker failing by itself waits at exit for the others to fail alike (they then all end
+together, each with its own line and code) before it leaves without them."""
+
+
+def _end_own_failure() -> None:
+    """At exit (before JAX's own clean-up, which was registered first): a worker failing by itself
+    (bad input, a bug, a second Ctrl-C) goes into JAX's shutdown, where the others meet it if they
+    fail alike; after :data:`OWN_FAILURE_GRACE_S` it leaves with its own exit code without them. (JAX
+    would hold it at that barrier for --shutdown-timeout-s, while the others wait for it in the
+    step, then end it as if a peer were lost.) The others then see it lost, within the heartbeat
+    timeout."""
+    code = _failing[0]
+    if code is None:
+        return
+
+    def leave() -> None:
+        time.sleep(OWN_FAILURE_GRACE_S)
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+    threading.Thread(target=leave, daemon=True).start()
+
+
+def _work_as_one_of_several(work: Callable[[], object], flags, preemption: bool) -> None:
+    from elf_eqx.errors import UserError
+    from elf_eqx.parallel.agreement import raised_everywhere
+    from elf_eqx.parallel.distributed import initialize_distributed
+
+    atexit.register(_end_own_failure)
+    try:
+        initialize_distributed(flags, preemption=preemption)
+        work()
+    except UserError as err:
+        if not raised_everywhere(err):  # else every process ends with it, through JAX's shutdown, at once
+            _failing[0] = err.exit_code
+        raise
+    except SystemExit as err:
+        if err.code not in (0, None):
+            _failing[0] = err.code if isinstance(err.code, int) else 1
+        raise
+    except KeyboardInterrupt:
+        _failing[0] = 128 + signal.SIGINT
+        raise
+    except BaseException as err:
+        if not _PEER_ERROR.search(str(err)):  # else a peer was lost: JAX ends this process naming it
+            _failing[0] = 1
+        raise
+
+
 def launch(module: str, argv: Sequence[str], work: Callable[[], object], *, flags, max_restarts: int = 0,
            resume: ResumeHint | None = None, preemption: bool = True) -> None:
     """Run ``work()`` for the command ``python -m module argv``: in this process (after starting
@@ -278,7 +345,9 @@ def launch(module: str, argv: Sequence[str], work: Callable[[], object], *, flag
     :func:`~elf_eqx.parallel.distributed.initialize_distributed`; ``preemption``: with JAX's
     preemption service), or, for several processes or ``max_restarts`` > 0, in a supervised worker
     running the same command (then this raises ``SystemExit`` with the supervisor's exit code).
-    ``resume`` says where a rerun resumes from (training; else "rerun the same command")."""
+    ``resume`` says where a rerun resumes from (training; else "rerun the same command"). A worker
+    of several processes that fails by itself ends with its own code (1, 2, 42; see
+    :func:`_end_own_failure`)."""
     from elf_eqx.cli.errors import debug_active
     from elf_eqx.parallel.distributed import initialize_distributed, joins_a_cluster
 
@@ -288,5 +357,8 @@ def launch(module: str, argv: Sequence[str], work: Callable[[], object], *, flag
         delay = flags.heartbeat_timeout_s + 2.0 if several else 1.0
         hint = resume.line if resume is not None else (lambda: "rerunning the same command starts it again")
         raise SystemExit(Supervisor(command, max_restarts=max_restarts, restart_delay_s=delay, resume=hint).run())
-    initialize_distributed(flags, preemption=preemption)
-    work()
+    if several:
+        _work_as_one_of_several(work, flags, preemption)
+    else:
+        initialize_distributed(flags, preemption=preemption)
+        work()

@@ -75,11 +75,11 @@ def _raise_agreed(name: str, failed: BaseException | None) -> str | None:
     if agreed["user"] is None:
         return agreed["text"]
     if isinstance(failed, UserError) and type(failed).__name__ == agreed["user"]:
-        raise failed
+        raise agreement.everywhere(failed)
     cls = getattr(errors, agreed["user"], None)
     if not (isinstance(cls, type) and issubclass(cls, UserError)):
         cls = UnreadableCheckpointError
-    raise cls(agreed["text"])
+    raise agreement.everywhere(cls(agreed["text"]))
 
 
 class CheckpointManager:
@@ -176,7 +176,7 @@ class CheckpointManager:
         _raise_agreed("checkpoint-listing", failed)
         steps = agreement.from_process_0("checkpoint-steps", steps)
         if not steps:
-            raise MissingInputError(f"no complete checkpoint in {self.directory}")
+            raise agreement.everywhere(MissingInputError(f"no complete checkpoint in {self.directory}"))
         failures = []
         for s in steps:
             why = agreement.first_reason("checkpoint-damage", self.damage(s))
@@ -187,11 +187,13 @@ class CheckpointManager:
                 if why is None:
                     return result, s
             if step is not None:
-                raise UnreadableCheckpointError(f"checkpoint step {s} in {self.directory} cannot be read: {why}")
+                raise agreement.everywhere(
+                    UnreadableCheckpointError(f"checkpoint step {s} in {self.directory} cannot be read: {why}"))
             failures.append(f"step {s}: {why}")
             _warn(f"checkpoint step {s} in {self.directory} cannot be read ({why}); "
                   "left in place, trying the next older one")
-        raise UnreadableCheckpointError(f"no checkpoint in {self.directory} can be read: {'; '.join(failures)}")
+        raise agreement.everywhere(
+            UnreadableCheckpointError(f"no checkpoint in {self.directory} can be read: {'; '.join(failures)}"))
 
     def set_aside_after(self, step: int) -> list[Path]:
         """Move the steps newer than ``step`` (superseded by a resume from ``step``, or unreadable)
@@ -219,9 +221,9 @@ class CheckpointManager:
         newest = agreement.gather("checkpoint-newest", self.latest_step())
         if len(set(newest)) > 1:
             seen = ", ".join(f"process {i}: {'none' if n is None else f'step {n}'}" for i, n in enumerate(newest))
-            raise ConfigError(f"the processes see different checkpoints in {self.directory} (newest {seen}); "
-                              "--output-dir must be one folder every host reads and writes (a shared file system "
-                              "or a bucket)")
+            raise agreement.everywhere(ConfigError(
+                f"the processes see different checkpoints in {self.directory} (newest {seen}); --output-dir must be "
+                "one folder every host reads and writes (a shared file system or a bucket)"))
 
     # -- saving ------------------------------------------------------------------------
 

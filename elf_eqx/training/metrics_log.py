@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from elf_eqx.io.atomic import write_text_atomic
 from elf_eqx.observe.run_info import record_start
 from elf_eqx.observe.tensorboard import TensorBoardWriter
 from elf_eqx.observe.wandb_run import WandbRun, WandbSettings

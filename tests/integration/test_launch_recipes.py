@@ -118,6 +118,7 @@ def program_args(recipe: Recipe, where: Path) -> list[str]:
     return kept
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", RECIPES)
 def test_each_recipes_dry_run_compiles_for_its_target(name, tmp_path):
     from elf_eqx.train import main

@@ -145,10 +145,21 @@ GLOO_LOST = textwrap.dedent("""\
     """)
 
 
+LEFT_FIRST = textwrap.dedent("""\
+    process 1 of 2 joined the run
+    F1203 04:11:01.754819   29615 client.h:80] Terminating process because the JAX distributed service detected fatal errors. This most likely indicates that another task died; see the other task logs for more details. Disable Python buffering, i.e. `python -u`, to be sure to see all the previous output
+    Barrier result: 'DEADLINE_EXCEEDED: Barrier timed out. Id: Shutdown::16682335341194551304::0. This usually happens because a task triggered the barrier too early or too slowly.
+    # of tasks that reached the barrier: 1/2.
+    The first task at the barrier: 0. Some timed out task names:
+    1
+    """)
+
+
 def test_the_lost_peer_is_named_from_jaxs_messages():
     assert lost_peer(HEARTBEAT_LOST) == "process 1 of 2 (no heartbeat within --heartbeat-timeout-s)"
     assert lost_peer(COORDINATOR_LOST) == "process 0 of 2, the coordinator (its coordination service is gone)"
     assert lost_peer(GLOO_LOST) == "a peer process (its connection in a collective closed)"
+    assert lost_peer(LEFT_FIRST) == "process 0 of 2 (it left the run while this one was still in it)"
     assert lost_peer("Traceback ...\nKeyError: 'oops'") is None
 
 
