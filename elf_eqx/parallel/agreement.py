@@ -45,9 +45,9 @@ def from_process_0(name: str, value: Any) -> Any:
     return gather(name, value)[0]
 
 
-def first_reason(name: str, reason: str | None) -> str | None:
-    """The reason given by the lowest-numbered process that gave one (``None`` from all: ``None``):
-    one process's failure becomes every process's, with the same words."""
+def first_reason(name: str, reason: Any) -> Any:
+    """The reason (a JSON value; ``None``: none) given by the lowest-numbered process that gave one
+    (``None`` from all: ``None``): one process's failure becomes every process's, with the same words."""
     return next((r for r in gather(name, reason) if r is not None), None)
 
 

@@ -158,6 +158,9 @@ def classify(returncode: int, text: str, *, asked_to_stop: bool, resume: Callabl
     signal. See the module's table."""
     if returncode == 0:
         return Outcome(False, 0)
+    if JAX_FATAL in text and not _JOINED.search(text):  # JAX ends a process whose coordinator never answered
+        return Outcome(True, RETRYABLE_EXIT, "error: could not join the run: its coordinator (process 0) did not "
+                                             f"answer within --init-timeout-s; {resume()}")
     peer = lost_peer(text)
     if peer is not None:
         return Outcome(True, RETRYABLE_EXIT, f"error: lost {peer}; {resume()}")

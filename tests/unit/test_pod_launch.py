@@ -155,6 +155,14 @@ LEFT_FIRST = textwrap.dedent("""\
     """)
 
 
+NEVER_JOINED = textwrap.dedent("""\
+    F1203 04:53:28.161215   21284 client.h:80] Terminating process because the JAX distributed service detected fatal errors. This most likely indicates that another task died; see the other task logs for more details. Disable Python buffering, i.e. `python -u`, to be sure to see all the previous output
+
+    RPC: /xla.coordination.CoordinationService/RegisterTask
+    *** Check failure stack trace: ***
+    """)
+
+
 def test_the_lost_peer_is_named_from_jaxs_messages():
     assert lost_peer(HEARTBEAT_LOST) == "process 1 of 2 (no heartbeat within --heartbeat-timeout-s)"
     assert lost_peer(COORDINATOR_LOST) == "process 0 of 2, the coordinator (its coordination service is gone)"
@@ -177,6 +185,8 @@ def test_how_a_worker_ended_decides_what_the_supervisor_does():
     for code in (1, 2):  # a bug, bad input
         assert classify(code, "error: bad flag", asked_to_stop=False, resume=hint) == Outcome(False, code, "")
     assert classify(RETRYABLE_EXIT, "error: could not join", asked_to_stop=False, resume=hint).retryable
+    never_joined = classify(-signal.SIGABRT, NEVER_JOINED, asked_to_stop=False, resume=hint)
+    assert never_joined.retryable and never_joined.said.startswith("error: could not join the run: its coordinator")
 
 
 WORKER = textwrap.dedent("""\
