@@ -7,8 +7,8 @@ a process lost makes the others exit 42 within the heartbeat timeout (at once wh
 coordinator), naming it; bad input ends every process with its one line (exit 2), or, on one
 process, ends that one so and the others as a lost peer. Then real two-process training runs of a tiny model, each interruption
 followed by a rerun that must end bitwise where the uninterrupted two-process run ends (weights,
-EMA, optimizer state, data position, key, every logged loss): SIGTERM to process 1 mid-save and
-mid-step; a damaged newest checkpoint; SIGKILL of process 1 mid-save; ``--max-restarts 3`` through
+EMA, optimizer state, data position, key, every logged loss): SIGTERM to process 1 mid-save (an
+asynchronous save where ``--async-save`` exists) and mid-step; a damaged newest checkpoint; SIGKILL of process 1 mid-save; ``--max-restarts 3`` through
 two SIGKILLed workers mid-step, the coordinator's among them; an explicit ``--resume-step``, damaged
 (both refuse alike) and older (both resume from it and save after it); ``sample`` on two processes.
 """
@@ -122,12 +122,28 @@ def damage(out: Path, step: int) -> None:
             os.truncate(path, path.stat().st_size // 2)
 
 
+def async_save_flags() -> list[str]:
+    """``--async-save`` where the trainer has it (asynchronous checkpoints, issue 27), else none."""
+    import contextlib
+    import io
+
+    from elf_eqx.training.config import parse_train_config
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            parse_train_config(["--async-save"])
+    except (SystemExit, Exception):
+        return []
+    return ["--async-save"]
+
+
 def test_sigterm_mid_save_and_mid_step_then_a_damaged_newest_checkpoint(workspace, reference):
     rng = random.Random(28)
     out = workspace / "sigterm"
-    # 1. Mid-save: the SIGTERM lands while orbax writes a scheduled checkpoint (of a seeded step).
+    # 1. Mid-save: the SIGTERM lands while orbax writes a scheduled checkpoint (of a seeded step),
+    # in the background where saves are asynchronous.
     in_save = rng.choice([SAVE_EVERY, 2 * SAVE_EVERY])
-    pod = start_pod(workspace, out)
+    pod = start_pod(workspace, out, *async_save_flags())
     wait_for(lambda: saving(out, in_save), pod, every=0.001)
     pod.signal(1, signal.SIGTERM)
     assert pod.wait(RUN_S) == [0, 0], pod.stderr(0)[-3000:]
