@@ -11,20 +11,13 @@ inside, compiles in seconds. That matters: JAX writes its persistent compilation
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import orbax.checkpoint as ocp
-
-from elf_eqx.observe.step_clock import MEASURED_FIELDS
-from helpers import xla_flags
+from helpers import free_port, xla_flags
 
 REPO = Path(__file__).resolve().parents[1]
 HEARTBEAT_S = 15
@@ -39,12 +32,6 @@ TINY = [
     "--sampling.every", "1000", "--sampling.steps", "2", "--sampling.num-samples", "2", "--max-steps", str(TOTAL),
     "--mesh-fsdp", "2", "--heartbeat-timeout-s", str(HEARTBEAT_S), "--init-timeout-s", "600",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pod_env(root: Path, **extra: str) -> dict[str, str]:
@@ -135,11 +122,6 @@ def start_micro(root: Path, processes: int, *, heartbeat_s: int, wait_s: float =
         ["pod_micro", address, str(processes), str(i), str(heartbeat_s), str(wait_s), *fail] for i in range(processes)])
 
 
-def logged_steps(out: Path) -> int:
-    path = out / "metrics.jsonl"
-    return sum(1 for line in path.read_text().splitlines() if line.endswith("}")) if path.is_file() else 0
-
-
 def wait_for(condition, pod: Pod, timeout: float = 600, every: float = 0.002) -> None:
     """Poll ``condition()`` until true; fails if the run ends first or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
@@ -155,63 +137,9 @@ def wait_for(condition, pod: Pod, timeout: float = 600, every: float = 0.002) ->
         time.sleep(every)
 
 
-def saving(out: Path, step: int) -> bool:
-    """Whether orbax is writing ``step`` now (its temporary folder exists)."""
-    folder = out / "checkpoints"
-    return folder.is_dir() and any(p.name.startswith(f"{step}.orbax-checkpoint-tmp") for p in folder.iterdir())
-
-
-def records(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def stored_state(out: Path, step: int) -> dict[str, np.ndarray]:
-    """Every array of a checkpoint's state (model, EMA, optimizer state, step) as NumPy (whole:
-    the shards the processes wrote, put together on this one)."""
-    import jax
-
-    path = out / "checkpoints" / str(step) / "state"
-    checkpointer = ocp.PyTreeCheckpointer()
-    tree = checkpointer.metadata(path).item_metadata.tree
-    as_numpy = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-    restored = checkpointer.restore(path, restore_args=as_numpy)
-    return {"/".join(map(str, path)): np.asarray(leaf) for path, leaf in _leaves(restored)}
-
-
-def stored_meta(out: Path, step: int) -> dict:
-    """The JSON record saved with a step (its data position under ``metadata``, the key)."""
-    return json.loads((out / "checkpoints" / str(step) / "meta" / "metadata").read_text())
-
-
-def _leaves(tree, prefix=()):
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            yield from _leaves(v, (*prefix, k))
-    else:
-        yield prefix, tree
-
-
-def assert_same_run(out: Path, reference: Path, step: int = TOTAL) -> None:
-    """One metrics record per step, equal to the reference's (the measured timings aside); the
-    state (weights, EMA, optimizer state), data position and key saved at ``step`` bitwise equal."""
-    mine, theirs = records(out), records(reference)
-    assert [r["step"] for r in mine] == list(range(1, TOTAL + 1)), "one metrics record per step"
-    for a, b in zip(mine, theirs):
-        assert ({k: v for k, v in a.items() if k not in MEASURED_FIELDS}
-                == {k: v for k, v in b.items() if k not in MEASURED_FIELDS})
-    a, b = stored_state(out, step), stored_state(reference, step)
-    assert sorted(a) == sorted(b) and any(k.startswith("opt_state") for k in a) and any(k.startswith("ema") for k in a)
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-    ma, mb = stored_meta(out, step), stored_meta(reference, step)
-    assert ma["metadata"] == mb["metadata"] and ma["key"] == mb["key"]
-
-
 def lost_line(text: str) -> str:
     """The supervisor's line naming the lost peer."""
     lines = [line for line in text.splitlines() if line.startswith("error: lost ")]
     assert lines, text[-3000:]
     return lines[-1]
 
-
-SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGKILL": signal.SIGKILL}

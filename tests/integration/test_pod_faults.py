@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from pod_fixtures import (HEARTBEAT_S, SAVE_EVERY, TOTAL, assert_same_run, logged_steps, lost_line, saving,
-                          start_micro, start_pod, wait_for)
+from pod_fixtures import HEARTBEAT_S, SAVE_EVERY, TOTAL, lost_line, start_micro, start_pod, wait_for
+from run_compare import assert_same_run, logged_steps, saving
 
 pytestmark = pytest.mark.slow
 RUN_S = 600  # one run of the tiny model, its start (imports, data, compiling on process 1) included
@@ -58,13 +58,14 @@ def stopped_after(pod, i: int) -> int:
     return int(step)
 
 
-@pytest.mark.parametrize("processes, victim, wait_s", [(3, 2, 0.0), (2, 1, 3.0)], ids=["3-mid-step", "2-start-up"])
-def test_a_sigterm_to_one_process_stops_all_after_the_same_step(workspace, processes, victim, wait_s):
+@pytest.mark.parametrize("processes, victim, wait_s, sig", [(3, 2, 0.0, signal.SIGINT), (2, 1, 3.0, signal.SIGTERM)],
+                         ids=["3-mid-step-ctrl-c", "2-start-up-sigterm"])
+def test_a_stop_signal_to_one_process_stops_all_after_the_same_step(workspace, processes, victim, wait_s, sig):
     pod = start_micro(workspace, processes, heartbeat_s=MICRO_HEARTBEAT_S, wait_s=wait_s)
     wait_for(lambda: f"process {victim} of {processes} joined the run" in pod.stderr(victim), pod, every=0.01)
     if not wait_s:  # mid-step: after a seeded number of steps
         time.sleep(random.Random(28).uniform(0.5, 1.5))
-    pod.signal(victim, signal.SIGTERM)  # during start-up: before the first step asks
+    pod.signal(victim, sig)  # during start-up: before the first step asks
     assert pod.wait(120) == [0] * processes, pod.stderr(victim)[-2000:]
     steps = {stopped_after(pod, i) for i in range(processes)}
     assert len(steps) == 1, steps
@@ -171,7 +172,7 @@ def test_sigterm_mid_save_and_mid_step_then_a_damaged_newest_checkpoint(workspac
         assert f"checkpoint step {second} in" in pod.stderr(i) and "cannot be read" in pod.stderr(i)
     assert f"process 1: resumed at step {before}" in pod.stderr(1)
     assert (out / "checkpoints.set_aside" / str(second) / "state").is_dir()
-    assert_same_run(out, reference)
+    assert_same_run(out, reference, TOTAL)
 
 
 def committed(out: Path, step: int) -> bool:
@@ -214,7 +215,7 @@ def test_sigkill_mid_save_then_max_restarts_through_two_killed_workers(workspace
     assert "error: lost process 0 of 2, the coordinator" in pod.stderr(1)
     for step in (last, last + SAVE_EVERY, last + 2 * SAVE_EVERY):
         assert f"resumed from {out} at step {step}" in pod.stdout(0)
-    assert_same_run(out, reference)
+    assert_same_run(out, reference, TOTAL)
 
 
 def test_an_explicit_resume_step_is_agreed_refused_or_resumed(workspace, reference):
@@ -235,7 +236,7 @@ def test_an_explicit_resume_step_is_agreed_refused_or_resumed(workspace, referen
     assert f"process 1: resumed at step {older}" in pod.stderr(1)
     assert sorted(p.name for p in (out / "checkpoints.set_aside").iterdir()) == sorted([str(TOTAL - SAVE_EVERY),
                                                                                          str(TOTAL)])
-    assert_same_run(out, reference)
+    assert_same_run(out, reference, TOTAL)
 
 
 def test_sample_on_two_processes_writes_each_sample_once(workspace, reference):
