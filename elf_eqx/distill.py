@@ -13,7 +13,7 @@ from __future__ import annotations
 from elf_eqx.cli.errors import cli_main, flag_errors
 from elf_eqx.distillation.config import parse_distill_config
 from elf_eqx.distillation.rounds import distill
-from elf_eqx.parallel.distributed import initialize_distributed
+from elf_eqx.parallel.supervisor import ResumeHint, launch
 
 
 @cli_main
@@ -22,8 +22,8 @@ def main(argv: list[str]) -> None:
     :mod:`elf_eqx.cli.errors`; ``--debug`` shows the traceback)."""
     with flag_errors():
         cfg = parse_distill_config(argv)
-    initialize_distributed(cfg.mesh.coordinator_address, cfg.mesh.num_processes, cfg.mesh.process_id)
-    distill(cfg)
+    launch("elf_eqx.distill", argv, lambda: distill(cfg), flags=cfg.mesh, max_restarts=cfg.run.max_restarts,
+           resume=ResumeHint(cfg.run.output_dir))
 
 
 if __name__ == "__main__":

@@ -19,11 +19,18 @@ import pickle
 from typing import ClassVar
 
 
+RETRYABLE_EXIT = 42
+"""The exit code of a failure that a rerun of the same command can get past (a lost peer process):
+what ``--max-restarts`` retries, and the code XPK's and our JobSet's restart policies retry on."""
+
+
 class UserError(Exception):
     """An expected failure caused by what the user gave, worded for them."""
 
     hint: ClassVar[str] = ""
     """What to do about it, added to the printed line when the message does not already say."""
+    exit_code: ClassVar[int] = 2
+    """The command's exit code when this ends it (2: not worth retrying as it is)."""
 
 
 class ConfigError(UserError, ValueError):
@@ -77,6 +84,14 @@ class UnreadableCheckpointError(UserError):
     """The chosen checkpoint, or every checkpoint of a directory, cannot be read."""
 
     hint = "choose another checkpoint with --step (sample) or --resume-step (train)"
+
+
+class PeerLostError(UserError, RuntimeError):
+    """Another process of a multi-process run was lost, or could not be reached: a rerun of the same
+    command (on every host) resumes from the last complete checkpoint."""
+
+    hint = "rerun the same command on every host; it resumes from the last complete checkpoint"
+    exit_code = RETRYABLE_EXIT
 
 
 class UnsafePickleError(UserError, pickle.UnpicklingError):

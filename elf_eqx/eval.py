@@ -16,15 +16,17 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tyro
 
+from elf_eqx.cli.args import ProcessFlags
 from elf_eqx.cli.errors import cli_main, flag_errors
 from elf_eqx.errors import ConfigError
 from elf_eqx.evaluate.samples_file import SampleRecord, align_references, own_references, read_references, read_samples
 from elf_eqx.io.atomic import refuse_existing, write_json_atomic
 from elf_eqx.io.storage import AnyPath, is_remote, user_path
+from elf_eqx.parallel.supervisor import launch
 
 Metric = Literal["auto", "gen_ppl", "entropy", "bleu", "rouge"]
 JUDGE_METRICS = ("gen_ppl", "entropy")
@@ -63,6 +65,7 @@ class EvalConfig:
     """Replace an existing --output file (it is never replaced otherwise)."""
     progress: bool = True
     """Show a progress bar while the judge scores the samples."""
+    processes: Annotated[ProcessFlags, tyro.conf.OmitArgPrefixes] = ProcessFlags()
 
 
 def chosen_metrics(requested: tuple[str, ...], have_references: bool) -> tuple[str, ...]:
@@ -177,8 +180,15 @@ def evaluate(cfg: EvalConfig) -> tuple[Path, dict[str, Any]]:
     if any(m in JUDGE_METRICS for m in wanted):
         result.update(judge_figures(cfg, texts, wanted))
     result = json_safe(result)
-    write_json_atomic(out, result)
+    if _process_index() == 0:  # several processes (jax.distributed) score alike; one writes
+        write_json_atomic(out, result)
     return out, result
+
+
+def _process_index() -> int:
+    from elf_eqx.parallel.distributed import process_index_started  # no backend started for it
+
+    return process_index_started()
 
 
 def results_table(result: dict[str, Any]) -> str:
@@ -199,9 +209,15 @@ def main(argv: list[str]) -> None:
     2, see :mod:`elf_eqx.cli.errors`; ``--debug`` shows the traceback)."""
     with flag_errors():
         cfg = tyro.cli(EvalConfig, args=argv)
+    launch("elf_eqx.eval", argv, lambda: evaluate_and_print(cfg), flags=cfg.processes, preemption=False)
+
+
+def evaluate_and_print(cfg: EvalConfig) -> None:
+    """Evaluate; process 0 prints the table and where the results went."""
     out, result = evaluate(cfg)
-    print(results_table(result))
-    print(f"wrote {out}")
+    if _process_index() == 0:
+        print(results_table(result))
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":

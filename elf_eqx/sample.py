@@ -23,6 +23,7 @@ from elf_eqx.cli.errors import cli_main, flag_errors
 from elf_eqx.families import ELF_FAMILY, Family
 from elf_eqx.errors import ConfigError
 from elf_eqx.observe.profiler import traced
+from elf_eqx.parallel.supervisor import launch
 from elf_eqx.sampling.config import SampleConfig, parse_sample_config
 from elf_eqx.sampling.records import ConditionInput, check_writable, read_condition_inputs, write_samples_jsonl
 from elf_eqx.sampling.settings_base import SamplerSettingsBase
@@ -89,6 +90,11 @@ def main(argv: list[str]) -> None:
         require_source(cfg)
         print_dry_run(cfg.plan, lambda: dry_run_sample(cfg, cfg.plan.target, max_batch=cfg.plan.max_batch))
         return
+    launch("elf_eqx.sample", argv, lambda: sample_and_print(cfg), flags=cfg.processes, preemption=False)
+
+
+def sample_and_print(cfg: SampleConfig) -> None:
+    """Sample, write the file (process 0) and print the samples and where they went (process 0)."""
     output, records = sample(cfg)
     if jax.process_index() == 0:
         if not cfg.out.quiet:

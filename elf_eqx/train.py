@@ -4,7 +4,8 @@
     python -m elf_eqx.train --model ELF-M --config configs/owt_elf_m.yaml
 
 Checkpoints, metrics.jsonl and samples/ go to ``--output-dir``; rerunning the same command
-resumes from the last complete checkpoint there. SIGTERM/SIGINT finish the step, save and exit 0.
+resumes from the last complete checkpoint there. SIGTERM/SIGINT finish the step, save and exit 0;
+on several hosts every process stops after the same step (README, "Launching").
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from elf_eqx.aot.cli import print_dry_run
 from elf_eqx.aot.dry_run import dry_run_train
 from elf_eqx.cli.errors import cli_main, flag_errors
-from elf_eqx.parallel.distributed import initialize_distributed
+from elf_eqx.parallel.supervisor import ResumeHint, launch
 from elf_eqx.training.config import parse_train_config
 from elf_eqx.training.loop import train
 
@@ -28,8 +29,8 @@ def main(argv: list[str]) -> None:
         print_dry_run(plan, lambda: dry_run_train(cfg, plan.target, max_batch=plan.max_batch,
                                                   epoch_rows=plan.epoch_rows, estimate=plan.estimate))
         return
-    initialize_distributed(cfg.mesh.coordinator_address, cfg.mesh.num_processes, cfg.mesh.process_id)
-    train(cfg)
+    launch("elf_eqx.train", argv, lambda: train(cfg), flags=cfg.mesh, max_restarts=cfg.run.max_restarts,
+           resume=ResumeHint(cfg.run.output_dir, cfg.run.resume_step))
 
 
 if __name__ == "__main__":

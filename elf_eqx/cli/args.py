@@ -291,6 +291,34 @@ class MeshFlags:
         return MeshConfig(self.data, self.fsdp, self.tensor)
 
 
+@dataclasses.dataclass(frozen=True)
+class ProcessFlags:
+    """Processes: one per host (TPU VM, GPU node) of a multi-host run, joined by jax.distributed
+    (README, "Launching")."""
+
+    coordinator_address: str | None = None
+    """Multi-process runs: host:port of process 0 (with --num-processes and --process-id); SLURM,
+    Open MPI, Cloud TPU VMs and GKE TPU pods are detected without flags."""
+    num_processes: int | None = None
+    """Multi-process runs: number of processes."""
+    process_id: int | None = None
+    """Multi-process runs: this process's index."""
+    heartbeat_timeout_s: int = 60
+    """Multi-process runs: a process silent this long is lost; every other one then exits (code 42)
+    within about this time, naming it and the checkpoint a rerun resumes from (JAX's default: 100)."""
+    shutdown_timeout_s: int = 120
+    """Multi-process runs: how long a process that has finished waits at exit for the others (JAX's default: 300)."""
+    init_timeout_s: int = 300
+    """Multi-process runs: how long a starting process waits for all the others to join."""
+
+    def __post_init__(self) -> None:
+        for name in ("heartbeat_timeout_s", "shutdown_timeout_s", "init_timeout_s"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1 second, got {getattr(self, name)}")
+        if self.num_processes is not None and self.num_processes < 1:
+            raise ConfigError(f"--num-processes must be positive, got {self.num_processes}")
+
+
 def rename_flags(argv: Sequence[str], aliases: Mapping[str, str]) -> list[str]:
     """``argv`` with renamed flags (``--sample-steps`` → ``--sampling.steps``) in their new spelling."""
     out = []

@@ -50,11 +50,12 @@ class CLIError(UserError):
 
 
 class CLIExit(SystemExit):
-    """How a command ends on an expected failure: exit code 2; ``str()`` is the printed line (so
-    ``pytest.raises(SystemExit, match=...)`` sees the message)."""
+    """How a command ends on an expected failure: exit code 2 (or the failure's own
+    :attr:`~elf_eqx.errors.UserError.exit_code`: 42 for a lost peer process, which a rerun gets
+    past); ``str()`` is the printed line (so ``pytest.raises(SystemExit, match=...)`` sees the message)."""
 
-    def __init__(self, message: str):
-        super().__init__(EXIT_CODE)
+    def __init__(self, message: str, code: int = EXIT_CODE):
+        super().__init__(code)
         self.message = message
 
     def __str__(self) -> str:
@@ -81,6 +82,15 @@ def debugging(argv: Sequence[str]) -> bool:
     return DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "").lower() in {"1", "true", "yes", "on"}
 
 
+_DEBUG_NOW = [False]
+
+
+def debug_active() -> bool:
+    """Whether the command now running was given ``--debug`` (or ``ELF_DEBUG``): a supervisor
+    (:mod:`elf_eqx.parallel.supervisor`) passes it on to the process it starts."""
+    return _DEBUG_NOW[0]
+
+
 def cli_main(body: Callable[[list[str]], R]) -> Callable[[Sequence[str] | None], R]:
     """Decorate a CLI's ``main(argv)``: ``argv`` defaults to ``sys.argv[1:]``, ``--debug`` is taken
     out of it, and expected failures (:class:`elf_eqx.errors.UserError`, and a flag parser's
@@ -96,6 +106,7 @@ def cli_main(body: Callable[[list[str]], R]) -> Callable[[Sequence[str] | None],
         args = list(sys.argv[1:] if argv is None else argv)
         debug = debugging(args)
         args = [a for a in args if a != DEBUG_FLAG]
+        outer, _DEBUG_NOW[0] = _DEBUG_NOW[0], debug
         try:
             return body(args)
         except CLIExit:
@@ -108,9 +119,11 @@ def cli_main(body: Callable[[list[str]], R]) -> Callable[[Sequence[str] | None],
             if debug:
                 raise
             failure = err
+        finally:
+            _DEBUG_NOW[0] = outer
         message = one_line(failure)
         print(message, file=sys.stderr, flush=True)
-        raise CLIExit(message) from None
+        raise CLIExit(message, failure.exit_code if isinstance(failure, UserError) else EXIT_CODE) from None
 
     return main
 

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 import tyro
 
-from elf_eqx.cli.args import SAMPLE_PRESET_PREFIX, DryRunFlags, MeshFlags, parse_cli
+from elf_eqx.cli.args import SAMPLE_PRESET_PREFIX, DryRunFlags, MeshFlags, ProcessFlags, parse_cli
 from elf_eqx.config import ComputeDtype
 from elf_eqx.errors import ConfigError
 from elf_eqx.observe.profiler import SampleProfileFlags
@@ -110,6 +110,7 @@ class SampleConfig:
     inputs: Annotated[InputSection, Flat] = InputSection()
     out: Annotated[OutputSection, Flat] = OutputSection()
     mesh: Annotated[MeshFlags, Flat] = MeshFlags()
+    processes: Annotated[ProcessFlags, Flat] = ProcessFlags()
     plan: Annotated[DryRunFlags, Flat] = DryRunFlags()
     profile: Annotated[SampleProfileFlags, Flat] = SampleProfileFlags()
 

@@ -32,7 +32,9 @@ from orbax.checkpoint._src.path import atomicity
 from elf_eqx.io import storage
 
 # CheckpointMismatchError and UnreadableCheckpointError are imported from here too.
-from elf_eqx.errors import CheckpointMismatchError, MissingInputError, UnreadableCheckpointError, UserError
+from elf_eqx import errors
+from elf_eqx.errors import CheckpointMismatchError, ConfigError, MissingInputError, UnreadableCheckpointError, UserError
+from elf_eqx.parallel import agreement
 from elf_eqx.training.checkpoint_integrity import damage, quiet_read_only_warning, record_sizes, set_aside
 from elf_eqx.training.run_record import RunRecord
 from elf_eqx.training.signature import as_json, key_from_json, key_to_json, model_signature, signature_diff
@@ -53,6 +55,36 @@ def _reason(err: BaseException) -> str:
 
 def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _attempt(call: Callable[[], T], catch: type[BaseException]) -> tuple[T | None, BaseException | None]:
+    """``(call(), None)``, or ``(None, error)`` when it raises ``catch``."""
+    try:
+        return call(), None
+    except catch as err:
+        return None, err
+
+
+def _raise_agreed(name: str, failed: BaseException | None) -> str | None:
+    """Agree with the other processes on this decision: the first failure any process reports
+    (in process order) is every process's. A :class:`UserError` is raised on every process (this
+    process's own when it has one, else one of the same class and words); any other failure is
+    returned as its one-line reason (``None``: no process failed)."""
+    if isinstance(failed, UserError):
+        mine = {"user": type(failed).__name__, "text": str(failed)}
+    else:
+        mine = None if failed is None else {"user": None, "text": _reason(failed)}
+    agreed = agreement.first_reason(name, mine)
+    if agreed is None:
+        return None
+    if agreed["user"] is None:
+        return agreed["text"]
+    if isinstance(failed, UserError) and type(failed).__name__ == agreed["user"]:
+        raise agreement.everywhere(failed)
+    cls = getattr(errors, agreed["user"], None)
+    if not (isinstance(cls, type) and issubclass(cls, UserError)):
+        cls = UnreadableCheckpointError
+    raise agreement.everywhere(cls(agreed["text"]))
 
 
 class CheckpointManager:
@@ -139,38 +171,69 @@ class CheckpointManager:
         succeeds; each step skipped is reported in one warning line and left in place. An explicit
         ``step`` is the only one tried: if it cannot be read, :class:`UnreadableCheckpointError`.
         A :class:`~elf_eqx.errors.UserError` from ``read`` (a checkpoint of a different model, or one
-        that does not fit what is asked of it: not damage) is raised at once."""
-        steps = [self._resolve_step(step)] if step is not None else self.all_steps()[::-1]
+        that does not fit what is asked of it: not damage) is raised at once. In a multi-process run
+        every process calls it: process 0's listing is tried, and each step's checks and read are
+        agreed (:mod:`elf_eqx.parallel.agreement`), so all processes return the same step or all
+        raise the same error."""
+
+        def listing() -> list[int]:
+            return [self._resolve_step(step)] if step is not None else self.all_steps()[::-1]
+
+        # Every decision below is agreed by all processes of a multi-process run (the first reason
+        # given wins; with one process each is this process's own), so all of them restore the
+        # same step or all refuse with the same message.
+        steps, failed = _attempt(listing, UserError)
+        _raise_agreed("checkpoint-listing", failed)
+        steps = agreement.from_process_0("checkpoint-steps", steps)
         if not steps:
-            raise MissingInputError(f"no complete checkpoint in {self.directory}")
+            raise agreement.everywhere(MissingInputError(f"no complete checkpoint in {self.directory}"))
         failures = []
         for s in steps:
-            why = self.damage(s)
+            why = agreement.first_reason("checkpoint-damage", self.damage(s))
             if why is None:
-                try:
-                    return read(s), s
-                except UserError:
-                    raise
-                except Exception as err:  # a restore that fails in spite of the cheap checks
-                    why = _reason(err)
+                # A restore that fails in spite of the cheap checks is damage too.
+                result, failed = _attempt(lambda: read(s), Exception)
+                why = _raise_agreed("checkpoint-read", failed)
+                if why is None:
+                    return result, s
             if step is not None:
-                raise UnreadableCheckpointError(f"checkpoint step {s} in {self.directory} cannot be read: {why}")
+                raise agreement.everywhere(
+                    UnreadableCheckpointError(f"checkpoint step {s} in {self.directory} cannot be read: {why}"))
             failures.append(f"step {s}: {why}")
             _warn(f"checkpoint step {s} in {self.directory} cannot be read ({why}); "
                   "left in place, trying the next older one")
-        raise UnreadableCheckpointError(f"no checkpoint in {self.directory} can be read: {'; '.join(failures)}")
+        raise agreement.everywhere(
+            UnreadableCheckpointError(f"no checkpoint in {self.directory} can be read: {'; '.join(failures)}"))
 
     def set_aside_after(self, step: int) -> list[storage.AnyPath]:
         """Move the steps newer than ``step`` (superseded by a resume from ``step``, or unreadable)
         out of the listing into ``checkpoints.set_aside/``, so the resumed run can save those
-        step numbers again; nothing is deleted. Returns where they went."""
+        step numbers again; nothing is deleted. Returns where they went. In a multi-process run
+        process 0 moves them while the others wait; then every process reloads the listing and all
+        must see the same newest step (else :class:`~elf_eqx.errors.ConfigError`: the output
+        directory is not one folder shared by every host)."""
         moved = []
-        for s in [s for s in self.all_steps() if s > step]:
-            moved.append(set_aside(self.directory / str(s)))
-            _warn(f"checkpoint step {s} is newer than the resume point {step}; moved to {moved[-1]}")
-        if moved:
+        if jax.process_index() == 0:
+            for s in [s for s in self.all_steps() if s > step]:
+                moved.append(set_aside(self.directory / str(s)))
+                _warn(f"checkpoint step {s} is newer than the resume point {step}; moved to {moved[-1]}")
+        if jax.process_count() > 1:
+            agreement.barrier("checkpoint-set-aside")
+            self._manager.reload()
+            self.check_same_listing()
+        elif moved:
             self._manager.reload()
         return moved
+
+    def check_same_listing(self) -> None:
+        """In a multi-process run: every process sees the same newest complete step, else
+        :class:`~elf_eqx.errors.ConfigError` (on every process, the same line)."""
+        newest = agreement.gather("checkpoint-newest", self.latest_step())
+        if len(set(newest)) > 1:
+            seen = ", ".join(f"process {i}: {'none' if n is None else f'step {n}'}" for i, n in enumerate(newest))
+            raise agreement.everywhere(ConfigError(
+                f"the processes see different checkpoints in {self.directory} (newest {seen}); --output-dir must be "
+                "one folder every host reads and writes (a shared file system or a bucket)"))
 
     # -- saving ------------------------------------------------------------------------
 

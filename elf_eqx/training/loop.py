@@ -4,6 +4,7 @@ steps driven through its hooks (metrics, checkpoints, sample files), stopping cl
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import jax
@@ -16,10 +17,11 @@ from elf_eqx.training.trainer import Trainer
 
 
 def run_to_end(trainer: Trainer, what: str = "") -> bool:
-    """Drive ``trainer``'s steps through its hooks until its last step or a stop signal
-    (SIGTERM/SIGINT: the step is finished and saved), then close it. Returns whether a signal
-    stopped it; process 0 then says so, naming the step saved (``what`` is added to the step, e.g.
-    ``" of round 2"``) and the output directory."""
+    """Drive ``trainer``'s steps through its hooks until its last step or a stop request
+    (SIGTERM/SIGINT, on any process of the run: the step is finished and saved by all of them, see
+    :mod:`~elf_eqx.training.stop_signal`), then close it. Returns whether a stop request ended it;
+    process 0 then says so, naming the step saved (``what`` is added to the step, e.g. ``" of round
+    2"``) and the output directory, and each other process says on stderr where it stopped."""
     try:
         with StopRequest() as stop:
             last = drive(trainer.steps(stop), trainer.hooks())
@@ -27,7 +29,10 @@ def run_to_end(trainer: Trainer, what: str = "") -> bool:
         trainer.close()
     stopped = last is not None and last.stopping is not None
     if stopped and jax.process_index() == 0:
-        print(f"{last.stopping}: saved step {last.step}{what} to {trainer.out}; exiting")
+        print(f"{last.stopping}: saved step {last.step}{what} to {trainer.out}; exiting", flush=True)
+    elif stopped:
+        print(f"process {jax.process_index()}: stopped after step {last.step}{what}, saved with the others",
+              file=sys.stderr, flush=True)
     return stopped
 
 
@@ -46,6 +51,9 @@ def train(cfg: TrainConfig) -> Any:
     check_storage(cfg)
     trainer = Trainer.build(cfg)
     if jax.process_index() == 0:
-        print(f"resumed from {trainer.out} at step {trainer.start}" if trainer.start is not None else trainer.describe())
+        print(f"resumed from {trainer.out} at step {trainer.start}" if trainer.start is not None else trainer.describe(),
+              flush=True)
+    elif trainer.start is not None:
+        print(f"process {jax.process_index()}: resumed at step {trainer.start}", file=sys.stderr, flush=True)
     run_to_end(trainer)
     return trainer.out

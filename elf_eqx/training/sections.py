@@ -11,7 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import tyro
 
-from elf_eqx.cli.args import MeshFlags, takes_fields
+from elf_eqx.cli.args import MeshFlags, ProcessFlags, takes_fields
 from elf_eqx.config import PRESETS, RUNTIME_FIELDS, ELFConfig, preset
 from elf_eqx.data.spec import DataSpec
 from elf_eqx.errors import ConfigError
@@ -238,18 +238,11 @@ class SamplingSection(SamplerFlags):
 
 
 @dataclasses.dataclass(frozen=True)
-class MeshSection(MeshFlags):
-    """Devices and processes."""
+class MeshSection(MeshFlags, ProcessFlags):
+    """Devices and processes (one per host of a multi-host run: README, "Launching")."""
 
     shard_encoder: bool = False
     """Shard the frozen encoder's weights like the model's (default: replicated)."""
-    coordinator_address: str | None = None
-    """Multi-process runs: host:port of process 0 (with --num-processes and --process-id); cluster
-    launchers (SLURM, Open MPI, TPU pod slices) are detected without flags."""
-    num_processes: int | None = None
-    """Multi-process runs: number of processes."""
-    process_id: int | None = None
-    """Multi-process runs: this process's index."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,6 +266,10 @@ class RunSection:
     """Steps between checkpoints."""
     keep_checkpoints: int = 3
     """Keep the newest N checkpoints."""
+    max_restarts: int = 0
+    """Rerun the job (this host's process) up to N times after a retryable failure: a lost peer
+    process, a worker killed by a signal; not after bad input or a bug (exit 2 or 1), nor after a
+    stop that was asked for (SIGTERM). 0: a cluster's own restart policy owns this (README, "Launching")."""
     wandb: bool = False
     """Mirror metrics to Weights & Biases (pip install 'elf_eqx[wandb]'); a rerun of the same output
     directory continues the same wandb run (its id is kept in run_info.json); WANDB_MODE=offline works."""
@@ -302,6 +299,8 @@ class RunSection:
         if self.tensorboard and storage.is_remote(self.output_dir):
             raise ConfigError(f"--tensorboard writes event files locally; with --output-dir {self.output_dir} mirror "
                               "the metrics to wandb, or read them with python -m elf_eqx.inspect")
+        if self.max_restarts < 0:
+            raise ConfigError(f"--max-restarts must be non-negative, got {self.max_restarts}")
         object.__setattr__(self, "wandb_tags", tuple(self.wandb_tags))  # a YAML or JSON list
         if self.peak_flops is not None and self.peak_flops <= 0:
             raise ConfigError(f"--peak-flops must be positive, got {self.peak_flops}")

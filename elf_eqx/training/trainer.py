@@ -24,6 +24,7 @@ from elf_eqx.families import Family
 from elf_eqx.io import storage
 from elf_eqx.io.storage import AnyPath
 from elf_eqx.model import count_params
+from elf_eqx.parallel import agreement
 from elf_eqx.parallel.mesh import batch_sharding, batch_split, check_global_batch, make_mesh
 from elf_eqx.parallel.partition import replicated_shardings, tree_shardings
 from elf_eqx.training.checkpoint import CheckpointManager
@@ -50,19 +51,22 @@ def abstract_on_mesh(tree: Any, shardings: Any) -> Any:
 
 def restore_or_init(
     manager: CheckpointManager, init: Callable[[Any], TrainState], init_arg: Any, shardings: Any,
-    resume_step: int | None, *, set_aside: bool,
+    resume_step: int | None,
 ) -> tuple[TrainState, dict[str, Any], int | None]:
     """``(state, saved metadata, step resumed from)``: the newest readable checkpoint (or
     ``resume_step``) restored straight into the sharded abstract state, else ``init(init_arg)`` (a
-    key, or the weights to start from) built in place on the mesh (``None`` for the step and ``{}`` for the metadata). With
-    ``set_aside`` (process 0) newer, superseded checkpoints are moved aside, so the resumed run can
-    save their step numbers again."""
-    if manager.all_steps() or resume_step is not None:
+    key, or the weights to start from) built in place on the mesh (``None`` for the step and ``{}``
+    for the metadata). Newer, superseded checkpoints are then moved aside, so the resumed run can
+    save their step numbers again. Every process of a multi-process run takes the same branch and
+    the same step (process 0's listing; see :meth:`CheckpointManager.readable` and
+    :meth:`~CheckpointManager.set_aside_after`)."""
+    if agreement.from_process_0("resume-or-init", bool(manager.all_steps()) or resume_step is not None):
         template = abstract_on_mesh(eqx.filter_eval_shape(init, init_arg), shardings)
         (state, meta), start = manager.readable(lambda s: manager.restore(template, step=s), resume_step)
-        if set_aside:
-            manager.set_aside_after(start)
+        manager.set_aside_after(start)
         return state, meta, start
+    if jax.process_count() > 1:
+        manager.check_same_listing()
     # Built in place on the mesh: no device (or host) ever holds the whole unsharded state.
     return jax.jit(init, out_shardings=shardings)(init_arg), {}, None
 
@@ -200,7 +204,7 @@ class Trainer:
         manager = CheckpointManager(cfg.run.output_dir, max_to_keep=r.keep_checkpoints, async_save=r.async_save,
                                     run_record=run.run_record(cfg, distillation))
         state, meta, start = restore_or_init(manager, program.init, program.init_arg, program.state_sharding,
-                                             r.resume_step, set_aside=jax.process_index() == 0)
+                                             r.resume_step)
         key = jax.random.key(r.seed)
         if start is not None:
             run.loader.restore(meta["data"])
@@ -212,8 +216,9 @@ class Trainer:
                        program.batch_sharding, latent_encoder, per_step)
 
     def steps(self, stop: StopRequest) -> Iterator[StepInfo]:
-        """One :class:`StepInfo` per optimizer step until the run's length, or the step a stop
-        signal arrives during (read once a step: a later signal waits for the next)."""
+        """One :class:`StepInfo` per optimizer step until the run's length, or the step ``stop``
+        says is the last (:meth:`StopRequest.after_step`, asked once a step: the step a signal
+        arrives during on one process; in a multi-process run the same step on every process)."""
         step_key = jax.random.fold_in(self.key, 1)
         step = int(self.state.step)
         stopwatch = StepStopwatch()
@@ -222,7 +227,7 @@ class Trainer:
                 step + 1, lambda: self.run.next_batch(self.batch_sharding),
                 lambda batch: self.step_fn(self.state, batch, step_key, self.objective, self.latent_encoder))
             step += 1
-            info = StepInfo(step, self.state, metrics, self.total_steps, stop.requested, timing)
+            info = StepInfo(step, self.state, metrics, self.total_steps, stop.after_step(), timing)
             yield info
             if info.stopping is not None:
                 return

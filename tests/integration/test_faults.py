@@ -8,7 +8,6 @@ one data cache, so only the first process pays for compiling.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -19,10 +18,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-from elf_eqx.observe.step_clock import MEASURED_FIELDS
+from run_compare import assert_same_run, logged_steps
 
 TOTAL, SAVE_EVERY = 12, 3
 TINY = [
@@ -81,41 +79,6 @@ def train(root: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def records(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def logged_steps(out: Path) -> int:
-    path = out / "metrics.jsonl"
-    return sum(1 for line in path.read_text().splitlines() if line.endswith("}")) if path.is_file() else 0
-
-
-def stored_state(out: Path, step: int) -> dict:
-    """Every array of a checkpoint's state (model, EMA, optimizer state, step) as NumPy."""
-    restored = ocp.PyTreeCheckpointer().restore(out / "checkpoints" / str(step) / "state")
-    return {"/".join(map(str, path)): np.asarray(leaf) for path, leaf in _leaves(restored)}
-
-
-def _leaves(tree, prefix=()):
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            yield from _leaves(v, (*prefix, k))
-    else:
-        yield prefix, tree
-
-
-def assert_same_run(out: Path, reference: Path) -> None:
-    mine, theirs = records(out), records(reference)
-    assert [r["step"] for r in mine] == list(range(1, TOTAL + 1)), "one metrics record per step"
-    for a, b in zip(mine, theirs):
-        assert ({k: v for k, v in a.items() if k not in MEASURED_FIELDS}
-                == {k: v for k, v in b.items() if k not in MEASURED_FIELDS})
-    a, b = stored_state(out, TOTAL), stored_state(reference, TOTAL)
-    assert sorted(a) == sorted(b) and any(k.startswith("opt_state") for k in a) and any(k.startswith("ema") for k in a)
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-
-
 @pytest.fixture(scope="module")
 def reference(workspace) -> Path:
     """The uninterrupted run (it also fills the compilation cache)."""
@@ -153,7 +116,7 @@ def test_killed_at_random_moments_and_restarted_matches_the_uninterrupted_run(wo
     finished = train(workspace, out)
     assert "resumed from" in finished.stdout
     assert kills >= 2
-    assert_same_run(out, reference)
+    assert_same_run(out, reference, TOTAL)
 
 
 @pytest.mark.slow
@@ -192,7 +155,7 @@ def test_damaged_newest_checkpoint_is_kept_and_skipped(workspace, reference, cap
     assert f"checkpoint step {TOTAL} in" in resumed.stderr and "cannot be read" in resumed.stderr
     assert f"resumed from {out} at step {previous}" in resumed.stdout
     assert (out / "checkpoints.set_aside" / str(TOTAL) / "state").is_dir()
-    assert_same_run(out, reference)
+    assert_same_run(out, reference, TOTAL)
 
 
 def _arrays(tree):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from jax.sharding import AbstractMesh
 
 from elf_eqx.parallel.mesh import MeshConfig, check_global_batch
 from elf_eqx.config import preset
-from helpers import xla_flags
+from helpers import free_port, xla_flags
 from tolerances import reassociation
 
 # A mesh's program against one device's: XLA splits and reorders the float32 sums. Losses, weights
@@ -73,12 +72,6 @@ def test_bad_meshes_and_batches_are_named():
         MeshConfig(-1, 3, 1).shape(8)
     with pytest.raises(ValueError, match="--global-batch 12 is not divisible by the 8 devices of the data×fsdp"):
         check_global_batch(12, AbstractMesh((2, 4, 1), ("data", "fsdp", "tensor")))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -121,7 +121,7 @@ def test_a_user_error_is_one_line_and_exit_2(cls, monkeypatch, tmp_path, capfd):
     with pytest.raises(SystemExit) as exc:
         main(["--samples", str(tmp_path / "s.jsonl")])
     err = capfd.readouterr().err
-    assert exc.value.code == EXIT_CODE
+    assert exc.value.code == cls.exit_code == (errors.RETRYABLE_EXIT if cls is errors.PeerLostError else EXIT_CODE)
     assert err.splitlines() == [str(exc.value)], err
     assert err.startswith(f"error: {tmp_path / 's.jsonl'}:3: not what it should be") and "Traceback" not in err
 
