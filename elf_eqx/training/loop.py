@@ -36,5 +36,7 @@ def train(cfg: TrainConfig) -> Path:
     trainer = Trainer.build(cfg)
     if jax.process_index() == 0:
         print(f"resumed from {trainer.out} at step {trainer.start}" if trainer.start is not None else trainer.describe())
+        if trainer.start is None and cfg.init.init_from is not None:
+            print(f"initialised from {cfg.init.init_from} ({cfg.init.init_weights} weights)")
     run_to_end(trainer)
     return trainer.out
