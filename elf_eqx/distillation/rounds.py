@@ -50,7 +50,9 @@ class Teacher:
             what = f"an {bundle.family.name.upper()} baseline" if not bundle.family.uses_encoder else "a release"
             raise IncompatibleModelError(f"teacher {t.teacher} is {what}; distillation needs an ELF run of ours or "
                                          "a model exported from one (convert a release first: python -m elf_eqx.convert)")
-        return Teacher(bundle, bundle.record.run)
+        run = bundle.record.run  # its data read with the encoder and tokenizer found here (a bundled copy)
+        data = dataclasses.replace(run.data, encoder=bundle.encoder, tokenizer=bundle.tokenizer)
+        return Teacher(bundle, dataclasses.replace(run, data=data))
 
 
 def student_config(cfg: DistillConfig, teacher: Teacher, steps: int, index: int, omega: float) -> TrainConfig:

@@ -19,6 +19,7 @@ A folder (or a hub repo holding one) is::
 - :mod:`~elf_eqx.sharing.hub`: the Hugging Face hub, down (``snapshot_download``) and up (``upload_folder``);
 - :mod:`~elf_eqx.sharing.write`: the export itself.
 
-Paths: the export's output and the folders it reads are local (``os.PathLike``); every file the export
-writes goes through :func:`elf_eqx.sharing.write.output_file`.
+Paths: the export's output and the folders it reads are local (``os.PathLike``); the export writes
+every file into a staging folder beside ``--output`` and renames it into place when complete
+(:func:`elf_eqx.sharing.write.export_model`), the one place its destination is touched.
 """

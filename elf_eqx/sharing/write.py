@@ -40,12 +40,6 @@ _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
 
-def output_file(folder: Path, name: str) -> Path:
-    """Where the export writes its file ``name``: the one place an output path is made (local
-    folders today; other stores plug in here)."""
-    return folder / name
-
-
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
     """Export a trained model (a run, a checkpoint, a distilled student, a release, an exported
@@ -205,17 +199,17 @@ def _write_folder(cfg: ExportConfig, src: ExportSource, folder: Path, max_shard:
     export = ExportRecord(run=record, weights=src.weights, step=src.step, origin=src.origin, encoder=encoder,
                           tokenizer_files=tokenizer_files, weights_files=tuple(weights_files),
                           parameters=src.parameters, dtype="/".join(dtypes), provenance=provenance)
-    output_file(folder, CONFIG_NAME).write_text(json.dumps(export.to_dict(), indent=2) + "\n")
+    (folder / CONFIG_NAME).write_text(json.dumps(export.to_dict(), indent=2) + "\n")
     training = json.loads(json.dumps(record.run.to_dict()))  # tuples as lists
     training.pop("config", None)
     training.pop("preset", None)
-    output_file(folder, TRAINING_CONFIG).write_text(
+    (folder / TRAINING_CONFIG).write_text(
         "# The resolved training config of the exported model's run: python -m elf_eqx.train --config "
         f"{TRAINING_CONFIG}\n" + yaml.safe_dump(training, sort_keys=False))
     title = cfg.push_to_hub or Path(cfg.output).name
     card = model_card(export, title=title, sample_source=cfg.push_to_hub or cfg.output, source=cfg.source,
                       export_command=_export_command(cfg), evals=_evals(src, cfg.eval_results), license_id=cfg.license)
-    output_file(folder, CARD).write_text(card)
+    (folder / CARD).write_text(card)
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     return export, files
 
@@ -242,6 +236,8 @@ def export_model(cfg: ExportConfig) -> ExportResult:
         out.rmdir()  # an empty folder holds nothing to lose
     with open_export_source(cfg.source, weights=cfg.weights, step=cfg.step, encoder=None, tokenizer=cfg.tokenizer,
                             task=cfg.task, architecture=cfg.architecture, revision=cfg.source_revision) as src:
+        # Every file is written into a local staging folder renamed to --output when complete: the one
+        # place the destination is touched (another store would receive the finished folder here).
         with staged_folder(out, overwrite=cfg.overwrite) as stage:
             export, files = _write_folder(cfg, src, stage, max_shard)
     pushed = None
