@@ -4,7 +4,8 @@ model over the latents of a frozen text encoder (docs/method.md).
 The method: :class:`ELF` (the network, configured by :class:`ELFConfig` or :func:`preset`),
 :class:`FlowObjective` (the training loss on a :class:`LatentBatch`), :class:`Sampler` (ODE/SDE
 sampling, built from :class:`SamplerSettings` and :class:`FlowConstants`, optionally given a
-:class:`Condition`). Around it: :func:`load_model_source` (our runs and the released checkpoints),
+:class:`Condition`). Around it: :func:`load_model_source` (our runs, models exported from them —
+a folder or a hub repo, ``python -m elf_eqx.export`` — and the released checkpoints),
 :class:`TrainConfig` (``python -m elf_eqx.train``). The MDLM and AR baselines share all of it:
 :func:`build_network` and :func:`make_sampler` pick a family's network and sampler by name
 (``elf``, ``mdlm``, ``ar``); :func:`train_step_flops` counts any family's training compute.

@@ -22,14 +22,10 @@ from elf_eqx.io.storage import AnyPath, check_bucket, is_remote, user_path
 from elf_eqx.cli.errors import cli_main, flag_errors
 from elf_eqx.errors import ConfigError, OutputExistsError
 from elf_eqx.io.atomic import refuse_existing, staged_file, staged_folder
-from elf_eqx.data.spec import DataSpec
-from elf_eqx.encoders.load import load_tokenizer
 from elf_eqx.release.model_source import ModelBundle, load_model_source_weights
-from elf_eqx.release.tasks import RELEASE_TOKENIZER, release_data_spec, task_of
+from elf_eqx.release.as_run import release_data_spec_for, release_run_record  # noqa: F401  (release_run_record's old home)
+from elf_eqx.release.tasks import task_of
 from elf_eqx.training.checkpoint import CheckpointManager
-from elf_eqx.training.config import TrainConfig
-from elf_eqx.training.run_directory import read_run_record
-from elf_eqx.training.run_record import RunRecord
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,31 +66,6 @@ def _stored_parts(bundles: dict[str, ModelBundle], weights: str) -> dict[str, An
     return {"ema": bundles["ema"].model}
 
 
-def _release_data_spec(bundle: ModelBundle, task: str, tokenizer_override: str | None) -> DataSpec:
-    """The released ``task``'s data layout (T5 pad/EOS ids); a tokenizer other than the release's
-    is loaded for its ids."""
-    spec = release_data_spec(task, bundle.model.config.vocab_size)
-    if tokenizer_override is None or tokenizer_override == RELEASE_TOKENIZER:
-        return spec
-    tok = load_tokenizer(tokenizer_override)
-    return DataSpec.from_tokenizer(tok, spec.max_length, max_input_length=spec.max_input_length,
-                                   pad_mode=spec.pad_mode)
-
-
-def release_run_record(bundle: ModelBundle, data_spec: DataSpec) -> RunRecord:
-    """The run record a converted release is stored with: the architecture, encoder, tokenizer and
-    data layout, and a training config holding what sampling reads: the latent normalisation and
-    data layout, the flow constants and the release's sampler settings."""
-    run = TrainConfig.from_dict({
-        "data": {"latent_mean": bundle.latent_mean, "latent_std": bundle.latent_std, "max_length": bundle.max_length,
-                 "max_input_length": bundle.max_input_length, "pad_mode": bundle.pad_mode},
-        "objective": bundle.flow.to_dict(),
-        "sampling": bundle.sampling.to_dict(),
-    }, where=f"{bundle.origin}: its settings")
-    return RunRecord(family=bundle.family.name, elf=bundle.model.config, encoder=bundle.encoder,
-                     tokenizer=bundle.tokenizer, data_spec=data_spec, run=run, converted_from=bundle.origin)
-
-
 def _remove(path: Path) -> None:
     """Delete a file or folder this conversion wrote (if it is there)."""
     if path.is_dir():
@@ -130,12 +101,12 @@ def convert(cfg: ConvertConfig) -> AnyPath:
     bundles = load_model_source_weights(cfg.source, kinds, step=cfg.step, encoder=cfg.encoder,
                                         tokenizer=cfg.tokenizer, task=cfg.task, architecture=cfg.architecture)
     bundle = bundles[kinds[-1]]
-    if bundle.kind == "run":  # one of ours: keep its run record, drop the optimizer state
-        record = dataclasses.replace(read_run_record(user_path(cfg.source, "the source"), bundle.step)[0], encoder=bundle.encoder,
-                                     tokenizer=bundle.tokenizer, converted_from=bundle.origin)
+    if bundle.record is not None:  # one of ours (a run, an exported model): keep its run record, drop the optimizer state
+        record = dataclasses.replace(bundle.record, encoder=bundle.encoder, tokenizer=bundle.tokenizer,
+                                     converted_from=bundle.origin)
     else:
         task = task_of(cfg.source, cfg.task)
-        record = release_run_record(bundle, _release_data_spec(bundle, task, cfg.tokenizer))
+        record = release_run_record(bundle, release_data_spec_for(bundle, task, cfg.tokenizer))
     copied = _copy_encoder(bundle.encoder, out) if cfg.copy_encoder else None
     if copied is not None:
         record = dataclasses.replace(record, encoder=str(copied if is_remote(copied) else copied.absolute()))

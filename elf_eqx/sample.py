@@ -56,6 +56,7 @@ def sample(cfg: SampleConfig) -> tuple[Any, list[dict[str, Any]]]:
     session = TextSampler.open(
         cfg.source, weights=load.weights, step=load.step, encoder=load.encoder, tokenizer=load.tokenizer,
         task=load.task, compute_dtype=load.compute_dtype, length=draw.length, mesh=cfg.mesh.config,
+        revision=load.revision,
     )
     settings = cfg.settings(session.bundle.sampling)
     output = check_writable(cfg.out.output or default_output(cfg, settings, session.bundle.family), cfg.out.overwrite)

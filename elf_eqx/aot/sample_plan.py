@@ -29,6 +29,7 @@ from elf_eqx.release.model_source import is_training_checkpoint
 from elf_eqx.release.tasks import RELEASE_FLOW, RELEASED_TASKS, release_data_spec, task_of
 from elf_eqx.sampling.compiled import make_sample_fn
 from elf_eqx.sampling.settings_base import SamplerSettingsBase
+from elf_eqx.sharing.record import is_export_folder, read_export_record
 from elf_eqx.training.run_directory import read_run_record
 
 _PRESET_IN_NAME = re.compile(r"ELF-([BML])(?![A-Za-z])", re.IGNORECASE)
@@ -48,11 +49,16 @@ class SourceArchitecture:
 
 
 def source_architecture(source: str, *, step: int | None = None, task: str | None = None) -> SourceArchitecture:
-    """The architecture of ``source``: a training run of ours (its stored run config), or a release
-    whose name says its preset (``ELF-B``/``ELF-M``/``ELF-L``) and task."""
+    """The architecture of ``source``: a training run of ours (its stored run config), an exported
+    model's folder (its ``config.json``), or a release whose name says its preset
+    (``ELF-B``/``ELF-M``/``ELF-L``) and task."""
     path = user_path(source, "the model source")
-    if path.exists() and is_training_checkpoint(path):
-        record, chosen = read_run_record(path, step)
+    if path.exists() and (is_training_checkpoint(path) or is_export_folder(path)):
+        if is_export_folder(path):  # an exported model: its config.json
+            export = read_export_record(path)
+            record, chosen = export.run, export.step
+        else:
+            record, chosen = read_run_record(path, step)
         record.require("elf", "data_spec", where=f"{source}: the run config stored with step {chosen}",
                        purpose="compile its sampler")
         spec, run = record.data_spec, record.run

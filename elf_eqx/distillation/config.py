@@ -32,12 +32,15 @@ class TeacherSection:
     """The trained ELF to distil."""
 
     teacher: tyro.conf.Positional[str] = ""
-    """A training run of ours (its output directory, checkpoints/ folder or a step folder) or a
-    converted release (python -m elf_eqx.convert)."""
+    """A training run of ours (its output directory, checkpoints/ folder or a step folder), a model
+    exported from one (its folder, or a hub id org/name: python -m elf_eqx.export) or a converted
+    release (python -m elf_eqx.convert)."""
     teacher_weights: Literal["ema", "raw"] = "ema"
     """The teacher's EMA weights (what it samples with) or its raw weights."""
     teacher_step: int | None = None
     """The teacher's checkpoint step (default: the newest readable one)."""
+    teacher_revision: str | None = None
+    """A hub teacher's revision: branch, tag or commit (default: the main branch)."""
 
 
 @dataclasses.dataclass(frozen=True)

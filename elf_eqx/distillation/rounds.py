@@ -28,9 +28,9 @@ from elf_eqx.release.model_source import ModelBundle, load_model_source
 from elf_eqx.sampler import SamplerSettings
 from elf_eqx.training.config import TrainConfig
 from elf_eqx.training.loop import run_to_end
-from elf_eqx.training.run_directory import load_model_from_checkpoint, read_run_record
+from elf_eqx.training.run_directory import load_model_from_checkpoint
 from elf_eqx.training.run_record import DistillationRecord
-from elf_eqx.training.sections import SamplingSection
+from elf_eqx.training.sections import InitSection, SamplingSection
 from elf_eqx.training.trainer import Trainer
 
 @dataclasses.dataclass(frozen=True)
@@ -45,13 +45,15 @@ class Teacher:
         t = cfg.teacher
         if not t.teacher:
             raise ConfigError("give the teacher: a training run of ours (its output directory) or a converted release")
-        bundle = load_model_source(t.teacher, weights=t.teacher_weights, step=t.teacher_step)
-        if not bundle.family.uses_encoder or bundle.kind != "run":
+        bundle = load_model_source(t.teacher, weights=t.teacher_weights, step=t.teacher_step,
+                                   revision=t.teacher_revision)
+        if not bundle.family.uses_encoder or bundle.record is None:
             what = f"an {bundle.family.name.upper()} baseline" if not bundle.family.uses_encoder else "a release"
-            raise IncompatibleModelError(f"teacher {t.teacher} is {what}; distillation needs an ELF run of ours "
-                                         "(convert a release first: python -m elf_eqx.convert)")
-        record, _ = read_run_record(user_path(t.teacher, "--teacher"), bundle.step)
-        return Teacher(bundle, record.run)
+            raise IncompatibleModelError(f"teacher {t.teacher} is {what}; distillation needs an ELF run of ours or "
+                                         "a model exported from one (convert a release first: python -m elf_eqx.convert)")
+        run = bundle.record.run  # its data read with the encoder and tokenizer found here (a bundled copy)
+        data = dataclasses.replace(run.data, encoder=bundle.encoder, tokenizer=bundle.tokenizer)
+        return Teacher(bundle, dataclasses.replace(run, data=data))
 
 
 def student_config(cfg: DistillConfig, teacher: Teacher, steps: int, index: int, omega: float) -> TrainConfig:
@@ -69,7 +71,7 @@ def student_config(cfg: DistillConfig, teacher: Teacher, steps: int, index: int,
                               seed=cfg.run.seed + index)
     objective = dataclasses.replace(base.objective, label_drop_prob=0.0)
     return dataclasses.replace(base, config=None, preset=None, data=data, objective=objective, optimizer=optimizer,
-                               sampling=sampling, mesh=cfg.mesh, run=run)
+                               sampling=sampling, mesh=cfg.mesh, run=run, init=InitSection())
 
 
 def distill(cfg: DistillConfig) -> Any:

@@ -18,7 +18,7 @@ import numpy as np
 from elf_eqx.encoders.bert import BertConfig, BertEncoder
 from elf_eqx.encoders.sources import read_config, resolve_source
 from elf_eqx.encoders.t5 import T5Config, T5Encoder
-from elf_eqx.encoders.weights import Slot, fill_module, shape_template, strip_prefix
+from elf_eqx.encoders.weights import Slot, fill_module, module_tensors, shape_template, strip_prefix
 from elf_eqx.errors import BadWeightsError, ConfigError, IncompatibleModelError, MissingInputError
 from elf_eqx.io.flax_msgpack import flatten_params
 from elf_eqx.io.safe_pickle import safe_load
@@ -77,6 +77,12 @@ def _fill_t5(config: T5Config, tensors: Mapping[str, np.ndarray], flax: bool, wh
     leaves, slots = _t5_slots(config, flax)
     template = shape_template(lambda k: T5Encoder(config, key=k))
     return fill_module(template, leaves, slots, tensors, what=what, dtype=dtype, ignore=_not_encoder)
+
+
+def t5_hf_tensors(encoder: T5Encoder) -> dict[str, np.ndarray]:
+    """The inverse of :func:`t5_from_hf_tensors`: the encoder's arrays under Hugging Face's
+    ``T5EncoderModel`` names, Linear weights back as ``(out, in)``."""
+    return module_tensors(encoder, *_t5_slots(encoder.config, flax=False))
 
 
 def _not_encoder(name: str) -> bool:

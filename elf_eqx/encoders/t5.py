@@ -51,6 +51,14 @@ class T5Config:
         known = {k: v for k, v in config.items() if k in fields and k not in ("dense_act_fn", "is_gated_act")}
         return T5Config(**known, dense_act_fn=act, is_gated_act=parts[0] == "gated")
 
+    def to_hf(self) -> dict[str, Any]:
+        """The ``config.json`` dict of a Hugging Face T5 encoder with these fields (:meth:`from_hf`
+        reads it back to this config)."""
+        act = "gelu" if self.is_gated_act and self.dense_act_fn == "gelu_new" else self.dense_act_fn
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("dense_act_fn", "is_gated_act")}
+        return {"model_type": "t5", "architectures": ["T5EncoderModel"], **fields,
+                "feed_forward_proj": f"gated-{act}" if self.is_gated_act else act}
+
 
 class T5Attention(eqx.Module):
     """Multi-head self-attention without biases or score scaling."""

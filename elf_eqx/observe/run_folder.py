@@ -45,6 +45,11 @@ class EvalRecord:
     path: Path
     step: int | None
     figures: dict[str, float]
+    judge: str | None = None
+    """The Gen. PPL/entropy judge (``None``: BLEU/ROUGE only, or not recorded)."""
+    num_samples: int | None = None
+    settings: dict[str, Any] | None = None
+    """The scored samples' common settings (``None``: several, or none recorded)."""
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -99,7 +104,9 @@ def read_eval(path: Path) -> EvalRecord | None:
         return None
     figures = {k: float(v) for k, v in result.items() if k in ("gen_ppl", "entropy", "bleu", "rouge1", "rouge2",
                                                                "rougeL") and isinstance(v, (int, float))}
-    return EvalRecord(path, _eval_step(result), figures)
+    judge, count, settings = result.get("judge"), result.get("num_samples"), result.get("settings")
+    return EvalRecord(path, _eval_step(result), figures, judge if isinstance(judge, str) else None,
+                      count if isinstance(count, int) else None, settings if isinstance(settings, dict) else None)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,8 +29,8 @@ def pick_checkpoint(folder: Path, step: int | None = None) -> Path:
     """The newest ``checkpoint_<step>`` under ``folder``, or the one of ``step``."""
     found = release_checkpoints(folder)
     if not found:
-        raise MissingInputError(f"{folder} holds no release checkpoint (a checkpoint_<step> file or folder) "
-                                "and no training checkpoints (checkpoints/<step>/)")
+        raise MissingInputError(f"{folder} holds no release checkpoint (a checkpoint_<step> file or folder), "
+                                "no training checkpoints (checkpoints/<step>/) and no config.json of an exported model")
     if step is None:
         return found[max(found)]
     if step not in found:
@@ -59,13 +59,13 @@ def split_hub_release(hub_id: str) -> tuple[str, str]:
     return "/".join(parts[:2]), "/".join(parts[2:])
 
 
-def _newest_on_hub(repo: str, prefix: str, step: int | None) -> str | None:
+def _newest_on_hub(repo: str, prefix: str, step: int | None, revision: str | None = None) -> str | None:
     """The repo path of the ``checkpoint_<step>`` to fetch, from the repo's file list; ``None``
     when the list cannot be had (offline: the local cache decides)."""
     from huggingface_hub import list_repo_files
 
     try:
-        files = list_repo_files(repo)
+        files = list_repo_files(repo, **({"revision": revision} if revision else {}))
     except Exception:  # offline or unreachable; snapshot_download may still serve the cache
         return None
     steps: dict[int, str] = {}
@@ -79,19 +79,21 @@ def _newest_on_hub(repo: str, prefix: str, step: int | None) -> str | None:
     return steps[step if step is not None else max(steps)]
 
 
-def download_release(hub_id: str, step: int | None = None) -> tuple[Path, Path]:
+def download_release(hub_id: str, step: int | None = None, revision: str | None = None) -> tuple[Path, Path]:
     """Fetch a hub release ``org/repo[/subpath]`` with ``huggingface_hub.snapshot_download``: one
-    ``checkpoint_<step>`` (the newest, or ``step``) and the ``*.pkl`` encoder, nothing else.
+    ``checkpoint_<step>`` (the newest, or ``step``) and the ``*.pkl`` encoder, nothing else (at
+    ``revision``: a branch, tag or commit; default the main branch).
     Returns (the local repo root, the local release folder ``root/subpath``)."""
     from huggingface_hub import snapshot_download
 
     repo, sub = split_hub_release(hub_id)
     prefix = f"{sub}/" if sub else ""
-    chosen = _newest_on_hub(repo, prefix, step)
+    chosen = _newest_on_hub(repo, prefix, step, revision)
     # fnmatch patterns: "*" also matches "/", so "x/*" takes a whole orbax folder.
     checkpoints = [chosen, f"{chosen}/*"] if chosen else [f"{prefix}checkpoint_*"]
     try:
-        root = Path(snapshot_download(repo, allow_patterns=[*checkpoints, "*.pkl"]))
+        at = {"revision": revision} if revision else {}
+        root = Path(snapshot_download(repo, allow_patterns=[*checkpoints, "*.pkl"], **at))
     except Exception as err:  # hub client errors have many types; all mean "cannot have it"
         raise MissingInputError(f"could not fetch the release {hub_id!r} from the Hugging Face hub "
                                 f"({type(err).__name__}: {err}); offline, pass a local checkpoint path") from err

@@ -1,11 +1,12 @@
 """One loader for every place an ELF to sample from can come from: a training run of ours, a
+model exported from one (a folder, or a hub repo, written by ``python -m elf_eqx.export``), a
 released checkpoint (msgpack file, orbax folder, local release folder) or a release on the hub.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,17 +17,20 @@ from elf_eqx.training.checkpoint import STATE
 from elf_eqx.training.run_directory import open_run
 from elf_eqx.training.run_record import DistillationRecord, RunRecord
 from elf_eqx.config import PRESETS
+from elf_eqx.data.cache import default_cache_dir
 from elf_eqx.distillation.manifest import distilled_source
 from elf_eqx.encoders.sources import is_hub_id
 from elf_eqx.errors import ConfigError, IncompatibleModelError, MissingInputError, UserError
 from elf_eqx.families import ELF_FAMILY, Family
 from elf_eqx.flow import FlowConstants
+from elf_eqx.io.safetensors_io import INDEX_NAME, SINGLE_NAME
 from elf_eqx.release.checkpoint import WEIGHT_ENTRIES, orbax_item_folder, read_release_weights
 from elf_eqx.release.files import (
     CHECKPOINT_NAME,
     download_release,
     encoder_pickle,
     pick_checkpoint,
+    release_checkpoints,
     split_hub_release,
 )
 from elf_eqx.release.names import model_from_reference_params
@@ -42,6 +46,9 @@ from elf_eqx.release.tasks import (
     task_of,
 )
 from elf_eqx.sampling.settings_base import SamplerSettingsBase
+from elf_eqx.sharing.folder import check_tokenizer, exported_encoder, load_exported_network
+from elf_eqx.sharing.hub import hub_export_folder
+from elf_eqx.sharing.record import CONFIG_NAME, is_export_folder, read_export_record
 
 Weights = Literal["ema", "raw"]
 # Our checkpoints' state parts for each weights kind.
@@ -74,11 +81,15 @@ class ModelBundle:
     """What was loaded: the source, step, weights (and for releases preset and task)."""
     step: int | None
     kind: str = "release"
-    """``release`` or ``run`` (one of our training checkpoints)."""
+    """``release``, ``run`` (one of our training checkpoints) or ``export`` (a folder written by
+    ``python -m elf_eqx.export``, local or from the hub)."""
     family: Family = ELF_FAMILY
     """The model's :class:`~elf_eqx.families.Family` (ELF, MDLM or AR); releases are ELF."""
     distillation: DistillationRecord | None = None
     """A distilled student's entry (its round, steps, teacher; :mod:`elf_eqx.distillation`), else ``None``."""
+    record: RunRecord | None = None
+    """The run record of a run or an exported model (its whole training config: what a distillation's
+    teacher and ``--init-from`` read); ``None`` for a release."""
 
 
 # -- our training checkpoints ------------------------------------------------------------
@@ -93,7 +104,7 @@ def is_training_checkpoint(path: storage.AnyPath) -> bool:
     return any(p.name.isdigit() and (p / STATE).is_dir() for p in path.iterdir())
 
 
-def _local_encoder(encoder: str, run_dir: storage.AnyPath) -> str:
+def local_encoder(encoder: str, run_dir: storage.AnyPath) -> str:
     """``encoder``, or the copy beside the checkpoints when a recorded file path has moved with
     the run directory (``convert --copy-encoder``)."""
     recorded = Path(encoder)
@@ -102,31 +113,65 @@ def _local_encoder(encoder: str, run_dir: storage.AnyPath) -> str:
     return encoder
 
 
-def _from_training_run(path: storage.AnyPath, weights: Sequence[str], step: int | None, encoder: str | None,
-                       tokenizer: str | None, architecture: str | None) -> dict[str, ModelBundle]:
+def run_weights_check(path: storage.AnyPath, weights: Sequence[str]) -> Callable[[RunRecord, dict[str, Any], int], None]:
+    """The check a run's step must pass to give ``weights``: a run record that can build and
+    sample the network, and raw weights only where they were kept."""
+
     def check(record: RunRecord, metadata: dict[str, Any], step: int) -> None:
         record.require("elf", "encoder", "data_spec", where=f"{path}: the run config stored with step {step}")
         if "raw" in weights and metadata.get("weights") == "ema":
             raise ConfigError(f"{path} holds only EMA weights (converted with --weights ema); use weights='ema'")
 
-    with open_run(path, step) as ckpts:  # weights and record from one readable step
-        models, record, metadata, step = ckpts.models(tuple(_PART[kind] for kind in weights), check)
-        run_dir = ckpts.run_dir
-    converted = f", converted from {metadata['converted_from']}" if "converted_from" in metadata else ""
-    spec, run, family = record.data_spec, record.run, record.model_family
-    family_name = f"{family.title}, " if family.title else ""
+    return check
+
+
+def family_words(record: RunRecord) -> str:
+    """How an origin names a model's family and distillation (``MDLM, ``; ``4-step student of round 2, ``)."""
+    family = record.model_family
+    words = f"{family.title}, " if family.title else ""
     if record.distillation is not None:
-        family_name += f"{record.distillation.steps}-step student of round {record.distillation.round}, "
+        words += f"{record.distillation.steps}-step student of round {record.distillation.round}, "
+    return words
+
+
+def run_origin(path: Path, step: int, kind: str, record: RunRecord, config: Any, metadata: dict[str, Any]) -> str:
+    """What a run's weights are, as a loaded model's ``origin`` says it: path, step, weights kind,
+    family (and distillation), preset, and what a converted checkpoint was converted from."""
+    converted = f", converted from {metadata['converted_from']}" if "converted_from" in metadata else ""
+    return f"{path} step {step} ({kind} weights, {family_words(record)}{preset_name(config)}{converted})"
+
+
+def local_training_run(source: str) -> Path | None:
+    """``source`` as one of our training runs on this machine (a distillation's folder: its newest
+    complete round's student), or ``None`` when it is none."""
+    path = Path(source).expanduser()
+    if path.is_dir() and (student := distilled_source(path)) is not None:
+        path = student
+    return path if path.exists() and is_training_checkpoint(path) else None
+
+
+def check_architecture(path: Path | str, model: eqx.Module, architecture: str | None) -> None:
+    """A model that is not the preset ``architecture`` asked for is an error naming both."""
+    if architecture is not None and preset_name(model.config) != architecture:
+        raise IncompatibleModelError(f"{path}: the model is {preset_name(model.config)} ({model.config}), "
+                                     f"not {architecture}")
+
+
+def _from_training_run(path: storage.AnyPath, weights: Sequence[str], step: int | None, encoder: str | None,
+                       tokenizer: str | None, architecture: str | None) -> dict[str, ModelBundle]:
+    with open_run(path, step) as ckpts:  # weights and record from one readable step
+        models, record, metadata, step = ckpts.models(tuple(_PART[kind] for kind in weights),
+                                                      run_weights_check(path, weights))
+        run_dir = ckpts.run_dir
+    spec, run, family = record.data_spec, record.run, record.model_family
     bundles = {}
     for kind in weights:
         model = models[_PART[kind]]
-        if architecture is not None and preset_name(model.config) != architecture:
-            raise IncompatibleModelError(f"{path}: the model is {preset_name(model.config)} ({model.config}), "
-                                         f"not {architecture}")
+        check_architecture(path, model, architecture)
         bundles[kind] = ModelBundle(
             model=model,
             tokenizer=tokenizer or record.tokenizer,
-            encoder=encoder or _local_encoder(record.encoder, run_dir),
+            encoder=encoder or local_encoder(record.encoder, run_dir),
             max_length=spec.max_length,
             max_input_length=spec.max_input_length or 0,
             pad_mode=spec.pad_mode,
@@ -134,13 +179,62 @@ def _from_training_run(path: storage.AnyPath, weights: Sequence[str], step: int 
             latent_std=run.data.latent_std,
             flow=run.objective.flow,
             sampling=run.sampling.settings_for(family),
-            origin=f"{path} step {step} ({kind} weights, {family_name}{preset_name(model.config)}{converted})",
+            origin=run_origin(path, step, kind, record, model.config, metadata),
             step=step,
             kind="run",
             family=family,
             distillation=record.distillation,
+            record=record,
         )
     return bundles
+
+
+# -- exported models ---------------------------------------------------------------------
+
+
+def _from_export(folder: Path, name: str, weights: Sequence[str], encoder: str | None, tokenizer: str | None,
+                 architecture: str | None) -> dict[str, ModelBundle]:
+    """The model of an exported folder (``python -m elf_eqx.export``), ``name`` being how it was
+    asked for (a path, or a hub id and revision)."""
+    export = read_export_record(folder)
+    other = [kind for kind in weights if kind != export.weights]
+    if other:
+        raise ConfigError(f"{name} holds the {export.weights} weights only (exported with --weights "
+                          f"{export.weights}), not the {other[0]} ones; use weights='{export.weights}'")
+    record, spec = export.run, export.run.data_spec
+    model = load_exported_network(folder, export)
+    check_architecture(name, model, architecture)
+    tokenizer_source = tokenizer or str(folder.absolute())
+    check_tokenizer(folder, export, tokenizer_source)
+    bundle = ModelBundle(
+        model=model,
+        tokenizer=tokenizer_source,
+        encoder=encoder or exported_encoder(folder, export),
+        max_length=spec.max_length,
+        max_input_length=spec.max_input_length or 0,
+        pad_mode=spec.pad_mode,
+        latent_mean=record.run.data.latent_mean,
+        latent_std=record.run.data.latent_std,
+        flow=record.run.objective.flow,
+        sampling=record.run.sampling.settings_for(record.model_family),
+        origin=(f"{name} (exported {export.weights} weights, step {export.step}, {family_words(record)}"
+                f"{preset_name(model.config)}; from {export.origin})"),
+        step=export.step,
+        kind="export",
+        family=record.model_family,
+        distillation=record.distillation,
+        record=record,
+    )
+    return {kind: bundle for kind in weights}
+
+
+def _refuse_unreadable_folder(path: Path) -> None:
+    """A folder that looks like an export but is not one is a one-line error naming what it lacks."""
+    if (path / CONFIG_NAME).is_file():
+        read_export_record(path)  # raises: not an elf_eqx export, or a version this reader does not know
+    if (path / SINGLE_NAME).is_file() or (path / INDEX_NAME).is_file():
+        raise MissingInputError(f"{path} holds safetensors weights but no {CONFIG_NAME}: not an exported elf_eqx "
+                                "model (write one with python -m elf_eqx.export)")
 
 
 # -- released checkpoints ----------------------------------------------------------------
@@ -193,6 +287,7 @@ def load_model_source_weights(
     tokenizer: str | None = None,
     task: str | None = None,
     architecture: str | None = None,
+    revision: str | None = None,
 ) -> dict[str, ModelBundle]:
     """:func:`load_model_source` for several ``weights`` kinds at once (the checkpoint is read
     once): ``{kind: bundle}``."""
@@ -201,35 +296,55 @@ def load_model_source_weights(
     if architecture is not None and architecture not in PRESETS:
         raise ConfigError(f"unknown ELF preset {architecture!r}; choose one of {sorted(PRESETS)}")
     args = dict(weights=weights, encoder=encoder, tokenizer=tokenizer, task=task, architecture=architecture)
+    exported = dict(weights=weights, encoder=encoder, tokenizer=tokenizer, architecture=architecture)
     if storage.scheme_of(source) is not None:  # a bucket: a training run of ours (or an error naming the scheme)
         remote = storage.user_path(source, "the model source")
         storage.check_bucket(remote, "the model source")
         if is_training_checkpoint(remote):
             return _from_training_run(remote, weights, step, encoder, tokenizer, architecture)
-        raise MissingInputError(f"model source not found: {source} holds no training checkpoints (a bucket source "
-                                "is a training output directory, its checkpoints/ folder or one step folder)")
+        if is_export_folder(remote):
+            _no_step(step, source)
+            return _from_export(storage.cached_copy(remote, default_cache_dir() / "exports"), source, **exported)
+        raise MissingInputError(f"model source not found: {source} holds no training checkpoints and no exported "
+                                "model (a bucket source is a training output directory, its checkpoints/ folder, one "
+                                "step folder or an exported model's folder)")
     path = Path(source).expanduser()
     if path.is_dir() and (student := distilled_source(path)) is not None:
         path = student  # a distillation's folder: its newest complete round's student
     if path.exists():
         if is_training_checkpoint(path):
             return _from_training_run(path, weights, step, encoder, tokenizer, architecture)
+        if is_export_folder(path):
+            _no_step(step, path)
+            return _from_export(path, str(path), **exported)
         if path.is_file() or orbax_item_folder(path) is not None:
             named = CHECKPOINT_NAME.match(path.name)
             if step is not None and not (named and int(named.group(1)) == step):
                 raise ConfigError(f"step={step} cannot be chosen for the single checkpoint {path}")
             return _from_release(path, path.parent, path.parent, str(path), **args)
+        if not release_checkpoints(path):
+            _refuse_unreadable_folder(path)
         return _from_release(pick_checkpoint(path, step), path, path, str(path), **args)
-    repo, _ = split_hub_release(source)
+    repo, sub = split_hub_release(source)
     if not _reads_as_local_path(source) and repo.count("/") == 1 and is_hub_id(repo):
+        folder = hub_export_folder(repo, sub, revision)
+        if folder is not None:  # a model exported by python -m elf_eqx.export
+            _no_step(step, source)
+            return _from_export(folder, source + (f"@{revision}" if revision else ""), **exported)
         try:
-            root, folder = download_release(source, step)
+            root, folder = download_release(source, step, revision)
         except FileNotFoundError as err:
             raise MissingInputError(f"model source not found: {source} is no local file or folder; as a hub "
-                                    f"release org/repo[/subpath]: {err}") from err
+                                    f"repo org/repo[/subpath] (an exported model, or a release): {err}") from err
         return _from_release(pick_checkpoint(folder, step), folder, root, source, **args)
     raise MissingInputError(f"model source not found: {source} (looked for a local training output directory, "
-                            "checkpoint file or folder, or a release folder; a hub release is org/repo[/subpath])")
+                            "an exported model folder, a checkpoint file or folder, or a release folder; a hub "
+                            "repo is org/repo[/subpath])")
+
+
+def _no_step(step: int | None, where: Path | str) -> None:
+    if step is not None:
+        raise ConfigError(f"step={step} cannot be chosen for the exported model {where}: it holds one step")
 
 
 def _reads_as_local_path(source: str) -> bool:
@@ -248,16 +363,20 @@ def load_model_source(
     tokenizer: str | None = None,
     task: str | None = None,
     architecture: str | None = None,
+    revision: str | None = None,
 ) -> ModelBundle:
     """The :class:`ModelBundle` of ``source``:
 
     - a training output directory, its ``checkpoints/`` folder or one step folder (ours; latest
       step or ``step``): encoder, tokenizer, data layout, latent normalisation and sampling
       defaults from the run config stored with the checkpoint;
+    - an exported model (``python -m elf_eqx.export``): its folder (``config.json``, safetensors
+      weights, tokenizer, encoder reference or copy), or a hub repo ``org/name[/subpath]`` holding
+      one (fetched at ``revision``, a branch, tag or commit; default the main branch);
     - a release checkpoint: a ``checkpoint_<step>`` Flax msgpack file or orbax folder, or a local
       folder holding release files (its newest ``checkpoint_<step>``, or ``step``);
     - a hub release ``org/repo[/subpath]`` (only that checkpoint and the encoder pickle are
-      downloaded, once, into the hub cache).
+      downloaded, once, into the hub cache; at ``revision``).
 
     ``weights``: ``ema`` (EMA / ``ema_params1``) or ``raw`` (``model`` / ``params``). ``encoder``,
     ``tokenizer`` and ``task`` (``owt``, ``de-en``, ``xsum``; releases) override what is inferred.
@@ -265,5 +384,5 @@ def load_model_source(
     that does not fit it is an error listing every parameter name and shape that differs.
     """
     bundles = load_model_source_weights(source, (weights,), step=step, encoder=encoder, tokenizer=tokenizer,
-                                        task=task, architecture=architecture)
+                                        task=task, architecture=architecture, revision=revision)
     return bundles[weights]

@@ -35,6 +35,8 @@ class LoadSection:
     """EMA weights (what the reference samples with) or the raw trained weights."""
     step: int | None = None
     """Checkpoint step of a training directory (default: the latest)."""
+    revision: str | None = None
+    """Revision of a hub source (an exported model or a release): branch, tag or commit (default: main)."""
     task: Task | None = None
     """Released task when the source's name does not say: owt, de-en or xsum."""
     encoder: str | None = None
@@ -98,8 +100,9 @@ class SampleConfig:
 
     source: tyro.conf.Positional[str] = ""
     """What to sample from: a training output directory, its checkpoints/ folder or one step folder,
-    a released checkpoint file (checkpoint_<step>) or orbax folder, or a hub id org/repo[/subpath]
-    (e.g. embedded-language-flows/ELF-B-owt)."""
+    an exported model's folder (python -m elf_eqx.export), a released checkpoint file
+    (checkpoint_<step>) or orbax folder, or a hub id org/repo[/subpath] of an exported model or a
+    release (e.g. embedded-language-flows/ELF-B-owt)."""
     config: str | None = None
     """YAML file of flag values, applied before the other flags."""
     preset: str | None = None

@@ -58,11 +58,13 @@ class TextSampler:
         compute_dtype: ComputeDtype = "auto",
         length: int | None = None,
         mesh: MeshConfig = MeshConfig(),
+        revision: str | None = None,
     ) -> "TextSampler":
         """Load ``source`` (see :func:`elf_eqx.release.model_source.load_model_source`), its tokenizer and,
         for conditional ELF models, its frozen encoder; check they fit the model. ``length`` overrides
         the sequence length of unconditional samples."""
-        bundle = load_model_source(source, weights=weights, step=step, encoder=encoder, tokenizer=tokenizer, task=task)
+        bundle = load_model_source(source, weights=weights, step=step, encoder=encoder, tokenizer=tokenizer, task=task,
+                                   revision=revision)
         model = bundle.model
         if compute_dtype != model.config.compute_dtype:
             model = with_runtime_options(model, compute_dtype=compute_dtype)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint._src.path import atomicity
 
@@ -364,6 +365,23 @@ class CheckpointManager:
     def restore_part(self, target: Any, which: str, step: int | None = None) -> Any:
         """Restore only the saved state's top-level field ``which`` (e.g. ``"ema"``) into ``target``."""
         return self._restore_into(target, self._resolve_step(step), prefix=(which,))
+
+    def stored_leaves(self, which: str, step: int | None = None) -> dict[tuple[str, ...], Any]:
+        """The arrays stored under the state's top-level field ``which`` (e.g. ``"ema"``): their
+        names below it → orbax's metadata of each (``.shape``, ``.dtype``), read without any array."""
+        stored = flatten_nested(self._manager.item_metadata(self._resolve_step(step))[STATE].tree)
+        return {names[1:]: m for names, m in stored.items() if names[:1] == (which,)}
+
+    def read_leaf(self, which: str, names: tuple[str, ...], step: int) -> np.ndarray:
+        """One stored array, ``which`` then ``names`` (as :meth:`stored_leaves` lists them), as a
+        NumPy array on the host, whatever mesh saved it: only that array's files are read, so a
+        model is read one tensor at a time (an export never holds it whole)."""
+        full = (which, *names)
+        restore = ocp.args.PyTreeRestore(item=to_nested([(full, 0)]),
+                                         restore_args=to_nested([(full, ocp.RestoreArgs(restore_type=np.ndarray))]),
+                                         partial_restore=True)
+        restored = self._manager.restore(step, args=ocp.args.Composite(**{STATE: restore}))[STATE]
+        return np.asarray(flatten_nested(restored)[full])
 
     def _restore_into(self, target: Any, step: int, prefix: tuple[str, ...]) -> Any:
         default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

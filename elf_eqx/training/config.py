@@ -21,6 +21,7 @@ from elf_eqx.config import ELFConfig
 from elf_eqx.training.sections import (
     DataSection,
     Flat,
+    InitSection,
     MeshSection,
     ModelSection,
     ObjectiveSection,
@@ -52,6 +53,7 @@ class TrainConfig:
     sampling: SamplingSection = SamplingSection()
     mesh: Annotated[MeshSection, Flat] = MeshSection()
     run: Annotated[RunSection, Flat] = RunSection()
+    init: Annotated[InitSection, Flat] = InitSection()
     plan: Annotated[DryRunFlags, Flat] = DryRunFlags()
 
     def elf_config(self, encoder_dim: int, vocab_size: int) -> ELFConfig:

@@ -53,6 +53,8 @@ def train(cfg: TrainConfig) -> Any:
     if jax.process_index() == 0:
         print(f"resumed from {trainer.out} at step {trainer.start}" if trainer.start is not None else trainer.describe(),
               flush=True)
+        if trainer.start is None and cfg.init.init_from is not None:
+            print(f"initialised from {cfg.init.init_from} ({cfg.init.init_weights} weights)", flush=True)
     elif trainer.start is not None:
         print(f"process {jax.process_index()}: resumed at step {trainer.start}", file=sys.stderr, flush=True)
     run_to_end(trainer)

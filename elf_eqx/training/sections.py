@@ -246,6 +246,28 @@ class MeshSection(MeshFlags, ProcessFlags):
 
 
 @dataclasses.dataclass(frozen=True)
+class InitSection:
+    """Starting weights: a trained model to continue from instead of fresh ones."""
+
+    init_from: str | None = None
+    """Start from this model's weights (a run, a checkpoint, an exported folder or hub id org/name, a
+    release) instead of fresh ones; its family and architecture must be this run's. Ignored when
+    the output directory holds checkpoints (the run resumes). The optimizer state starts fresh."""
+    init_weights: Literal["ema", "raw"] = "ema"
+    """Which weights of --init-from: its EMA (what it samples with) or its raw trained ones."""
+    init_step: int | None = None
+    """The checkpoint step of --init-from (default: its newest readable one)."""
+    init_revision: str | None = None
+    """A hub --init-from's revision: branch, tag or commit (default: main)."""
+
+    def __post_init__(self) -> None:
+        if self.init_from is None and (self.init_step is not None or self.init_revision is not None
+                                       or self.init_weights != "ema"):
+            raise ConfigError("--init-weights, --init-step and --init-revision choose what --init-from loads: "
+                              "give --init-from with them")
+
+
+@dataclasses.dataclass(frozen=True)
 class RunSection:
     """Output directory, seed, logging and checkpoints."""
 

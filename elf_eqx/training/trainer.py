@@ -25,12 +25,13 @@ from elf_eqx.io import storage
 from elf_eqx.io.storage import AnyPath
 from elf_eqx.model import count_params
 from elf_eqx.parallel import agreement
-from elf_eqx.parallel.mesh import batch_sharding, batch_split, check_global_batch, make_mesh
+from elf_eqx.parallel.mesh import batch_sharding, batch_split, check_global_batch, make_mesh, place_global
 from elf_eqx.parallel.partition import replicated_shardings, tree_shardings
 from elf_eqx.training.checkpoint import CheckpointManager
 from elf_eqx.training.compute import training_compute
 from elf_eqx.training.config import TrainConfig
 from elf_eqx.observe.step_clock import StepStopwatch, Throughput
+from elf_eqx.training.init_from import initial_weights
 from elf_eqx.training.hooks import CheckpointHook, Hook, MetricsHook, SampleHook, Schedule, StepInfo, profile_hooks
 from elf_eqx.training.metrics_log import MetricsLog
 from elf_eqx.training.optim import make_optimizer
@@ -109,6 +110,18 @@ class StepProgram:
         return jax.eval_shape(lambda: TokenBatch.from_numpy(collate_shapes(global_batch, length)))
 
 
+def place_weights(model: eqx.Module, shardings: Any) -> eqx.Module:
+    """``model``'s concrete arrays placed with the matching sharding of ``shardings`` (a tree like
+    ``model`` with a sharding on each array leaf): weights loaded on one device (a model source,
+    a distillation's teacher), on every process, become global arrays on the run's mesh, whatever
+    mesh they were trained on. Abstract leaves (a dry run) are left as they are."""
+    leaves, treedef = jax.tree_util.tree_flatten(model)
+    targets = treedef.flatten_up_to(shardings)  # the sharding (or None) at each leaf of the model
+    placed = [place_global(leaf, target) if isinstance(leaf, jax.Array) and target is not None else leaf
+              for leaf, target in zip(leaves, targets, strict=True)]
+    return jax.tree_util.tree_unflatten(treedef, placed)
+
+
 def collate_shapes(batch: int, length: int) -> dict[str, np.ndarray]:
     """Zero arrays shaped like a collated batch of ``batch`` rows of ``length`` tokens."""
     return {"input_ids": np.zeros((batch, length), np.int32), "valid_mask": np.zeros((batch, length), bool),
@@ -140,6 +153,8 @@ def build_step_program(cfg: TrainConfig, family: Family, elf_config: ELFConfig, 
 
     init_arg = initial if initial is not None else jax.random.fold_in(jax.random.key(cfg.run.seed), 0)
     state_sharding = tree_shardings(eqx.filter_eval_shape(init, init_arg), mesh)
+    if initial is not None:  # weights loaded on one device: laid out on the mesh as the state holds them
+        init_arg = place_weights(initial, state_sharding.model)
     encoder_sharding = None
     if latent_encoder is not None:  # ELF's frozen encoder; the baselines read tokens
         encoder_sharding = (tree_shardings(latent_encoder, mesh, tensor_rules=False) if cfg.mesh.shard_encoder
@@ -190,12 +205,15 @@ class Trainer:
         data position and key with it) or initialise it. Another task than the config's trains
         through the same machinery by giving its ``objective`` (the loss the step takes, carrying any
         frozen network it needs), the ``initial`` weights, the ``distillation`` entry of its run
-        record and its ``compute(run)`` per step (see :func:`build_step_program`)."""
+        record and its ``compute(run)`` per step (see :func:`build_step_program`). Without ``initial``, a
+        fresh run starts from ``--init-from``'s weights when given (:mod:`elf_eqx.training.init_from`)."""
         opt, r = cfg.optimizer, cfg.run
         run = build_run(cfg)
         total_steps = opt.max_steps or max(1, math.ceil(opt.epochs * run.steps_per_epoch))
         warmup = opt.warmup_steps if opt.warmup_steps is not None else round(opt.warmup_epochs * run.steps_per_epoch)
         schedule = make_lr_schedule(opt.learning_rate, total_steps, min(warmup, total_steps), opt.lr_schedule)
+        if initial is None and cfg.init.init_from is not None:  # --init-from: a trained model's weights
+            initial = initial_weights(cfg.init, run.family, run.elf_config)
         program = build_step_program(cfg, run.family, run.elf_config, make_mesh(cfg.mesh.config), schedule,
                                      run.latent_encoder, objective=objective, initial=initial)
         latent_encoder = None

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from jax.sharding import AbstractMesh
 
@@ -106,3 +107,19 @@ def test_two_processes_train_like_one(tmp_path, shared_dir):
     assert len(losses(tmp_path / "two")) == 3  # one writer: process 0
     assert (tmp_path / "two" / "checkpoints" / "3").is_dir()
     assert (tmp_path / "two" / "samples" / "step_0000003.txt").is_file()
+
+    # The two processes' checkpoint restores in this one process (one device), near the one-process run's
+    # weights, and exports one tensor at a time to the same weights, bitwise.
+    from elf_eqx.export import main as export_main
+    from elf_eqx.io.safetensors_io import SafetensorsFolder
+    from elf_eqx.training.run_directory import load_model_from_checkpoint
+    from elf_eqx.training.state_tree import named_leaves
+    from tolerances import assert_reassociated
+
+    two = {".".join(n): np.asarray(leaf) for n, leaf in named_leaves(load_model_from_checkpoint(tmp_path / "two"))}
+    one = {".".join(n): np.asarray(leaf) for n, leaf in named_leaves(load_model_from_checkpoint(tmp_path / "one"))}
+    for name in one:
+        assert_reassociated(two[name], one[name], terms=FAN_IN, layers=12)
+    export_main([str(tmp_path / "two"), "--output", str(tmp_path / "exported")])
+    exported = SafetensorsFolder(tmp_path / "exported")
+    assert all(np.array_equal(exported.read(name), value) for name, value in two.items())

@@ -68,7 +68,7 @@ def test_sections_build_their_objects_and_old_names_still_work(tmp_path):
     assert TrainConfig.from_dict(OLD_FLAT_RUN_CONFIG) == old_defaults
     assert (old_defaults.model.compute_dtype, old_defaults.model.remat, old_defaults.optimizer.b2) == ("float32", False, 0.95)
     assert set(TrainConfig().to_dict()) == {"config", "preset", "model", "data", "objective", "optimizer",
-                                            "sampling", "mesh", "run"}
+                                            "sampling", "mesh", "run", "init"}
 
 
 def test_bad_inputs_are_named(tmp_path):
