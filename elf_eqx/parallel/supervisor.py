@@ -51,6 +51,7 @@ from pathlib import Path
 from types import FrameType
 
 from elf_eqx.errors import RETRYABLE_EXIT
+from elf_eqx.io import storage
 from elf_eqx.training.checkpoint_integrity import damage
 
 ENV = "ELF_SUPERVISOR"
@@ -71,26 +72,40 @@ _RETRYABLE_SIGNALS = {signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGH
 # -- what a rerun resumes from -------------------------------------------------------------
 
 
-def newest_complete_checkpoint(output_dir: str | os.PathLike) -> tuple[Path, int] | None:
-    """``(checkpoints folder, step)`` of the newest step under ``output_dir`` that passes the cheap
-    checks (:func:`~elf_eqx.training.checkpoint_integrity.damage`: what a resume restores, short of
-    reading it), looking in ``output_dir/checkpoints`` and, for a distillation's rounds,
-    ``output_dir/*/checkpoints`` (the most recently written folder); ``None`` when there is none.
-    Reads only file names and sizes."""
-    root = Path(output_dir)
+def newest_complete_checkpoint(output_dir: str | os.PathLike) -> tuple[storage.AnyPath, int] | None:
+    """``(checkpoints folder, step)`` of the newest step under ``output_dir`` (a local folder or a
+    bucket) that passes the cheap checks (:func:`~elf_eqx.training.checkpoint_integrity.damage`:
+    what a resume restores, short of reading it), looking in ``output_dir/checkpoints`` and, for a
+    distillation's rounds, ``output_dir/*/checkpoints`` (the most recently written folder); ``None``
+    when there is none. Reads only file names, sizes and times."""
+    root = storage.as_path(output_dir)
+    if not root.is_dir():
+        return None
+    rounds = sorted(p / "checkpoints" for p in root.iterdir() if p.name != "checkpoints")
     found = []
-    for folder in [root / "checkpoints", *sorted(root.glob("*/checkpoints"))]:
+    for folder in [root / "checkpoints", *rounds]:
         if not folder.is_dir():
             continue
         steps = sorted((int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.is_dir()), reverse=True)
         for step in steps:
             if damage(folder / str(step), ("state", "meta"), ("state",)) is None:
-                found.append(((folder / str(step)).stat().st_mtime, folder, step))
+                found.append((_written_at(folder / str(step)), str(folder), step, folder))
                 break
     if not found:
         return None
-    _, folder, step = max(found)
+    *_, step, folder = max(found, key=lambda f: f[:3])
     return folder, step
+
+
+def _written_at(step_dir: storage.AnyPath) -> float:
+    """When the step folder ``step_dir`` was written (in a bucket, where folders have no time: its
+    state metadata file's), ``0.0`` when that cannot be read."""
+    try:
+        if not storage.is_remote(step_dir):
+            return Path(step_dir).stat().st_mtime
+        return float((step_dir / "state" / "_METADATA").stat().mtime)
+    except (OSError, AttributeError, ValueError):
+        return 0.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -248,6 +248,7 @@ def fake_step(folder, step: int) -> None:
     for item in ("state", "meta"):
         (folder / str(step) / item).mkdir(parents=True)
     (folder / str(step) / "state" / "_METADATA").write_text("{}")
+    (folder / str(step) / "meta" / "metadata").write_text("{}")  # an item is its files (no empty folders in a bucket)
     record_sizes(folder / str(step))
 
 
