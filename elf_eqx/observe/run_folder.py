@@ -52,21 +52,11 @@ class EvalRecord:
     """The scored samples' common settings (``None``: several, or none recorded)."""
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """The records of a metrics JSONL file, skipping lines that do not parse (a write in progress)."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return []
-    records = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int):
-            records.append(record)
-    return records
+def read_records(run_dir: str | Path | storage.AnyPath) -> list[dict[str, Any]]:
+    """The metrics records of the run folder ``run_dir`` (local or in a bucket), in order; lines
+    that do not parse (a write in progress) are left out."""
+    records = [json.loads(line) for line in metric_lines(run_dir)]
+    return [r for r in records if isinstance(r, dict) and isinstance(r.get("step"), int)]
 
 
 def checkpoint_statuses(run_dir: storage.AnyPath) -> list[CheckpointStatus]:
@@ -133,8 +123,7 @@ class RunFolder:
                 raise MissingInputError(f"{path} is not a training run folder (no {PARTS}, {RUN_INFO} or checkpoints/)")
             checkpoints = checkpoint_statuses(path)
             info = read_run_info(path)
-            records = [r for line in metric_lines(path) if isinstance(r := json.loads(line), dict)]
-            return RunFolder(path, records, info, info.get("config") or _checkpoint_config(path, checkpoints),
+            return RunFolder(path, read_records(path), info, info.get("config") or _checkpoint_config(path, checkpoints),
                              checkpoints, sample_files(path), list(extra_evals))
         if not path.is_dir():
             raise MissingInputError(f"run folder {path} does not exist")
@@ -145,7 +134,7 @@ class RunFolder:
         config = info.get("config") or _checkpoint_config(path, checkpoints)
         evals = [e for p in sorted(path.rglob("*.eval.json")) if "checkpoints" not in p.parts
                  and (e := read_eval(p)) is not None]
-        return RunFolder(path, read_records(path / METRICS), info, config, checkpoints, sample_files(path),
+        return RunFolder(path, read_records(path), info, config, checkpoints, sample_files(path),
                          evals + list(extra_evals))
 
 

@@ -141,9 +141,13 @@ def run_origin(path: Path, step: int, kind: str, record: RunRecord, config: Any,
     return f"{path} step {step} ({kind} weights, {family_words(record)}{preset_name(config)}{converted})"
 
 
-def local_training_run(source: str) -> Path | None:
-    """``source`` as one of our training runs on this machine (a distillation's folder: its newest
-    complete round's student), or ``None`` when it is none."""
+def training_run_of(source: str) -> storage.AnyPath | None:
+    """``source`` as one of our training runs, on this machine or in a bucket (a distillation's
+    folder: its newest complete round's student), or ``None`` when it is none."""
+    if storage.scheme_of(source) is not None:
+        remote = storage.user_path(source, "the model source")
+        storage.check_bucket(remote, "the model source")
+        return remote if is_training_checkpoint(remote) else None
     path = Path(source).expanduser()
     if path.is_dir() and (student := distilled_source(path)) is not None:
         path = student

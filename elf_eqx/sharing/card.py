@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from elf_eqx.encoders.sources import is_hub_id
-from elf_eqx.observe.run_folder import METRICS, EvalRecord, read_records
+from elf_eqx.observe.run_folder import EvalRecord, read_records
 from elf_eqx.release.tasks import preset_name
 from elf_eqx.sharing.record import ExportRecord
 
@@ -36,7 +36,7 @@ def training_figures(run_dir: Path | None, step: int | None) -> dict[str, Any]:
     optimizer steps, tokens, training FLOPs and loss it logs (``{}``: no run, or nothing logged)."""
     if run_dir is None:
         return {}
-    records = [r for r in read_records(run_dir / METRICS) if step is None or r["step"] <= step]
+    records = [r for r in read_records(run_dir) if step is None or r["step"] <= step]
     if not records:
         return {}
     last = records[-1]

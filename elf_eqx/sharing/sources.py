@@ -22,7 +22,7 @@ from elf_eqx.release.as_run import release_data_spec_for, release_run_record
 from elf_eqx.release.model_source import (
     check_architecture,
     load_model_source,
-    local_training_run,
+    training_run_of,
     run_origin,
     run_weights_check,
     local_encoder,
@@ -119,7 +119,7 @@ def open_export_source(
     read). ``encoder``/``tokenizer`` load another encoder or tokenizer than the recorded ones;
     ``task`` names a release's task; ``architecture`` checks the preset; ``revision`` is a hub
     source's."""
-    run_path = local_training_run(source)
+    run_path = training_run_of(source)
     if run_path is not None:
         with open_run(run_path, step) as run:
             yield _from_run(run, run_path, weights, encoder, tokenizer, architecture)

@@ -23,6 +23,7 @@ import yaml
 from elf_eqx.encoders.load import load_tokenizer
 from elf_eqx.encoders.sources import is_hub_id
 from elf_eqx.errors import ConfigError
+from elf_eqx.io import storage
 from elf_eqx.io.atomic import staged_folder
 from elf_eqx.io.safetensors_io import write_safetensors
 from elf_eqx.observe.run_folder import EvalRecord, read_eval
@@ -91,7 +92,7 @@ class ExportConfig:
 class ExportResult:
     """What an export wrote: the folder, its record, and where it was pushed."""
 
-    folder: Path
+    folder: storage.AnyPath
     record: ExportRecord
     files: list[str]
     pushed: PushResult | None = None
@@ -99,7 +100,7 @@ class ExportResult:
     @property
     def size(self) -> int:
         """Bytes in the folder."""
-        return sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file())
+        return sum(storage.file_sizes(self.folder).values())
 
 
 def parse_size(text: str) -> int:
@@ -126,11 +127,11 @@ def _elf_eqx_version() -> str:
 def _evals(src: ExportSource, files: Sequence[str]) -> list[EvalRecord]:
     """The eval records to show: those in the run's folder, then the files given."""
     found = []
-    if src.run_dir is not None:
+    if src.run_dir is not None and not storage.is_remote(src.run_dir):  # a bucket run's are given by name
         found = [e for p in sorted(src.run_dir.rglob("*.eval.json")) if "checkpoints" not in p.parts
                  and (e := read_eval(p)) is not None]
     for name in files:
-        record = read_eval(Path(name))
+        record = read_eval(storage.user_path(name, "--eval-results"))
         if record is None:
             raise ConfigError(f"--eval-results {name} is not a python -m elf_eqx.eval result file")
         found.append(record)
@@ -206,7 +207,7 @@ def _write_folder(cfg: ExportConfig, src: ExportSource, folder: Path, max_shard:
     (folder / TRAINING_CONFIG).write_text(
         "# The resolved training config of the exported model's run: python -m elf_eqx.train --config "
         f"{TRAINING_CONFIG}\n" + yaml.safe_dump(training, sort_keys=False))
-    title = cfg.push_to_hub or Path(cfg.output).name
+    title = cfg.push_to_hub or storage.as_path(cfg.output).name
     card = model_card(export, title=title, sample_source=cfg.push_to_hub or cfg.output, source=cfg.source,
                       export_command=_export_command(cfg), evals=_evals(src, cfg.eval_results), license_id=cfg.license)
     (folder / CARD).write_text(card)
@@ -229,19 +230,23 @@ def export_model(cfg: ExportConfig) -> ExportResult:
         raise ConfigError(f"--push-to-hub {cfg.push_to_hub!r} is not a hub repo id ORG/NAME")
     if cfg.push_to_hub is None and (cfg.private or cfg.revision is not None):
         raise ConfigError("--private and --revision say how to push: give --push-to-hub ORG/NAME with them")
-    out = Path(cfg.output)
+    out = storage.user_path(cfg.output, "--output")
+    if storage.is_remote(out):
+        storage.check_bucket(out, "--output")
     if out.is_file():
         raise ConfigError(f"--output {out} is a file")
-    if out.is_dir() and not any(out.iterdir()):
+    if not storage.is_remote(out) and out.is_dir() and not any(out.iterdir()):
         out.rmdir()  # an empty folder holds nothing to lose
     with open_export_source(cfg.source, weights=cfg.weights, step=cfg.step, encoder=None, tokenizer=cfg.tokenizer,
                             task=cfg.task, architecture=cfg.architecture, revision=cfg.source_revision) as src:
-        # Every file is written into a local staging folder renamed to --output when complete: the one
-        # place the destination is touched (another store would receive the finished folder here).
-        with staged_folder(out, overwrite=cfg.overwrite) as stage:
+        # Every file is written into a local staging folder renamed to --output when complete (in a
+        # bucket: uploaded, config.json, what a reader takes as "an export", last): the one place the
+        # destination is touched.
+        with staged_folder(out, overwrite=cfg.overwrite, marker=CONFIG_NAME) as stage:
             export, files = _write_folder(cfg, src, stage, max_shard)
     pushed = None
     if cfg.push_to_hub:
-        pushed = push_folder(out, cfg.push_to_hub, private=cfg.private, revision=cfg.revision,
-                             commit_message=commit_message(export))
+        with storage.local_copy(out) as local:
+            pushed = push_folder(local, cfg.push_to_hub, private=cfg.private, revision=cfg.revision,
+                                 commit_message=commit_message(export))
     return ExportResult(out, export, files, pushed)

@@ -249,6 +249,21 @@ def test_sample_and_eval_read_and_write_the_bucket(workspace, s3, bucket_run, tm
     assert result["samples"] == [samples] or samples in json.dumps(result)
 
 
+def test_a_bucket_run_exports_to_the_bucket_and_the_export_samples_the_same_tokens(workspace, s3, bucket_run,
+                                                                                  tmp_path):
+    env = env_for(workspace, s3)
+    exported = f"{bucket_run}-export"
+    run([sys.executable, "-m", "elf_eqx.export", bucket_run, "--output", exported], env)
+    written = objects(exported)
+    assert {"model.safetensors", "config.json", "README.md", "tokenizer.json"} <= set(written)
+    draw = ["--num-samples", "2", "--steps", "2", "--quiet"]
+    for source, name in ((bucket_run, "run"), (exported, "export")):
+        run([sys.executable, "-m", "elf_eqx.sample", source, *draw, "--output", str(tmp_path / f"{name}.jsonl")], env)
+    tokens = {name: [json.loads(line)["token_ids"] for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
+              for name in ("run", "export")}
+    assert tokens["run"] == tokens["export"] and tokens["run"]
+
+
 # -- bad input: one line naming the flag, exit 2, nothing written -----------------------------------
 
 
