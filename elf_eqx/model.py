@@ -23,6 +23,7 @@ from elf_eqx.nn.norm import RMSNorm
 from elf_eqx.nn.rope import rope_angles
 from elf_eqx.nn.scalar_embed import ScalarEmbedder
 from elf_eqx.nn.transformer import Block, remat_policy, run_blocks, stacked_blocks
+from elf_eqx.parallel.rows import constrain_rows, sharded_rows
 
 __all__ = ["ELF", "Block", "remat_policy", "count_params", "with_runtime_options"]
 
@@ -95,10 +96,19 @@ class ELF(eqx.Module):
         ``decode`` scales the mode tokens (1 = decode mode, 0 = denoise mode), per sample or for all.
         ``key`` enables dropout (training); ``None`` is deterministic.
         """
+        return self._split_hidden(z, t, omega, decode, key)[: z.shape[0]]
+
+    def _split_hidden(self, z, t, omega, decode, key) -> Float[Array, "P L H"]:
+        """:meth:`hidden` with its rows split over the batch shards of the mesh it is traced under,
+        padded with rows of zeros to a multiple of them (``P ≥ B``; ``P = B`` outside a mesh).
+
+        Left free, the partitioner followed the fsdp-split weights into activations split by
+        features, which it then had to replicate to split them by rows again (XLA's "involuntary
+        full rematerialization"); pinned, the weights are gathered instead (elf_eqx.parallel.rows)."""
         cfg = self.config
         b, length, features = z.shape
         dt = self.compute_dtype
-        x = z.astype(dt)
+        x = sharded_rows(z).astype(dt)
         if features == 2 * cfg.encoder_dim:
             x = self.self_cond_proj(x)
         elif features != cfg.encoder_dim:
@@ -106,17 +116,18 @@ class ELF(eqx.Module):
                 f"ELF input has {features} features; expected encoder_dim={cfg.encoder_dim} "
                 f"or 2·encoder_dim={2 * cfg.encoder_dim} (self-conditioning)"
             )
-        x = self.text_proj2(self.text_proj1(x))
+        x = constrain_rows(self.text_proj2(self.text_proj1(constrain_rows(x))))
 
-        t_vec, omega_vec, mode = (_as_batch_vector(v, b) for v in (t, omega, decode))
-        time_tok = self.time_tokens.astype(dt)[None] + self.t_embedder(t_vec, dt)[:, None, :]
-        cfg_tok = self.sc_cfg_tokens.astype(dt)[None] + self.sc_cfg_embedder(omega_vec, dt)[:, None, :]
+        t_vec, omega_vec, mode = (sharded_rows(_as_batch_vector(v, b)) for v in (t, omega, decode))
+        time_tok = self.time_tokens.astype(dt)[None] + constrain_rows(self.t_embedder(t_vec, dt))[:, None, :]
+        cfg_tok = self.sc_cfg_tokens.astype(dt)[None] + constrain_rows(self.sc_cfg_embedder(omega_vec, dt))[:, None, :]
         mode_tok = self.mode_tokens.astype(dt)[None] * mode.astype(dt)[:, None, None]
-        x = jnp.concatenate([time_tok, cfg_tok, jnp.broadcast_to(mode_tok, (b, *mode_tok.shape[1:])), x], axis=1)
+        rows = x.shape[0]
+        x = jnp.concatenate([time_tok, cfg_tok, jnp.broadcast_to(mode_tok, (rows, *mode_tok.shape[1:])), x], axis=1)
 
         cos, sin = rope_angles(cfg.num_prefix_tokens, length, cfg.head_dim, cfg.rope_theta)
-        x = run_blocks(self.blocks, cfg, x, cos, sin, key)
-        return x[:, cfg.num_prefix_tokens :]
+        x = run_blocks(self.blocks, cfg, constrain_rows(x), cos, sin, key)
+        return constrain_rows(x[:, cfg.num_prefix_tokens :])
 
     def denoise_head(self, h: Float[Array, "B L H"]) -> Float[Array, "B L D"]:
         """x̂, the clean-latent prediction: ``Linear(RMSNorm(h))`` in float32."""
@@ -136,7 +147,7 @@ class ELF(eqx.Module):
         key: PRNGKeyArray | None = None,
     ) -> Float[Array, "B L D"]:
         """Denoise mode: x̂ for noisy latents ``z`` (``F = D`` or ``2D``) at times ``t`` with SC-CFG scale ω."""
-        return self.denoise_head(self.hidden(z, t, omega, False, key=key))
+        return constrain_rows(self.denoise_head(self._split_hidden(z, t, omega, False, key)))[: z.shape[0]]
 
     def decode(
         self,
@@ -146,7 +157,7 @@ class ELF(eqx.Module):
         key: PRNGKeyArray | None = None,
     ) -> Float[Array, "B L V"]:
         """Decode mode at t = 1: vocabulary logits for (nearly) clean latents."""
-        return self.decode_head(self.hidden(z, 1.0, omega, True, key=key))
+        return constrain_rows(self.decode_head(self._split_hidden(z, 1.0, omega, True, key)))[: z.shape[0]]
 
 
 def count_params(model: eqx.Module) -> int:

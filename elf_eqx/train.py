@@ -26,7 +26,8 @@ def main(argv: list[str]) -> None:
     if cfg.plan.dry_run:
         plan = cfg.plan
         print_dry_run(plan, lambda: dry_run_train(cfg, plan.target, max_batch=plan.max_batch,
-                                                  epoch_rows=plan.epoch_rows, estimate=plan.estimate))
+                                                  epoch_rows=plan.epoch_rows, estimate=plan.estimate,
+                                                  full_twin=plan.full_twin))
         return
     initialize_distributed(cfg.mesh.coordinator_address, cfg.mesh.num_processes, cfg.mesh.process_id)
     train(cfg)

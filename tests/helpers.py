@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +13,8 @@ from elf_eqx.model import ELF
 from elf_eqx.objective import LatentBatch
 
 TINY_D, TINY_V = 16, 40
+TESTS = Path(__file__).resolve().parent  # tests/: the subprocess scripts and these helpers
+REPO = TESTS.parent  # this checkout's elf_eqx, not whichever one is installed
 
 
 def tiny_model(seed: int = 0, **overrides) -> ELF:
@@ -43,3 +46,12 @@ def xla_flags(devices: int | None = None) -> str:
     if devices is not None:
         flags.append(f"--xla_force_host_platform_device_count={devices}")
     return " ".join(flags)
+
+
+def cpu_env(devices: int) -> dict[str, str]:
+    """The environment of a subprocess on ``devices`` CPU devices that imports this checkout and
+    these helpers."""
+    env = dict(os.environ)
+    path = os.pathsep.join([str(TESTS), str(REPO), env.get("PYTHONPATH", "")])
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(devices), PYTHONPATH=path)
+    return env

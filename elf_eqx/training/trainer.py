@@ -32,6 +32,7 @@ from elf_eqx.training.metrics_log import MetricsLog
 from elf_eqx.training.optim import make_optimizer
 from elf_eqx.training.schedule import make_lr_schedule
 from elf_eqx.training.setup import TrainingRun, build_run
+from elf_eqx.training.state_sharding import train_state_shardings
 from elf_eqx.training.stop_signal import StopRequest
 from elf_eqx.training.step import TrainState, make_train_step
 
@@ -110,7 +111,8 @@ def build_step_program(cfg: TrainConfig, family: Family, elf_config: ELFConfig, 
     the step takes as an argument. Errors (a batch that does not split over the mesh) name the flags."""
     opt = cfg.optimizer
     optimizer = make_optimizer(family.network_template(elf_config), schedule, name=opt.name, b1=opt.b1, b2=opt.b2,
-                               weight_decay=opt.weight_decay, clip_norm=opt.clip_norm)
+                               weight_decay=opt.weight_decay, clip_norm=opt.clip_norm, platform=elf_config.platform,
+                               share_newton_schulz=opt.share_newton_schulz)
     check_global_batch(opt.global_batch, mesh)
     if (opt.global_batch // opt.grad_accum) % batch_split(mesh):
         raise MeshError(f"micro-batches of {opt.global_batch // opt.grad_accum} (--global-batch / --grad-accum) "
@@ -121,7 +123,8 @@ def build_step_program(cfg: TrainConfig, family: Family, elf_config: ELFConfig, 
         return TrainState.create(model, optimizer)
 
     init_arg = initial if initial is not None else jax.random.fold_in(jax.random.key(cfg.run.seed), 0)
-    state_sharding = tree_shardings(eqx.filter_eval_shape(init, init_arg), mesh)
+    state_sharding = train_state_shardings(eqx.filter_eval_shape(init, init_arg), mesh,
+                                           shard_optimizer_state=opt.shard_optimizer_state)
     teacher_sharding = None if teacher is None else tree_shardings(teacher, mesh)
     encoder_sharding = None
     if latent_encoder is not None:  # ELF's frozen encoder; the baselines read tokens

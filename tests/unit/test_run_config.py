@@ -166,3 +166,20 @@ def test_help_documents_every_field(capsys):
                   "mesh options", "run options"):
         assert group in text
     assert "(default: 512)" in text and "Sequences per optimizer step" in text
+
+
+def test_muon_pod_options_are_flags_stored_with_the_run(tmp_path):
+    cfg = parse_train_config(["--preset", "owt_elf_b", "--no-share-newton-schulz", "--shard-optimizer-state"])
+    assert (cfg.optimizer.share_newton_schulz, cfg.optimizer.shard_optimizer_state) == (False, True)
+    stored = cfg.to_dict()
+    assert stored["optimizer"]["share_newton_schulz"] is False and stored["optimizer"]["shard_optimizer_state"] is True
+    assert TrainConfig.from_dict(stored) == cfg
+    # run configs stored before the options existed read the defaults
+    assert TrainConfig.from_dict(OLD_FLAT_RUN_CONFIG).optimizer.share_newton_schulz is True
+    assert TrainConfig.from_dict(OLD_FLAT_RUN_CONFIG).optimizer.shard_optimizer_state is False
+    yaml = tmp_path / "zero1.yaml"
+    yaml.write_text("shard_optimizer_state: true\n")
+    assert parse_train_config(["--config", str(yaml)]).optimizer.shard_optimizer_state is True
+    yaml.write_text("shard_optimizer_state: sometimes\n")
+    with pytest.raises((ValueError, SystemExit), match="shard.optimizer.state"):
+        parse_train_config(["--config", str(yaml)])
