@@ -5,12 +5,10 @@ and without shared Newton–Schulz and ZeRO-1 (compile-only; every time is the c
         --target v5p-64 --epoch-rows 9728000 --cache benchmarks/results/muon_pod/owt_elf_b.json
 
 For each of the four settings it compiles the step (memory, collectives) and, for the estimate, the
-scaled twin of ``--dry-run`` (elf_eqx/aot/twin.py): the step unrolled at depths 1 and 2 and the
-update alone at 1, 2 and the full depth. The shallow step twins depend on ZeRO-1 (it moves the
-gradients' reduction) but not on sharing Newton–Schulz, which lives in the update: they are
-compiled once per ZeRO-1 setting, with Newton–Schulz shared, and ``--check-shared-twins`` compiles
-them unshared too to show the step less its update is the same either way. ``--full-twin`` also
-compiles the step unrolled at full depth (the default settings) to validate the scaled estimate.
+scaled twin of ``--dry-run`` (elf_eqx/aot/twin.py): the step unrolled at depths 2 and 3 and the
+update alone at 2, 3 and the full depth, each setting its own, as its dry run would.
+``--full-twin`` also compiles the step unrolled at full depth (Newton–Schulz shared, no ZeRO-1) to
+validate the scaled estimate.
 Every compiled cost analysis is kept in ``--cache`` (JSON), so an interrupted run resumes. Prints one
 JSON report per setting (the dry run's keys, plus ``setting``) and a markdown table.
 """
@@ -42,7 +40,6 @@ class Args:
     epoch_rows: int | None = 9_728_000
     cache: str = "muon_pod_cache.json"
     settings: tuple[str, ...] = tuple(SETTINGS)
-    check_shared_twins: bool = False
     full_twin: bool = False
     flags: tuple[str, ...] = ()
     """Extra training flags (e.g. --remat full)."""
@@ -97,14 +94,11 @@ def main(args: Args) -> None:
         plan = plan_for(args, share, zero1)
         depth = plan.elf_config.depth
         report = dataclasses.replace(plan, estimate=False).report()
-        twin_share = share if args.check_shared_twins else True
-        twin_plan = plan_for(args, twin_share, zero1)
-        step = {k: cache.costs(f"step{k}|share={twin_share}|zero1={zero1}",
-                               lambda k=k: twin_plan.at_depth(k).compile(unrolled=True)[0]) for k in SHALLOW_DEPTHS}
-        update = {k: cache.costs(f"update{k}|share={share}|zero1={zero1}",
-                                 lambda k=k: update_program(plan.at_depth(k).program(), plan.target,
-                                                            plan.cfg.optimizer.ema_decay))
-                  for k in sorted({*SHALLOW_DEPTHS, depth})}
+        setting = f"share={share}|zero1={zero1}"
+        step = {k: cache.costs(f"step{k}|{setting}", lambda k=k: plan.at_depth(k).compile(unrolled=True)[0])
+                for k in SHALLOW_DEPTHS}
+        update = {k: cache.costs(f"update{k}|{setting}", lambda k=k: update_program(
+            plan.at_depth(k).program(), plan.target, plan.cfg.optimizer.ema_decay)) for k in (*SHALLOW_DEPTHS, depth)}
         costs = extrapolate(depth, step, update)
         mesh_only = CompiledProgram(None, plan.target, target_mesh(plan.target, plan.cfg.mesh.config), 0.0, 0.0)
         figures = estimate_figures(costs, plan.target, report["devices"], analytic_flops=report["analytic_flops"],

@@ -22,7 +22,7 @@ from elf_eqx.aot.compile import CompiledProgram, abstract, compile_for_target, p
 from elf_eqx.aot.kernels import pallas_backward_correction
 from elf_eqx.aot.run_shapes import SourceShapes, source_shapes
 from elf_eqx.aot.targets import Target
-from elf_eqx.aot.twin import scaled_costs, update_program
+from elf_eqx.aot.twin import scaled_costs, twin_options, update_program
 from elf_eqx.config import ELFConfig, resolve_compute_dtype
 from elf_eqx.encoders.latent_encoder import LatentEncoder
 from elf_eqx.nn.attention import accelerator_platform, choose_attention
@@ -113,15 +113,17 @@ class TrainPlan:
                                   self._encoder(unrolled))
 
     def compile(self, *, unrolled: bool = False) -> tuple[CompiledProgram, tuple[Any, ...]]:
-        """The training step compiled for the target (``unrolled``: every layer scan unrolled) and
-        the sharded abstract arguments it was compiled against: ``(state, batch, key, encoder)``."""
+        """The training step compiled for the target (``unrolled``: every layer scan unrolled, as a
+        twin for the estimate, :func:`~elf_eqx.aot.twin.twin_options`) and the sharded abstract
+        arguments it was compiled against: ``(state, batch, key, encoder)``."""
         cfg, opt = self.cfg, self.cfg.optimizer
         program = self.program(unrolled=unrolled)
         mesh, encoder = program.mesh, self._encoder(unrolled)
         state = program.abstract_state()
         batch = abstract(program.token_batch(opt.global_batch, cfg.data.max_length), program.batch_sharding)
         args = (state, batch, abstract_key(), None if encoder is None else abstract(encoder, program.encoder_sharding))
-        return compile_for_target(program.step_fn, args, target=self.target, mesh=mesh), args
+        options = twin_options(self.target) if unrolled else None
+        return compile_for_target(program.step_fn, args, target=self.target, mesh=mesh, compiler_options=options), args
 
     def kernel_correction(self, compiled: CompiledProgram) -> float | None:
         """Seconds the cost model misses for the Pallas attention backward passes of one step

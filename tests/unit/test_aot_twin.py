@@ -27,3 +27,13 @@ def test_the_twins_are_shallower_than_every_preset():
 
     assert SHALLOW_DEPTHS == (2, 3)  # depth 1 is not representative (module docstring)
     assert all(p["depth"] >= SHALLOW_DEPTHS[0] for p in PRESETS.values())
+
+
+def test_twins_on_a_tpu_are_compiled_without_windowed_einsums():
+    from elf_eqx.aot.targets import parse_target
+    from elf_eqx.aot.twin import twin_options
+
+    # XLA's collective matmuls are loops whose body the cost model counts once
+    assert twin_options(parse_target("v5p-64")) == {"xla_tpu_enable_windowed_einsum_for_reduce_scatter": False,
+                                                    "xla_tpu_enable_windowed_einsum_for_all_gather": False}
+    assert twin_options(parse_target("h100")) == {}

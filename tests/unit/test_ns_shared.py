@@ -33,6 +33,7 @@ def test_a_leaf_goes_to_its_matrices_and_back():
     assert (from_matrices(m, x.shape, dims) == x).all()
 
 
+@pytest.mark.slow  # two TPU compiles: ~20 s on 2 cores
 @pytest.mark.skipif(not has_libtpu(), reason='libtpu not installed (pip install -e ".[tpu-aot]")')
 def test_four_data_parallel_chips_each_do_a_quarter_of_the_newton_schulz_flops():
     target = parse_target("v5p:2x2x1")
