@@ -8,7 +8,7 @@ For each of the four settings it compiles the step (memory, collectives) and, fo
 scaled twin of ``--dry-run`` (elf_eqx/aot/twin.py): the step unrolled at depths 2 and 3 and the
 update alone at 2, 3 and the full depth, each setting its own, as its dry run would.
 ``--full-twin`` also compiles the step unrolled at full depth (Newton–Schulz shared, no ZeRO-1) to
-validate the scaled estimate.
+validate the scaled estimate; ``--no-estimate`` compiles the step alone (memory, collectives).
 Every compiled cost analysis is kept in ``--cache`` (JSON), so an interrupted run resumes. Prints one
 JSON report per setting (the dry run's keys, plus ``setting``) and a markdown table.
 """
@@ -41,8 +41,12 @@ class Args:
     cache: str = "muon_pod_cache.json"
     settings: tuple[str, ...] = tuple(SETTINGS)
     full_twin: bool = False
+    estimate: bool = True
+    """Compile the twins for the FLOPs and time estimate; --no-estimate: memory and collectives only."""
     flags: tuple[str, ...] = ()
     """Extra training flags (e.g. --remat full)."""
+    reports: tuple[str, ...] = ()
+    """Print the table of these files of earlier runs' JSON reports (one a line) instead of compiling."""
 
 
 class Cache:
@@ -80,13 +84,26 @@ def row(name: str, r: dict) -> str:
     moved = ", ".join(f"{k} {v['count']}× {v['bytes'] / 2**20:.0f} MiB" for k, v in sorted(collectives.items()))
     ratio = r["compiler_flops"] / r["analytic_total_flops"] if r.get("compiler_flops") else None
     per_chip = (r.get("newton_schulz") or {}).get("ns_per_device_flops", r["analytic_optimizer_flops"])
-    estimate = _or_dash(r.get("estimate_s"), ".4f")
+    estimate = "—" if r.get("estimate_s") is None else f"{r['estimate_s']:.4f} s"
     return (f"| {r['model']} | {name} | {r['memory_gib_per_device']:.1f} GiB | "
-            f"{r['opt_state_bytes_per_device'] / 2**30:.2f} GiB | {per_chip:.3g} | {_or_dash(ratio, '.3f')} | "
-            f"{estimate} s | {_or_dash(r.get('mfu'), '.1%')} | {moved} |")
+            f"{r['opt_state_bytes_per_device'] / 2**30:.2f} GiB | {per_chip:.3g} | "
+            f"{_or_dash(r.get('update_flops'), '.3g')} | {_or_dash(ratio, '.3f')} | "
+            f"{estimate} | {_or_dash(r.get('mfu'), '.1%')} | {moved} |")
+
+
+def print_table(reports: list[dict]) -> None:
+    print("| preset | setting | memory / chip | optimizer state / chip | Newton–Schulz FLOPs / chip (plan) | "
+          "update FLOPs / chip (compiler) | compiler ÷ analytic FLOPs | step estimate | MFU | collectives (count, bytes) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in reports:
+        print(row(r["setting"], r))
 
 
 def main(args: Args) -> None:
+    if args.reports:
+        print_table([json.loads(line) for path in args.reports for line in Path(path).read_text().splitlines()
+                     if line.startswith("{")])
+        return
     cache = Cache(args.cache)
     reports = []
     for name in args.settings:
@@ -94,6 +111,11 @@ def main(args: Args) -> None:
         plan = plan_for(args, share, zero1)
         depth = plan.elf_config.depth
         report = dataclasses.replace(plan, estimate=False).report()
+        if not args.estimate:
+            report.update(setting=name, estimate_twin=None, compiler_flops=None, estimate_s=None, mfu=None)
+            print(json.dumps(report, sort_keys=True), flush=True)
+            reports.append(report)
+            continue
         setting = f"share={share}|zero1={zero1}"
         step = {k: cache.costs(f"step{k}|{setting}", lambda k=k: plan.at_depth(k).compile(unrolled=True)[0])
                 for k in SHALLOW_DEPTHS}
@@ -114,11 +136,7 @@ def main(args: Args) -> None:
                                                    kernel_correction_s=report["kernel_correction_s"])
         print(json.dumps(report, sort_keys=True), flush=True)
         reports.append(report)
-    print("| preset | setting | memory / chip | optimizer state / chip | Newton–Schulz FLOPs / chip | "
-          "compiler ÷ analytic FLOPs | step estimate | MFU | collectives (count, bytes) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in reports:
-        print(row(r["setting"], r))
+    print_table(reports)
 
 
 if __name__ == "__main__":
