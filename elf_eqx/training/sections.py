@@ -195,7 +195,9 @@ class OptimizerSection:
     Off: every data-parallel device orthogonalises every matrix. Nothing changes on one device."""
     shard_optimizer_state: bool = False
     """ZeRO-1: split the optimizer state (Muon's momentum, Adam's moments) over the data axis too,
-    1/data of it per device (the same update; checkpoints restore with or without it)."""
+    1/data of it per device (the same update; checkpoints restore with or without it). Off by
+    default: on v5p-64 every preset fits without it and its estimate gains nothing
+    (benchmarks/RESULTS.md, "Muon at pod scale")."""
 
     def __post_init__(self) -> None:
         for name in ("share_newton_schulz", "shard_optimizer_state"):
