@@ -12,6 +12,7 @@ several devices or whole training runs. Shared helpers (``helpers``, ``run_fixtu
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,12 @@ os.environ["XLA_FLAGS"] = " ".join(_flags)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# The package under test is this checkout's, here and in every subprocess (CLIs, multi-process
+# runs), even where another checkout of it is the one installed.
+_CHECKOUT = str(Path(__file__).resolve().parents[1])
+sys.path.insert(0, _CHECKOUT)
+os.environ["PYTHONPATH"] = os.pathsep.join([_CHECKOUT, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
 
 import jax  # noqa: E402  (after the environment above)
 
