@@ -23,6 +23,7 @@ from elf_eqx.nn.norm import RMSNorm
 from elf_eqx.nn.rope import rope_angles
 from elf_eqx.nn.scalar_embed import ScalarEmbedder
 from elf_eqx.nn.transformer import Block, run_blocks, stacked_blocks
+from elf_eqx.parallel.rows import constrain_rows, sharded_rows
 from elf_eqx.precision import PrecisionPolicy, scope
 
 __all__ = ["ELF", "count_params", "with_runtime_options"]
@@ -101,6 +102,15 @@ class ELF(eqx.Module):
         ``decode`` scales the mode tokens (1 = decode mode, 0 = denoise mode), per sample or for all.
         ``key`` enables dropout (training); ``None`` is deterministic.
         """
+        return self._split_hidden(z, t, omega, decode, key)[: z.shape[0]]
+
+    def _split_hidden(self, z, t, omega, decode, key) -> Float[Array, "P L H"]:
+        """:meth:`hidden` with its rows split over the batch shards of the mesh it is traced under,
+        padded with rows of zeros to a multiple of them (``P ≥ B``; ``P = B`` outside a mesh).
+
+        Left free, the partitioner followed the fsdp-split weights into activations split by
+        features, which it then had to replicate to split them by rows again (XLA's "involuntary
+        full rematerialization"); pinned, the weights are gathered instead (elf_eqx.parallel.rows)."""
         cfg = self.config
         b, length, features = z.shape
         p = self.precision
@@ -110,14 +120,14 @@ class ELF(eqx.Module):
                 f"or 2·encoder_dim={2 * cfg.encoder_dim} (self-conditioning)"
             )
         with scope("embeddings"):
-            x = self.embed_text(z, p)
-            t_vec, omega_vec, mode = (_as_batch_vector(v, b) for v in (t, omega, decode))
+            x = self.embed_text(sharded_rows(z), p)
+            t_vec, omega_vec, mode = (sharded_rows(_as_batch_vector(v, b)) for v in (t, omega, decode))
             time_tok, cfg_tok, mode_tok = self.prefix_tokens(t_vec, omega_vec, mode, p)
             x = jnp.concatenate([time_tok, cfg_tok, mode_tok, x], axis=1).astype(p.residual.elementwise)
 
         cos, sin = rope_angles(cfg.num_prefix_tokens, length, cfg.head_dim, cfg.rope_theta)
-        x = run_blocks(self.blocks, cfg, x, cos, sin, key)
-        return x[:, cfg.num_prefix_tokens :]
+        x = run_blocks(self.blocks, cfg, constrain_rows(x), cos, sin, key)
+        return constrain_rows(x[:, cfg.num_prefix_tokens :])
 
     def embed_text(self, z: Float[Array, "B L F"], p: PrecisionPolicy) -> Float[Array, "B L H"]:
         """The text positions' input: ``[z, x̂_prev]`` (``F = 2D``) through the self-conditioning
@@ -126,7 +136,7 @@ class ELF(eqx.Module):
         x = z.astype(rule.matmul)
         if z.shape[-1] == 2 * self.config.encoder_dim:
             x = self.self_cond_proj(x, rule)
-        return self.text_proj2(self.text_proj1(x, rule), rule)
+        return constrain_rows(self.text_proj2(self.text_proj1(constrain_rows(x), rule), rule))
 
     def prefix_tokens(
         self, t: Float[Array, " B"], omega: Float[Array, " B"], mode: Float[Array, " B"], p: PrecisionPolicy
@@ -136,8 +146,8 @@ class ELF(eqx.Module):
         their gradients sum over the batch)."""
         rule, b = p.embeddings, t.shape[0]
         acc = rule.elementwise
-        time_tok = self.time_tokens.astype(acc)[None] + self.t_embedder(t, rule).astype(acc)[:, None, :]
-        cfg_tok = self.sc_cfg_tokens.astype(acc)[None] + self.sc_cfg_embedder(omega, rule).astype(acc)[:, None, :]
+        time_tok = self.time_tokens.astype(acc)[None] + constrain_rows(self.t_embedder(t, rule)).astype(acc)[:, None, :]
+        cfg_tok = self.sc_cfg_tokens.astype(acc)[None] + constrain_rows(self.sc_cfg_embedder(omega, rule)).astype(acc)[:, None, :]
         mode_tok = self.mode_tokens.astype(acc)[None] * mode.astype(acc)[:, None, None]
         return time_tok, cfg_tok, jnp.broadcast_to(mode_tok, (b, *mode_tok.shape[1:]))
 
@@ -166,7 +176,7 @@ class ELF(eqx.Module):
         key: PRNGKeyArray | None = None,
     ) -> Float[Array, "B L D"]:
         """Denoise mode: x̂ for noisy latents ``z`` (``F = D`` or ``2D``) at times ``t`` with SC-CFG scale ω."""
-        return self.denoise_head(self.hidden(z, t, omega, False, key=key))
+        return constrain_rows(self.denoise_head(self._split_hidden(z, t, omega, False, key)))[: z.shape[0]]
 
     def decode(
         self,
@@ -176,7 +186,7 @@ class ELF(eqx.Module):
         key: PRNGKeyArray | None = None,
     ) -> Float[Array, "B L V"]:
         """Decode mode at t = 1: vocabulary logits for (nearly) clean latents."""
-        return self.decode_head(self.hidden(z, 1.0, omega, True, key=key))
+        return constrain_rows(self.decode_head(self._split_hidden(z, 1.0, omega, True, key)))[: z.shape[0]]
 
 
 def count_params(model: eqx.Module) -> int:

@@ -229,7 +229,7 @@ class FlowObjective(eqx.Module):
     ) -> Float[Array, ""]:
         """Cross-entropy of decode-mode logits for latents corrupted per token with ``λ ~ sigmoid(N(0.8, 0.8))``."""
         z_in, omega = self.decode_inputs(batch, key)
-        logits = model.decode_head(model.hidden(z_in, 1.0, omega, True, key=dropout_key))
+        logits = model.decode(z_in, omega, key=dropout_key)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch.tokens)
         return masked_mean(ce, batch.loss_mask & ~batch.cond_mask)
 

@@ -27,7 +27,8 @@ def main(argv: list[str]) -> None:
     if cfg.plan.dry_run:
         plan = cfg.plan
         print_dry_run(plan, lambda: dry_run_train(cfg, plan.target, max_batch=plan.max_batch,
-                                                  epoch_rows=plan.epoch_rows, estimate=plan.estimate))
+                                                  epoch_rows=plan.epoch_rows, estimate=plan.estimate,
+                                                  full_twin=plan.full_twin))
         return
     launch("elf_eqx.train", argv, lambda: train(cfg), flags=cfg.mesh, max_restarts=cfg.run.max_restarts,
            resume=ResumeHint(cfg.run.output_dir, cfg.run.resume_step))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +13,8 @@ from elf_eqx.model import ELF
 from elf_eqx.objective import LatentBatch
 
 TINY_D, TINY_V = 16, 40
+TESTS = Path(__file__).resolve().parent  # tests/: the subprocess scripts and these helpers
+REPO = TESTS.parent  # this checkout's elf_eqx, not whichever one is installed
 
 
 def tiny_model(seed: int = 0, **overrides) -> ELF:
@@ -52,3 +55,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def cpu_env(devices: int) -> dict[str, str]:
+    """The environment of a subprocess on ``devices`` CPU devices that imports this checkout and
+    these helpers."""
+    env = dict(os.environ)
+    path = os.pathsep.join([str(TESTS), str(REPO), env.get("PYTHONPATH", "")])
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(devices), PYTHONPATH=path)
+    return env

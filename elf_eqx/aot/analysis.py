@@ -94,6 +94,48 @@ def _ratio(numerator: int | float | None, denominator: int | float | None) -> fl
     return None if numerator is None or not denominator else numerator / denominator
 
 
+def estimate_figures(
+    costs: dict[str, float],
+    target: Target,
+    devices: int,
+    *,
+    analytic_flops: int | float | None = None,
+    tokens_per_step: int | float | None = None,
+    steps_per_epoch: int | float | None = None,
+    kernel_correction_s: float | None = None,
+) -> dict[str, Any]:
+    """The figures of a report that come from a cost analysis (per device, as :func:`cost` gives it):
+    the compiler's FLOPs (all devices and per device) and step-time estimate, the estimate with
+    ``kernel_correction_s``, and the tokens/s, MFU and epoch time it implies; ``notes`` says why an
+    estimate is missing."""
+    flops_per_device = costs.get("flops")
+    raw_estimate = costs.get("optimal_seconds") or None
+    notes = []
+    if raw_estimate is not None and raw_estimate < 0:
+        # libtpu 0.0.42's cost model returns negative times for some programs whose rows it pads
+        # unevenly over the devices (seen: a 6-row batch on 2 shards, 512 rows on 256 chips).
+        notes.append(f"the TPU cost model returned a negative step time ({raw_estimate:.3g} s): no estimate")
+        raw_estimate = None
+    estimate = None if raw_estimate is None else raw_estimate + (kernel_correction_s or 0.0)
+    peak_total = None if target.peak_flops is None else target.peak_flops * devices
+    return {
+        "analytic_flops": analytic_flops,
+        "compiler_flops": None if flops_per_device is None else flops_per_device * devices,
+        "compiler_flops_per_device": flops_per_device,
+        "compiler_estimate_s": raw_estimate,
+        "kernel_correction_s": kernel_correction_s,
+        "estimate_s": estimate,
+        "compiler_bytes_accessed_per_device": costs.get("bytes accessed"),
+        "tokens_per_step": tokens_per_step,
+        "tokens_per_s": _ratio(tokens_per_step, estimate),
+        "mfu": _ratio(analytic_flops, None if estimate is None or peak_total is None else estimate * peak_total),
+        "steps_per_epoch": steps_per_epoch,
+        "epoch_s": None if estimate is None or steps_per_epoch is None else estimate * steps_per_epoch,
+        "peak_flops_per_device": target.peak_flops,
+        "notes": notes,
+    }
+
+
 def analyze(
     compiled: Any,
     target: Target,
@@ -108,6 +150,7 @@ def analyze(
     opt_state_bytes_per_device: int | None = None,
     compile_s: int | float | None = None,
     cost_program: Any = None,
+    cost_figures: dict[str, float] | None = None,
     kernel_correction_s: float | None = None,
     costed: bool = True,
 ) -> dict[str, Any]:
@@ -117,7 +160,8 @@ def analyze(
     ``devices`` defaults to the program's mesh (or the target's device count); ``compile_s`` to the
     :class:`CompiledProgram`'s. ``cost_program`` (a twin of the program with its layer loops
     unrolled, whose FLOPs and time XLA counts in full) gives the FLOPs and the estimate instead;
-    memory is always ``compiled``'s. ``kernel_correction_s`` is time the cost model cannot see (kernels
+    memory is always ``compiled``'s; ``cost_figures`` (a cost analysis put together from several
+    programs, :mod:`elf_eqx.aot.twin`) likewise. ``kernel_correction_s`` is time the cost model cannot see (kernels
     without a cost estimate, :mod:`elf_eqx.aot.kernels`): ``estimate_s`` adds it to the compiler's
     estimate, and the tokens/s, MFU and epoch time are derived from that. Figures that need an input
     not given, or a compiler estimate the backend does not make, are None. ``costed=False`` reports
@@ -142,20 +186,15 @@ def analyze(
     if cost_program is not None:
         twin = cost_program.compiled if isinstance(cost_program, CompiledProgram) else cost_program
         costs = cost(twin) if twin is not None else {}
+    if cost_figures is not None:
+        costs = dict(cost_figures)
     if not costed:
         costs = {}
     total = mem["total_bytes"]
-    flops_per_device = costs.get("flops")
-    raw_estimate = costs.get("optimal_seconds") or None
-    notes = []
-    if raw_estimate is not None and raw_estimate < 0:
-        # libtpu 0.0.42's cost model returns negative times for some programs whose rows it pads
-        # unevenly over the devices (seen: a 6-row batch on 2 shards, 512 rows on 256 chips).
-        notes.append(f"the TPU cost model returned a negative step time ({raw_estimate:.3g} s): no estimate")
-        raw_estimate = None
-    estimate = None if raw_estimate is None else raw_estimate + (kernel_correction_s or 0.0)
     loops = hlo.while_loops(text)
-    peak_total = None if target.peak_flops is None else target.peak_flops * devices
+    estimates = estimate_figures(costs, target, devices, analytic_flops=analytic_flops, tokens_per_step=tokens_per_step,
+                                 steps_per_epoch=steps_per_epoch, kernel_correction_s=kernel_correction_s)
+    notes = estimates.pop("notes")
     return {
         "program": program,
         "target": target.spelling,
@@ -175,23 +214,12 @@ def analyze(
         "headroom": None if total is None or not usable else 1.0 - total / usable,
         "param_bytes_per_device": param_bytes_per_device,
         "opt_state_bytes_per_device": opt_state_bytes_per_device,
-        "analytic_flops": analytic_flops,
-        "compiler_flops": None if flops_per_device is None else flops_per_device * devices,
-        "compiler_flops_per_device": flops_per_device,
-        "compiler_estimate_s": raw_estimate,
-        "kernel_correction_s": kernel_correction_s,
-        "estimate_s": estimate,
-        "compiler_bytes_accessed_per_device": costs.get("bytes accessed"),
-        "tokens_per_step": tokens_per_step,
-        "tokens_per_s": _ratio(tokens_per_step, estimate),
-        "mfu": _ratio(analytic_flops, None if estimate is None or peak_total is None else estimate * peak_total),
-        "steps_per_epoch": steps_per_epoch,
-        "epoch_s": None if estimate is None or steps_per_epoch is None else estimate * steps_per_epoch,
-        "peak_flops_per_device": target.peak_flops,
+        **estimates,
         "collectives": hlo.collectives(text),
         "custom_calls": hlo.custom_calls(text),
         "while_loops": len(loops),
-        "cost_from_unrolled_twin": cost_program is not None,
+        "cost_from_unrolled_twin": cost_program is not None or cost_figures is not None,
+        "estimate_twin": "full" if cost_program is not None else "scaled" if cost_figures is not None else None,
         "loop_trip_counts": [loop["trip_count"] for loop in loops],
         "lower_s": lower_s,
         "compile_s": compile_s,

@@ -72,10 +72,11 @@ def with_largest_batch(plan: Any, reports: list[dict[str, Any]], start: int, ste
 
 
 def dry_run_train(cfg: TrainConfig, target_spelling: str, *, max_batch: bool = False,
-                  epoch_rows: int | None = None, estimate: bool = True) -> DryRunResult:
+                  epoch_rows: int | None = None, estimate: bool = True, full_twin: bool = False) -> DryRunResult:
     """Compile ``cfg``'s training step for the target and report it; with ``max_batch`` also the
     largest global batch that fits (a multiple of the data×fsdp devices times --grad-accum)."""
-    plan = TrainPlan.of(cfg, parse_target(target_spelling), epoch_rows=epoch_rows, estimate=estimate)
+    plan = TrainPlan.of(cfg, parse_target(target_spelling), epoch_rows=epoch_rows, estimate=estimate,
+                        full_twin=full_twin)
     reports = [plan.report()]
     if max_batch:
         step = batch_split(target_mesh(plan.target, cfg.mesh.config)) * cfg.optimizer.grad_accum

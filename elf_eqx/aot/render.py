@@ -59,6 +59,16 @@ def _collective(kind: str) -> Callable[[dict[str, Any]], str]:
     return cell
 
 
+def _newton_schulz(report: dict[str, Any]) -> str:
+    """The busiest device's Newton–Schulz FLOPs: shared over the devices, or all of it."""
+    plan = report.get("newton_schulz")
+    if plan:
+        share = plan["ns_total_flops"] / plan["ns_per_device_flops"]
+        return f"{plan['ns_per_device_flops']:.3g} (shared: 1/{share:.1f})"
+    total = report.get("analytic_optimizer_flops")
+    return DASH if not total else f"{total:.3g} (every device)"
+
+
 def _rows(reports: Sequence[dict[str, Any]]) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
     rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("target", lambda r: str(r["target"])),
@@ -76,11 +86,13 @@ def _rows(reports: Sequence[dict[str, Any]]) -> list[tuple[str, Callable[[dict[s
                                                          else r["usable_gib_per_device"] * GIB)),
         ("fits", _fits),
         ("parameters / device", lambda r: _gib(r.get("param_bytes_per_device"))),
-        ("optimizer state / device", lambda r: _gib(r.get("opt_state_bytes_per_device"))),
+        ("optimizer state / device", lambda r: _gib(r.get("opt_state_bytes_per_device"))
+                                     + (" (ZeRO-1)" if r.get("shard_optimizer_state") else "")),
         ("EMA / device", lambda r: _gib(r.get("ema_bytes_per_device"))),
         ("frozen encoder / device", lambda r: _gib(r.get("encoder_bytes_per_device"))),
         ("step FLOPs, analytic (model)", lambda r: _num(r.get("analytic_flops"))),
         ("  + optimizer (Newton–Schulz)", lambda r: _num(r.get("analytic_optimizer_flops"))),
+        ("    Newton–Schulz / device", _newton_schulz),
         ("step FLOPs, compiler (all devices)", lambda r: _num(r.get("compiler_flops"))),
         ("step time (compiler estimate)", lambda r: _seconds(r.get("compiler_estimate_s"))),
         ("  + kernels XLA cannot cost", lambda r: _seconds(r.get("kernel_correction_s"))),
@@ -117,9 +129,13 @@ def render_reports(reports: Sequence[dict[str, Any]]) -> str:
     if any(r.get("kernel_correction_s") for r in reports):
         notes.append("kernels XLA cannot cost: the Pallas attention backward, at 3.5× its forward kernel's estimate "
                      "(elf_eqx/aot/kernels.py)")
-    if any(r.get("cost_from_unrolled_twin") for r in reports):
+    if any(r.get("estimate_twin") == "full" for r in reports):
         notes.append("compiler FLOPs and estimates from a twin of the program with its layer loops unrolled "
                      "(XLA counts a loop body once); memory from the program itself")
+    if any(r.get("estimate_twin") == "scaled" for r in reports):
+        notes.append("compiler FLOPs and estimates from twins of the program unrolled at depths 2 and 3, scaled to "
+                     "its depth, plus its optimizer update at full depth (elf_eqx/aot/twin.py; XLA counts a loop body "
+                     "once); memory from the program itself")
     if any(r.get("while_loops") and not r.get("cost_from_unrolled_twin") for r in reports):
         notes.append("XLA counts each while/scan body once in compiler FLOPs and estimates")
     return "\n".join(lines + [f"note: {n}" for n in notes])

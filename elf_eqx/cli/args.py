@@ -258,8 +258,12 @@ class DryRunFlags:
     max_batch: bool = False
     """Also find the largest batch that fits the target (compiles several programs)."""
     estimate: bool = True
-    """On TPU targets, also compile the step with its layer loops unrolled for the compiler's FLOPs
-    and time estimate (XLA counts a loop body once); --no-estimate reports memory only, in half the time."""
+    """On TPU targets, also compile twins of the step with their layer loops unrolled for the
+    compiler's FLOPs and time estimate (XLA counts a loop body once): two shallow ones scaled to the
+    depth; --no-estimate reports memory only, in about half the time."""
+    full_twin: bool = False
+    """Estimate from the step unrolled at its full depth instead of the scaled shallow twins (slower:
+    minutes to hours for ELF-M and ELF-L on a laptop; the two agree within 3% on ELF-B and ELF-M)."""
     epoch_rows: int | None = None
     """Rows in one epoch of the training data, for the time per epoch (a dry run reads no data)."""
 
@@ -267,7 +271,8 @@ class DryRunFlags:
         if not self.dry_run:
             given = [flag for flag, on in (("--target", self.target != "local"), ("--json", self.json),
                                            ("--max-batch", self.max_batch), ("--epoch-rows", self.epoch_rows),
-                                           ("--no-estimate", not self.estimate)) if on]
+                                           ("--no-estimate", not self.estimate), ("--full-twin", self.full_twin))
+                     if on]
             if given:
                 raise ConfigError(f"{', '.join(given)} only apply with --dry-run")
         if self.epoch_rows is not None and self.epoch_rows < 1:

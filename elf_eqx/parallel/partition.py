@@ -12,6 +12,11 @@ under :data:`MIN_SHARDED_SIZE` elements are replicated. Optimizer-state leaves a
 copies of the model's modules, declarations included, so they get their parameter's spec. An
 array big enough to shard whose layer declares no axes is an error, never silently replicated.
 
+With ZeRO-1 (``over_data``: optimizer state only, :mod:`elf_eqx.training.state_sharding`), an
+array is also split over ``data``: on its most preferred axis still free whose name allows
+``fsdp`` and whose size ``data`` divides, else together with ``fsdp`` (then ``tensor``) on the axis
+already split when the product divides it; otherwise it stays whole on every data shard.
+
 The tensor split is *not* head-aligned. A sharding splits a dimension into contiguous chunks,
 and the fused kernels hold ``[q | k | v]`` (``qkv``) and ``[a | b]`` (SwiGLU's ``w12``) side by
 side, so with ``tensor = 2`` one shard holds all of ``q`` and half of ``k``, and the SwiGLU
@@ -31,7 +36,7 @@ import jax
 from jax.sharding import AbstractMesh, Mesh, NamedSharding, PartitionSpec
 
 from elf_eqx.nn.axes import LAYERS, AxisNames, leaf_axes
-from elf_eqx.parallel.mesh import FSDP_AXIS, TENSOR_AXIS
+from elf_eqx.parallel.mesh import DATA_AXIS, FSDP_AXIS, TENSOR_AXIS
 from elf_eqx.tree_paths import dotted, path_names
 
 # Logical axis name -> the mesh axes it may be split over. Rows are in order of preference: an
@@ -64,12 +69,31 @@ _MESH_AXES = dict(LOGICAL_AXIS_RULES)
 MIN_SHARDED_SIZE = 1 << 14
 
 
+def _with_data(axes: list, names: AxisNames, shape: tuple[int, ...], mesh: Mesh | AbstractMesh) -> None:
+    """Add the ``data`` axis to ``axes`` (in place) as ZeRO-1 places it (see the module docstring)."""
+    size = mesh.shape.get(DATA_AXIS, 1)
+    if size <= 1:
+        return
+    allowed = [i for i, n in enumerate(names) if FSDP_AXIS in _MESH_AXES[n]]
+    free = [i for i in allowed if axes[i] is None and shape[i] % size == 0]
+    if free:
+        axes[min(free, key=lambda i: (_RANK[names[i]], i))] = DATA_AXIS
+        return
+    for taken in (FSDP_AXIS, TENSOR_AXIS):
+        for i, axis in enumerate(axes):
+            if axis == taken and shape[i] % (size * mesh.shape[taken]) == 0:
+                axes[i] = (taken, DATA_AXIS)
+                return
+
+
 def leaf_spec(
-    names: AxisNames, shape: tuple[int, ...], mesh: Mesh | AbstractMesh, *, tensor_rules: bool = True
+    names: AxisNames, shape: tuple[int, ...], mesh: Mesh | AbstractMesh, *, tensor_rules: bool = True,
+    over_data: bool = False,
 ) -> PartitionSpec:
     """The :class:`PartitionSpec` of an array of ``shape`` whose axes have the logical ``names``
     (only the mesh's axis sizes are read, so an :class:`AbstractMesh` serves too).
-    ``tensor_rules=False`` leaves the ``tensor`` axis out (fsdp only)."""
+    ``tensor_rules=False`` leaves the ``tensor`` axis out (fsdp only); ``over_data`` splits it over
+    ``data`` too (ZeRO-1, see the module docstring)."""
     if len(names) != len(shape):
         raise ValueError(f"logical axes {names} do not match shape {shape}")
     unknown = [n for n in names if n not in _MESH_AXES]
@@ -86,6 +110,8 @@ def leaf_spec(
                 if axes[i] is None and mesh_axis in _MESH_AXES[n] and shape[i] % size == 0]
         if free:
             axes[min(free, key=lambda i: (_RANK[names[i]], i))] = mesh_axis
+    if over_data:
+        _with_data(axes, names, shape, mesh)
     return PartitionSpec(*axes)
 
 
@@ -93,7 +119,8 @@ def _is_array(leaf: Any) -> bool:
     return hasattr(leaf, "shape") and hasattr(leaf, "dtype")
 
 
-def _leaf_specs(tree: Any, mesh: Mesh | AbstractMesh, tensor_rules: bool) -> list[tuple[str, PartitionSpec | None]]:
+def _leaf_specs(tree: Any, mesh: Mesh | AbstractMesh, tensor_rules: bool,
+                over_data: bool = False) -> list[tuple[str, PartitionSpec | None]]:
     """``(dotted path, spec)`` for every leaf of ``tree`` in leaf order (spec ``None``: not an array)."""
     out, undeclared = [], []
     for path, leaf, names in leaf_axes(tree):
@@ -103,7 +130,7 @@ def _leaf_specs(tree: Any, mesh: Mesh | AbstractMesh, tensor_rules: bool) -> lis
             continue
         shape = tuple(leaf.shape)
         if names is not None:
-            out.append((name, leaf_spec(names, shape, mesh, tensor_rules=tensor_rules)))
+            out.append((name, leaf_spec(names, shape, mesh, tensor_rules=tensor_rules, over_data=over_data)))
             continue
         if len(shape) and math.prod(shape) >= MIN_SHARDED_SIZE:
             undeclared.append(f"{name} {shape}")
@@ -114,17 +141,20 @@ def _leaf_specs(tree: Any, mesh: Mesh | AbstractMesh, tensor_rules: bool) -> lis
     return out
 
 
-def tree_specs(tree: Any, mesh: Mesh | AbstractMesh, *, tensor_rules: bool = True) -> dict[str, PartitionSpec]:
+def tree_specs(tree: Any, mesh: Mesh | AbstractMesh, *, tensor_rules: bool = True,
+               over_data: bool = False) -> dict[str, PartitionSpec]:
     """``{dotted path: spec}`` of every array (or ``ShapeDtypeStruct``) leaf of ``tree``. Raises
     ``ValueError`` naming every array of at least :data:`MIN_SHARDED_SIZE` elements whose layer
     declares no logical axes; smaller undeclared ones (step counts) are replicated."""
-    return {name: spec for name, spec in _leaf_specs(tree, mesh, tensor_rules) if spec is not None}
+    return {name: spec for name, spec in _leaf_specs(tree, mesh, tensor_rules, over_data) if spec is not None}
 
 
-def tree_shardings(tree: Any, mesh: Mesh, *, tensor_rules: bool = True) -> Any:
+def tree_shardings(tree: Any, mesh: Mesh, *, tensor_rules: bool = True, over_data: bool = False) -> Any:
     """A pytree like ``tree`` with a :class:`NamedSharding` on every array (or
-    ``ShapeDtypeStruct``) leaf, ``None`` elsewhere; the specs of :func:`tree_specs`."""
-    leaves = [None if spec is None else NamedSharding(mesh, spec) for _, spec in _leaf_specs(tree, mesh, tensor_rules)]
+    ``ShapeDtypeStruct``) leaf, ``None`` elsewhere; the specs of :func:`tree_specs` (``over_data``:
+    split over ``data`` too, ZeRO-1)."""
+    leaves = [None if spec is None else NamedSharding(mesh, spec)
+              for _, spec in _leaf_specs(tree, mesh, tensor_rules, over_data)]
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(tree), leaves)
 
 

@@ -205,8 +205,20 @@ class OptimizerSection:
     """Stop after this many optimizer steps (default: epochs worth)."""
     ema_decay: float = 0.9999
     """EMA of the weights, updated every optimizer step; samples use it."""
+    share_newton_schulz: bool = True
+    """Muon on several devices: each matrix's Newton–Schulz runs on one device and the results are
+    gathered (the same update; each device's share of the work falls by about the device count).
+    Off: every data-parallel device orthogonalises every matrix. Nothing changes on one device."""
+    shard_optimizer_state: bool = False
+    """ZeRO-1: split the optimizer state (Muon's momentum, Adam's moments) over the data axis too,
+    1/data of it per device (the same update; checkpoints restore with or without it). Off by
+    default: on v5p-64 every preset fits without it and its estimate gains nothing
+    (benchmarks/RESULTS.md, "Muon at pod scale")."""
 
     def __post_init__(self) -> None:
+        for name in ("share_newton_schulz", "shard_optimizer_state"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{_flag(name)} must be true or false, got {getattr(self, name)!r}")
         _positive(self, "global_batch", "grad_accum")
         if self.global_batch % self.grad_accum:
             raise ConfigError(f"--global-batch {self.global_batch} is not divisible by --grad-accum {self.grad_accum}")

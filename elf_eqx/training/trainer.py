@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import equinox as eqx
@@ -38,6 +37,7 @@ from elf_eqx.training.optim import make_optimizer
 from elf_eqx.training.schedule import make_lr_schedule
 from elf_eqx.training.run_record import DistillationRecord
 from elf_eqx.training.setup import TrainingRun, build_run
+from elf_eqx.training.state_sharding import train_state_shardings
 from elf_eqx.training.stop_signal import StopRequest
 from elf_eqx.training.step import TrainState, make_train_step, objective_parts, objective_shardings, place_objective
 
@@ -141,7 +141,8 @@ def build_step_program(cfg: TrainConfig, family: Family, elf_config: ELFConfig, 
     opt = cfg.optimizer
     optimizer = make_optimizer(family.network_template(elf_config), schedule, name=opt.name, b1=opt.b1, b2=opt.b2,
                                weight_decay=opt.weight_decay, clip_norm=opt.clip_norm,
-                               ns_dtype=elf_config.compute_dtype, platform=elf_config.platform)
+                               ns_dtype=elf_config.compute_dtype, platform=elf_config.platform,
+                               share_newton_schulz=opt.share_newton_schulz)
     check_global_batch(opt.global_batch, mesh)
     if (opt.global_batch // opt.grad_accum) % batch_split(mesh):
         raise MeshError(f"micro-batches of {opt.global_batch // opt.grad_accum} (--global-batch / --grad-accum) "
@@ -152,7 +153,8 @@ def build_step_program(cfg: TrainConfig, family: Family, elf_config: ELFConfig, 
         return TrainState.create(model, optimizer)
 
     init_arg = initial if initial is not None else jax.random.fold_in(jax.random.key(cfg.run.seed), 0)
-    state_sharding = tree_shardings(eqx.filter_eval_shape(init, init_arg), mesh)
+    state_sharding = train_state_shardings(eqx.filter_eval_shape(init, init_arg), mesh,
+                                           shard_optimizer_state=opt.shard_optimizer_state)
     if initial is not None:  # weights loaded on one device: laid out on the mesh as the state holds them
         init_arg = place_weights(initial, state_sharding.model)
     encoder_sharding = None

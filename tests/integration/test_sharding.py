@@ -5,7 +5,6 @@ restores on another; two ``jax.distributed`` processes train like one; bad meshe
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from jax.sharding import AbstractMesh
 
 from elf_eqx.parallel.mesh import MeshConfig, check_global_batch
 from elf_eqx.config import preset
-from helpers import free_port, xla_flags
+from helpers import TESTS, cpu_env, free_port
 from tolerances import reassociation
 
 # A mesh's program against one device's: XLA splits and reorders the float32 sums. Losses, weights
@@ -24,15 +23,6 @@ from tolerances import reassociation
 FAN_IN = preset("ELF-T").mlp_hidden
 TRAIN_TOL = reassociation(FAN_IN, layers=2 * 4)  # sharding_check.py trains 2 steps
 SAMPLE_TOL = reassociation(FAN_IN, layers=3 * 2)  # and samples 3
-TESTS = Path(__file__).resolve().parents[1]  # tests/: sharding_check.py and the shared helpers
-REPO = TESTS.parent  # this checkout's elf_eqx, not whichever one is installed
-
-
-def cpu_env(devices: int) -> dict[str, str]:
-    env = dict(os.environ)
-    path = os.pathsep.join([str(TESTS), str(REPO), env.get("PYTHONPATH", "")])
-    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(devices), PYTHONPATH=path)
-    return env
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax
+import numpy as np
 import pytest
 from jax.sharding import AbstractMesh, PartitionSpec
 
@@ -16,8 +17,8 @@ from elf_eqx.evaluate.judge import GPT2, GPT2Config
 from elf_eqx.families import network_template
 from elf_eqx.nn import Linear
 from elf_eqx.nn.axes import LAYERS, leaf_axes
-from elf_eqx.parallel.mesh import FSDP_AXIS, MESH_AXES, TENSOR_AXIS
-from elf_eqx.parallel.partition import LOGICAL_AXIS_RULES, MIN_SHARDED_SIZE, leaf_spec, tree_specs
+from elf_eqx.parallel.mesh import DATA_AXIS, FSDP_AXIS, MESH_AXES, TENSOR_AXIS
+from elf_eqx.parallel.partition import LOGICAL_AXIS_RULES, MIN_SHARDED_SIZE, leaf_spec, tree_shardings, tree_specs
 from elf_eqx.training.optim import make_optimizer
 from elf_eqx.training.step import TrainState
 from elf_eqx.tree_paths import dotted, path_names
@@ -190,3 +191,39 @@ def test_an_undeclared_array_is_refused_not_replicated():
     small = eqx.filter_eval_shape(Linear, 8, 8, key=KEY)  # too small to shard: replicated either way
     assert set(tree_specs(small, mesh()).values()) == {PartitionSpec()}
     assert MIN_SHARDED_SIZE == 1 << 14
+
+
+def data_mesh(data: int, fsdp: int = 1, tensor: int = 1) -> AbstractMesh:
+    return AbstractMesh((data, fsdp, tensor), MESH_AXES)
+
+
+def test_zero1_splits_optimizer_state_over_data_where_a_free_axis_divides():
+    # qkv (12, 768, 2304) on data 32: the columns (rank of qkv above embed) take data
+    assert leaf_spec((LAYERS, "embed", "qkv"), (12, 768, 2304), data_mesh(32), over_data=True) == \
+        PartitionSpec(None, None, DATA_AXIS)
+    # ELF-L's w12 (32, 1280, 6826): 6826 is not a multiple of 32, so the model width takes data
+    assert leaf_spec((LAYERS, "embed", "mlp"), (32, 1280, 6826), data_mesh(32), over_data=True) == \
+        PartitionSpec(None, DATA_AXIS, None)
+    # nothing free divides: data joins fsdp on its axis when the product divides it
+    assert leaf_spec(("latent", "vocab"), (512, 32100), data_mesh(8, fsdp=8), over_data=True) == \
+        PartitionSpec((FSDP_AXIS, DATA_AXIS), None)
+    # never the layers axis; small arrays stay whole; without the flag nothing changes
+    assert leaf_spec((LAYERS, "embed", "mlp"), (8, 999, 3001), data_mesh(8), over_data=True) == PartitionSpec(None, None, None)
+    assert leaf_spec(("embed",), (768,), data_mesh(32), over_data=True) == PartitionSpec()
+    assert leaf_spec((LAYERS, "embed", "qkv"), (12, 768, 2304), data_mesh(32)) == PartitionSpec(None, None, None)
+
+
+@pytest.mark.parametrize("zero1", [False, True])
+def test_zero1_moves_only_the_optimizer_state(zero1):
+    from elf_eqx.training.state_sharding import train_state_shardings
+
+    model = network()
+    state = train_state(model, "muon")
+    the_mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1, 1), MESH_AXES)
+    sharded = train_state_shardings(state, the_mesh, shard_optimizer_state=zero1)
+    assert jax.tree_util.tree_structure(sharded) == jax.tree_util.tree_structure(tree_shardings(state, the_mesh))
+    abstract = AbstractMesh((8, 2, 1), MESH_AXES)
+    plain, zero = tree_specs(state.opt_state, abstract), tree_specs(state.opt_state, abstract, over_data=True)
+    moved = [name for name in plain if plain[name] != zero[name]]
+    assert len(moved) > 14 and all(DATA_AXIS in str(zero[name]) for name in moved)  # Muon's momentum, Adam's moments
+    assert tree_specs(state.model, abstract, over_data=False) == tree_specs(state.ema, abstract)

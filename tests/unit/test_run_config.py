@@ -179,3 +179,20 @@ def test_a_resume_drops_the_metrics_records_after_its_step_and_a_cut_last_line(t
     assert drop_records_after(path, 2) == 2
     assert path.read_text() == '{"step": 1}\n{"step": 2}\n'
     assert drop_records_after(path, 2) == 0 and drop_records_after(tmp_path / "none.jsonl", 2) == 0
+
+
+def test_muon_pod_options_are_flags_stored_with_the_run(tmp_path):
+    cfg = parse_train_config(["--preset", "owt_elf_b", "--no-share-newton-schulz", "--shard-optimizer-state"])
+    assert (cfg.optimizer.share_newton_schulz, cfg.optimizer.shard_optimizer_state) == (False, True)
+    stored = cfg.to_dict()
+    assert stored["optimizer"]["share_newton_schulz"] is False and stored["optimizer"]["shard_optimizer_state"] is True
+    assert TrainConfig.from_dict(stored) == cfg
+    # run configs stored before the options existed read the defaults
+    assert TrainConfig.from_dict(OLD_FLAT_RUN_CONFIG).optimizer.share_newton_schulz is True
+    assert TrainConfig.from_dict(OLD_FLAT_RUN_CONFIG).optimizer.shard_optimizer_state is False
+    yaml = tmp_path / "zero1.yaml"
+    yaml.write_text("shard_optimizer_state: true\n")
+    assert parse_train_config(["--config", str(yaml)]).optimizer.shard_optimizer_state is True
+    yaml.write_text("shard_optimizer_state: sometimes\n")
+    with pytest.raises((ValueError, SystemExit), match="shard.optimizer.state"):
+        parse_train_config(["--config", str(yaml)])
