@@ -91,7 +91,7 @@ def resume_check() -> dict:
     mesh = make_mesh(MeshConfig(8, 1, 1))
     abstract = eqx.filter_eval_shape(TrainState.create, model, optimizer)
     shardings = {z: train_state_shardings(abstract, mesh, shard_optimizer_state=z) for z in (False, True)}
-    steps = {z: make_train_step(FlowObjective(), optimizer, state_sharding=shardings[z],
+    steps = {z: make_train_step(optimizer, state_sharding=shardings[z],
                                 batch_sharding=batch_sharding(mesh)) for z in (False, True)}
     batches = [jax.device_put(random_batch(8, 8, seed=s), batch_sharding(mesh)) for s in (1, 2, 3, 4)]
     plan = [False, False, True, False]
@@ -110,7 +110,7 @@ def resume_check() -> dict:
                             state, _ = manager.restore(template, step=i)
                     else:
                         state = jax.device_put(state, shardings[zero1])
-                state, metrics = steps[zero1](state, batch, KEY)
+                state, metrics = steps[zero1](state, batch, KEY, FlowObjective())
                 losses.append(float(metrics["loss"]))
         return state, losses
 
@@ -119,7 +119,7 @@ def resume_check() -> dict:
     replicated = jax.device_put(TrainState.create(model, optimizer), shardings[False])
     replicated_losses = []
     for batch in batches:
-        replicated, metrics = steps[False](replicated, batch, KEY)
+        replicated, metrics = steps[False](replicated, batch, KEY, FlowObjective())
         replicated_losses.append(float(metrics["loss"]))
     mu = lambda s: s.opt_state[1].inner_states["muon"].inner_state[0].mu.blocks.attn.qkv.weight  # noqa: E731
     zero1_state = jax.device_put(TrainState.create(model, optimizer), shardings[True])
