@@ -64,7 +64,7 @@ def roundtrip(args: Args) -> list[dict]:
     model, flow = bundle.model, bundle.flow
     tokenizer = load_tokenizer(bundle.tokenizer)
     encoder = LatentEncoder(load_text_encoder(bundle.encoder), bundle.latent_mean, bundle.latent_std)
-    ids = jnp.asarray(pieces(tokenizer, args.data, bundle.max_length, args.num_pieces))
+    ids = jnp.asarray(pieces(tokenizer, args.data, bundle.layout.max_length, args.num_pieces))
     ones = jnp.ones(ids.shape, bool)
     x = eqx.filter_jit(encoder)(TokenBatch(ids, ones, ~ones, ones), jax.random.key(args.seed)).x
 

@@ -39,8 +39,9 @@ class SequenceLayout:
         return bool(self.max_input_length)
 
     def layout(self) -> "SequenceLayout":
-        """The layout alone (a :class:`DataSpec` without its tokenizer ids)."""
-        return SequenceLayout(max_length=self.max_length, max_input_length=self.max_input_length,
+        """The layout alone (a :class:`DataSpec` without its tokenizer ids), unconditional spelt
+        one way (``max_input_length`` 0), as loaded models hold it."""
+        return SequenceLayout(max_length=self.max_length, max_input_length=self.max_input_length or 0,
                               pad_mode=self.pad_mode)
 
 

@@ -4,6 +4,8 @@ stored with, from what the release's :class:`~elf_eqx.release.model_source.Model
 
 from __future__ import annotations
 
+import dataclasses
+
 from elf_eqx.data.spec import DataSpec
 from elf_eqx.encoders.load import load_tokenizer
 from elf_eqx.release.model_source import ModelBundle
@@ -28,8 +30,7 @@ def release_run_record(bundle: ModelBundle, data_spec: DataSpec) -> RunRecord:
     data layout, and a training config holding what sampling reads: the latent normalisation and
     data layout, the flow constants and the release's sampler settings."""
     run = TrainConfig.from_dict({
-        "data": {"latent_mean": bundle.latent_mean, "latent_std": bundle.latent_std, "max_length": bundle.max_length,
-                 "max_input_length": bundle.max_input_length, "pad_mode": bundle.pad_mode},
+        "data": {"latent_mean": bundle.latent_mean, "latent_std": bundle.latent_std, **dataclasses.asdict(bundle.layout)},
         "objective": bundle.flow.to_dict(),
         "sampling": bundle.sampling.to_dict(),
     }, where=f"{bundle.origin}: its settings")

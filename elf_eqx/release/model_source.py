@@ -17,6 +17,7 @@ from elf_eqx.training.checkpoint import STATE
 from elf_eqx.training.run_directory import open_run
 from elf_eqx.training.run_record import DistillationRecord, RunRecord
 from elf_eqx.config import PRESETS
+from elf_eqx.data.spec import SequenceLayout
 from elf_eqx.data.cache import default_cache_dir
 from elf_eqx.distillation.manifest import distilled_source
 from elf_eqx.encoders.sources import is_hub_id
@@ -67,12 +68,8 @@ class ModelBundle:
     """Source for :func:`elf_eqx.encoders.load_text_encoder` (conditional sampling)."""
     latent_mean: float
     latent_std: float
-    max_length: int
-    """L."""
-    max_input_length: int
-    """0 for unconditional models."""
-    pad_mode: Literal["pad", "eos"]
-    """``pad`` or ``eos``."""
+    layout: SequenceLayout
+    """The rows the model was trained on and samples at (``max_input_length`` 0: unconditional)."""
     flow: FlowConstants
     """The flow constants the model was trained with (the sampler must use them)."""
     sampling: SamplerSettingsBase
@@ -176,9 +173,7 @@ def _from_training_run(path: storage.AnyPath, weights: Sequence[str], step: int 
             model=model,
             tokenizer=tokenizer or record.tokenizer,
             encoder=encoder or local_encoder(record.encoder, run_dir),
-            max_length=spec.max_length,
-            max_input_length=spec.max_input_length or 0,
-            pad_mode=spec.pad_mode,
+            layout=spec.layout(),
             latent_mean=run.data.latent_mean,
             latent_std=run.data.latent_std,
             flow=run.objective.flow,
@@ -214,9 +209,7 @@ def _from_export(folder: Path, name: str, weights: Sequence[str], encoder: str |
         model=model,
         tokenizer=tokenizer_source,
         encoder=encoder or exported_encoder(folder, export),
-        max_length=spec.max_length,
-        max_input_length=spec.max_input_length or 0,
-        pad_mode=spec.pad_mode,
+        layout=spec.layout(),
         latent_mean=record.run.data.latent_mean,
         latent_std=record.run.data.latent_std,
         flow=record.run.objective.flow,
@@ -249,7 +242,6 @@ def _from_release(checkpoint: Path, folder: Path, repo_root: Path, name: str, we
                   architecture: str | None) -> dict[str, ModelBundle]:
     chosen = task_of(name, task)
     released = RELEASED_TASKS[chosen]
-    layout = released.layout
     release = read_release_weights(checkpoint, weights)
     pickle = encoder_pickle(folder, repo_root)
     bundles = {}
@@ -265,9 +257,7 @@ def _from_release(checkpoint: Path, folder: Path, repo_root: Path, name: str, we
             model=model,
             tokenizer=tokenizer or RELEASE_TOKENIZER,
             encoder=encoder or (str(pickle) if pickle is not None else RELEASE_ENCODER_FALLBACK),
-            max_length=layout.max_length,
-            max_input_length=layout.max_input_length,
-            pad_mode=layout.pad_mode,
+            layout=released.layout,
             latent_mean=RELEASE_LATENT_MEAN,
             latent_std=RELEASE_LATENT_STD,
             flow=RELEASE_FLOW,

@@ -44,7 +44,7 @@ class TextSampler:
 
     @property
     def conditional(self) -> bool:
-        return self.bundle.max_input_length > 0
+        return self.bundle.layout.conditional
 
     @staticmethod
     def open(
@@ -72,12 +72,12 @@ class TextSampler:
         if len(tok) != model.config.vocab_size:
             raise IncompatibleModelError(f"tokenizer {bundle.tokenizer} has {len(tok)} ids but the model's vocabulary head has "
                              f"{model.config.vocab_size}: pass the tokenizer the model was trained with (--tokenizer)")
-        conditional = bundle.max_input_length > 0
-        seq_length = bundle.max_length if conditional or length is None else length
-        spec = DataSpec.from_tokenizer(tok, seq_length, max_input_length=bundle.max_input_length or None,
-                                       pad_mode=bundle.pad_mode)
+        layout = bundle.layout
+        seq_length = layout.max_length if layout.conditional or length is None else length
+        spec = DataSpec.from_tokenizer(tok, seq_length, max_input_length=layout.max_input_length or None,
+                                       pad_mode=layout.pad_mode)
         latent_encoder = None
-        if conditional and bundle.family.uses_encoder:
+        if layout.conditional and bundle.family.uses_encoder:
             text_encoder = load_text_encoder(bundle.encoder)
             check_compatible(tok, text_encoder, model_vocab_size=model.config.vocab_size,
                              model_encoder_dim=model.config.encoder_dim, max_length=seq_length)

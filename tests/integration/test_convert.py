@@ -16,7 +16,7 @@ from elf_eqx.release.model_source import load_model_source
 from elf_eqx.training.run_directory import open_run, read_run_record
 from test_release import ode_tokens
 
-SETTINGS = ("tokenizer", "latent_mean", "latent_std", "max_length", "max_input_length", "pad_mode",
+SETTINGS = ("tokenizer", "latent_mean", "latent_std", "layout",
             "flow", "sampling", "step")
 
 
@@ -62,7 +62,7 @@ def test_convert_ema_only_a_task_and_our_own_runs(reference_dir, cases, tmp_path
     out = tmp_path / "xsum"
     convert_main([str(release), str(out), "--task", "xsum", "--encoder", "offline-minilm"])
     bundle = load_model_source(str(out / "checkpoints"))
-    assert (bundle.max_length, bundle.max_input_length, bundle.pad_mode) == (1088, 1024, "eos")
+    assert (bundle.layout.max_length, bundle.layout.max_input_length, bundle.layout.pad_mode) == (1088, 1024, "eos")
     assert bundle.sampling.method == "ode" and bundle.encoder == "offline-minilm"
     with pytest.raises(ValueError, match="holds only EMA weights"):
         load_model_source(str(out), weights="raw")

@@ -26,7 +26,7 @@ from elf_eqx.sharing.record import EXPORT_FORMAT_VERSION, read_export_record
 from elf_eqx.training.config import TrainConfig
 from elf_eqx.training.run_directory import load_model_from_checkpoint, read_run_record
 
-SETTINGS = ("tokenizer", "latent_mean", "latent_std", "max_length", "max_input_length", "pad_mode", "flow",
+SETTINGS = ("tokenizer", "latent_mean", "latent_std", "layout", "flow",
             "sampling", "step", "family", "distillation")
 DRAW = ["--num-samples", "4", "--batch-size", "2", "--quiet"]
 REPO = Path(__file__).resolve().parents[2]

@@ -51,7 +51,7 @@ def test_a_training_run_in_every_spelling(run_dir):
         assert bundle.step == 7 and bundle.kind == "run" and "custom" in bundle.origin
     assert (bundle.encoder, bundle.tokenizer, bundle.latent_std, bundle.latent_mean) == (
         "offline-minilm", "offline-minilm", 0.28, 0.0)
-    assert (bundle.max_length, bundle.max_input_length, bundle.pad_mode) == (16, 8, "eos")
+    assert (bundle.layout.max_length, bundle.layout.max_input_length, bundle.layout.pad_mode) == (16, 8, "eos")
     assert bundle.sampling == SamplerSettings(method="ode", steps=4, gamma=1.5, omega=1.0, cfg_weight=2.0)
     assert bundle.flow == FlowConstants()
     assert load_model_source(str(run_dir), encoder="x.pkl", tokenizer="t").encoder == "x.pkl"

@@ -53,7 +53,7 @@ def test_release_file_samples_the_reference_tokens(reference_dir, cases):
     assert bundle.step == 1234 and "ema_params1" in bundle.origin and "custom" in bundle.origin
     assert bundle.encoder == str(reference_dir / "t5_encoder.pkl")  # the pickle beside it
     load_text_encoder(bundle.encoder)  # the reference T5 pickle is a usable encoder source
-    assert (bundle.max_length, bundle.max_input_length, bundle.pad_mode, bundle.tokenizer) == (
+    assert (bundle.layout.max_length, bundle.layout.max_input_length, bundle.layout.pad_mode, bundle.tokenizer) == (
         1024, 0, "pad", "google-t5/t5-small")
     assert bundle.sampling.to_dict() == {"method": "sde", "steps": 32, "gamma": 1.5, "omega": 3.0, "cfg_weight": 1.0,
                                          "time_grid": "logit_normal", "self_condition": True, "solver": "euler",
@@ -69,10 +69,10 @@ def test_orbax_release_folder_task_layouts_and_steps(reference_dir, cases, tmp_p
     write_orbax_release(reference_dir, repo / "checkpoint_1234")
     bundle = load_model_source(str(repo / "checkpoint_1234"), step=1234)
     np.testing.assert_array_equal(ode_tokens(bundle.model, cases), cases["ode_tokens"])
-    assert (bundle.max_length, bundle.max_input_length, bundle.pad_mode, bundle.step) == (128, 64, "eos", 1234)
+    assert (bundle.layout.max_length, bundle.layout.max_input_length, bundle.layout.pad_mode, bundle.step) == (128, 64, "eos", 1234)
     assert bundle.sampling.method == "ode" and bundle.sampling.steps == 64
     assert bundle.sampling.cfg_weight == 2.0 and bundle.sampling.omega == 1.0
-    assert load_model_source(str(repo), task="xsum").max_length == 1088
+    assert load_model_source(str(repo), task="xsum").layout.max_length == 1088
     shutil.copy(reference_dir / "checkpoint_1234", repo / "checkpoint_99")  # an older msgpack beside it
     assert load_model_source(str(repo)).step == 1234
     older = read_release_weights(repo / "checkpoint_99", ("ema", "raw"))
@@ -110,7 +110,7 @@ def test_hub_release_downloads_one_checkpoint_and_the_pickle(reference_dir, case
                          ["de-en/checkpoint_1234", "de-en/checkpoint_1234/*", "*.pkl"])
     assert bundle.encoder == str(repo / "t5_small_encoder_jax" / "t5_small_encoder_jax.pkl")
     assert bundle.tokenizer == "google-t5/t5-small" and bundle.step == 1234
-    assert (bundle.max_length, bundle.max_input_length, bundle.pad_mode) == (128, 64, "eos")
+    assert (bundle.layout.max_length, bundle.layout.max_input_length, bundle.layout.pad_mode) == (128, 64, "eos")
     np.testing.assert_array_equal(ode_tokens(bundle.model, cases), cases["ode_tokens"])
 
     def offline(repo_id):
