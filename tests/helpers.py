@@ -64,3 +64,29 @@ def cpu_env(devices: int) -> dict[str, str]:
     path = os.pathsep.join([str(TESTS), str(REPO), env.get("PYTHONPATH", "")])
     env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(devices), PYTHONPATH=path)
     return env
+
+
+def run_two_processes(command: list[str], env: dict[str, str], timeout: int = 600) -> list[str]:
+    """Run ``command`` as processes 0 and 1 of one ``jax.distributed`` job (a fresh coordinator
+    port on 127.0.0.1), each with ``env``; both must exit 0. Returns each process's stderr."""
+    import subprocess
+
+    address = f"127.0.0.1:{free_port()}"
+    procs = [subprocess.Popen([*command, "--coordinator-address", address, "--num-processes", "2", "--process-id",
+                               str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for i, (p, (_, err)) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0, f"process {i}: {err[-3000:]}"
+    return [err for _, err in outs]
+
+
+def logged_losses(folder: Path) -> list[float]:
+    """The losses a local run folder's ``metrics.jsonl`` logged, in order."""
+    import json
+
+    return [json.loads(line)["loss"] for line in (folder / "metrics.jsonl").read_text().splitlines()]

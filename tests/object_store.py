@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,14 +23,10 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from helpers import free_port
+
 GUARD_DIR = Path(__file__).resolve().parent / "loopback_only"
 CLOSED = "127.0.0.1:9"  # the discard port: nothing listens there
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def closed_port() -> int:

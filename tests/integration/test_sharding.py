@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from jax.sharding import AbstractMesh
 
 from elf_eqx.parallel.mesh import MeshConfig, check_global_batch
 from elf_eqx.config import preset
-from helpers import TESTS, cpu_env, free_port
+from helpers import TESTS, cpu_env, logged_losses, run_two_processes
 from tolerances import reassociation
 
 # A mesh's program against one device's: XLA splits and reorders the float32 sums. Losses, weights
@@ -77,20 +76,8 @@ def test_two_processes_train_like_one(tmp_path, shared_dir):
     one = subprocess.run([*train, "--output-dir", str(tmp_path / "one")], env=cpu_env(4), capture_output=True,
                          text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
-    address = f"127.0.0.1:{free_port()}"
-    procs = [subprocess.Popen([*train, "--output-dir", str(tmp_path / "two"), "--coordinator-address", address,
-                               "--num-processes", "2", "--process-id", str(i)], env=cpu_env(2),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    try:
-        outs = [p.communicate(timeout=600) for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    for p, (_, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
-
-    def losses(folder: Path) -> list[float]:
-        return [json.loads(line)["loss"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    run_two_processes([*train, "--output-dir", str(tmp_path / "two")], cpu_env(2))
+    losses = logged_losses
 
     # two processes' program against one's, through 3 steps of ELF-T forward and back
     assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=reassociation(FAN_IN, layers=12))

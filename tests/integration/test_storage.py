@@ -374,7 +374,7 @@ def test_gcs_run_resumes_and_samples(workspace, reference):
 
 
 def test_prepared_in_the_bucket_two_processes_read_their_rows_and_train_like_one(workspace, s3, tmp_path):
-    from helpers import xla_flags
+    from helpers import logged_losses, run_two_processes, xla_flags
     from tolerances import reassociation
 
     from elf_eqx.config import preset
@@ -408,30 +408,16 @@ def test_prepared_in_the_bucket_two_processes_read_their_rows_and_train_like_one
         return {**env_for(workspace, s3), "XLA_FLAGS": xla_flags(devices)}
 
     run([*train, "--output-dir", str(tmp_path / "one")], env(2))
-    from object_store import free_port
-
-    address = f"127.0.0.1:{free_port()}"
     # the two-process run writes its checkpoints (each process its shards, asynchronously) to the bucket
-    procs = [subprocess.Popen([*train, "--output-dir", "s3://elf/two", "--async-save", "--coordinator-address", address,
-                               "--num-processes", "2", "--process-id", str(i)], env=env(1),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    try:
-        outs = [p.communicate(timeout=600) for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    for i, (p, (_, err)) in enumerate(zip(procs, outs)):
-        assert p.returncode == 0, err[-3000:]
+    errs = run_two_processes([*train, "--output-dir", "s3://elf/two", "--async-save"], env(1))
+    for i, err in enumerate(errs):
         total = json.loads(storage_text(f"{prepared}/manifest.json"))["num_rows"]
         assert f"process {i}: read 12 of the {total:,} rows of {prepared}" in err, "3 steps × its 4 rows of 8"
-
-    def losses(folder: Path) -> list[float]:
-        return [json.loads(line)["loss"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
     tol = reassociation(preset("ELF-T").mlp_hidden, layers=12)
     two = [r["loss"] for r in bucket_records("s3://elf/two")]
     assert len(two) == 3, "one writer: process 0"
-    assert two == pytest.approx(losses(tmp_path / "one"), rel=tol)
+    assert two == pytest.approx(logged_losses(tmp_path / "one"), rel=tol)
     written = objects("s3://elf/two/checkpoints/3")
     assert "commit_success.txt" in written and "state/array_metadatas/process_1" in written
 
