@@ -284,11 +284,25 @@ def file_sizes(folder: AnyPath) -> dict[str, int]:
     if not is_remote(folder):
         root = pathlib.Path(folder)
         return {p.relative_to(root).as_posix(): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
+    return {name: size for name, (size, _) in _bucket_files(folder).items()}
+
+
+_VERSION_KEYS = ("generation", "ETag", "etag", "md5Hash", "LastModified", "updated", "mtime")
+"""Where an object's listing says which write it is (GCS generation, S3 ETag, else a time)."""
+
+
+def _size_and_version(info: dict[str, Any]) -> tuple[int, str]:
+    return int(info.get("size") or 0), str(next((info[k] for k in _VERSION_KEYS if info.get(k)), ""))
+
+
+def _bucket_files(folder: AnyPath) -> dict[str, tuple[int, str]]:
+    """Every object under the bucket path ``folder``: relative name → (bytes, the version its
+    listing gives: a rewrite of the same size is told apart)."""
     fs = filesystem(folder)
     root = _bare(folder).rstrip("/")
     fs.invalidate_cache()
     found = fs.find(root, detail=True)
-    return {name[len(root) + 1:]: int(info.get("size") or 0) for name, info in sorted(found.items())
+    return {name[len(root) + 1:]: _size_and_version(info) for name, info in sorted(found.items())
             if info.get("type", "file") != "directory" and name.startswith(root + "/")}
 
 
@@ -341,15 +355,19 @@ def local_copy(path: AnyPath) -> Iterator[pathlib.Path]:
 
 def cached_copy(remote: AnyPath, cache_root: pathlib.Path) -> pathlib.Path:
     """A local copy of a bucket file or folder under ``cache_root``, made once (keyed by its URI and
-    its objects' sizes; staged and renamed into place), for readers of local files only."""
+    its objects' sizes and versions, so a rewritten object is fetched again; staged and renamed
+    into place), for readers of local files only."""
     import hashlib
     import json
 
     fs = filesystem(remote)
     fs.invalidate_cache()
     is_dir = fs.isdir(_bare(remote))
-    listing = file_sizes(remote) if is_dir else {"": int(fs.size(_bare(remote)))}
-    key = hashlib.sha256(json.dumps([str(remote), sorted(listing.items())]).encode()).hexdigest()[:24]
+    if is_dir:
+        listing = _bucket_files(remote)
+    else:
+        listing = {"": _size_and_version(fs.info(_bare(remote)))}
+    key = hashlib.sha256(json.dumps([str(remote), sorted(listing.items())], default=str).encode()).hexdigest()[:24]
     name = epath.Path(str(remote)).name or "data"
     target = pathlib.Path(cache_root) / f"{key}" / name
     if target.exists():

@@ -84,7 +84,7 @@ def _eval_step(result: dict[str, Any]) -> int | None:
     return steps[0] if steps else None
 
 
-def read_eval(path: Path) -> EvalRecord | None:
+def read_eval(path: storage.AnyPath) -> EvalRecord | None:
     """The figures of one eval JSON (``None`` when it does not read as one)."""
     try:
         result = json.loads(path.read_text())

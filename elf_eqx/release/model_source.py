@@ -131,7 +131,7 @@ def family_words(record: RunRecord) -> str:
     return words
 
 
-def run_origin(path: Path, step: int, kind: str, record: RunRecord, config: Any, metadata: dict[str, Any]) -> str:
+def run_origin(path: storage.AnyPath, step: int, kind: str, record: RunRecord, config: Any, metadata: dict[str, Any]) -> str:
     """What a run's weights are, as a loaded model's ``origin`` says it: path, step, weights kind,
     family (and distillation), preset, and what a converted checkpoint was converted from."""
     converted = f", converted from {metadata['converted_from']}" if "converted_from" in metadata else ""
@@ -151,7 +151,7 @@ def training_run_of(source: str) -> storage.AnyPath | None:
     return path if path.exists() and is_training_checkpoint(path) else None
 
 
-def check_architecture(path: Path | str, model: eqx.Module, architecture: str | None) -> None:
+def check_architecture(path: storage.AnyPath | str, model: eqx.Module, architecture: str | None) -> None:
     """A model that is not the preset ``architecture`` asked for is an error naming both."""
     if architecture is not None and preset_name(model.config) != architecture:
         raise IncompatibleModelError(f"{path}: the model is {preset_name(model.config)} ({model.config}), "
@@ -336,7 +336,7 @@ def load_model_source_weights(
                             "repo is org/repo[/subpath])")
 
 
-def _no_step(step: int | None, where: Path | str) -> None:
+def _no_step(step: int | None, where: storage.AnyPath | str) -> None:
     if step is not None:
         raise ConfigError(f"step={step} cannot be chosen for the exported model {where}: it holds one step")
 

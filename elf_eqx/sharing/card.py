@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from elf_eqx.encoders.sources import is_hub_id
+from elf_eqx.io import storage
 from elf_eqx.observe.run_folder import EvalRecord, read_records
 from elf_eqx.release.tasks import preset_name
 from elf_eqx.sharing.record import ExportRecord
@@ -31,7 +32,7 @@ CITATION = """@article{hu2026elf,
 _FIGURES = ("gen_ppl", "entropy", "bleu", "rouge1", "rouge2", "rougeL")
 
 
-def training_figures(run_dir: Path | None, step: int | None) -> dict[str, Any]:
+def training_figures(run_dir: storage.AnyPath | None, step: int | None) -> dict[str, Any]:
     """The newest ``metrics.jsonl`` record at or before ``step`` of the run in ``run_dir``: the
     optimizer steps, tokens, training FLOPs and loss it logs (``{}``: no run, or nothing logged)."""
     if run_dir is None:

@@ -24,10 +24,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from elf_eqx.errors import BadWeightsError, IncompatibleModelError, MissingInputError
+from elf_eqx.io import storage
 from elf_eqx.training.run_record import RunRecord
 
 EXPORT_FORMAT = "elf_eqx"
@@ -126,7 +126,7 @@ class ExportRecord:
                                          f"{reason})") from None
 
 
-def read_config_json(folder: Path) -> dict[str, Any]:
+def read_config_json(folder: storage.AnyPath) -> dict[str, Any]:
     """``folder/config.json`` as a dict: missing, or not a JSON mapping, is a one-line error naming it."""
     path = folder / CONFIG_NAME
     if not path.is_file():
@@ -141,7 +141,7 @@ def read_config_json(folder: Path) -> dict[str, Any]:
     return values
 
 
-def is_export_config(path: Path) -> bool:
+def is_export_config(path: storage.AnyPath) -> bool:
     """Whether the ``config.json`` at ``path`` is an elf_eqx export's (any version)."""
     try:
         values = json.loads(path.read_text())
@@ -150,11 +150,11 @@ def is_export_config(path: Path) -> bool:
     return isinstance(values, dict) and values.get("format") == EXPORT_FORMAT
 
 
-def is_export_folder(path: Path) -> bool:
+def is_export_folder(path: storage.AnyPath) -> bool:
     """Whether ``path`` is a folder holding an elf_eqx export's ``config.json``."""
     return path.is_dir() and is_export_config(path / CONFIG_NAME)
 
 
-def read_export_record(folder: Path) -> ExportRecord:
+def read_export_record(folder: storage.AnyPath) -> ExportRecord:
     """The :class:`ExportRecord` of the exported folder ``folder``."""
     return ExportRecord.from_dict(read_config_json(folder), where=str(folder / CONFIG_NAME))

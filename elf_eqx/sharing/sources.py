@@ -10,13 +10,13 @@ import contextlib
 import dataclasses
 import math
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from elf_eqx.config import ELFConfig
 from elf_eqx.errors import CheckpointMismatchError, UnreadableCheckpointError
+from elf_eqx.io import storage
 from elf_eqx.io.safetensors_io import TensorInfo
 from elf_eqx.release.as_run import release_data_spec_for, release_run_record
 from elf_eqx.release.model_source import (
@@ -55,7 +55,7 @@ class ExportSource:
     """Where the frozen encoder can be loaded from on this machine (what a bundle copies)."""
     tokenizer: str
     """Where the tokenizer can be loaded from on this machine (what the export saves)."""
-    run_dir: Path | None
+    run_dir: storage.AnyPath | None
     """The run's output directory (``None``: not one of our runs)."""
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
     """What the checkpoint was saved with (a converted one: what from)."""
@@ -65,7 +65,7 @@ class ExportSource:
         return sum(math.prod(t.shape) for t in self.tensors)
 
 
-def _from_run(run: RunCheckpoints, path: Path, weights: str, encoder: str | None, tokenizer: str | None,
+def _from_run(run: RunCheckpoints, path: storage.AnyPath, weights: str, encoder: str | None, tokenizer: str | None,
               architecture: str | None) -> ExportSource:
     part, check = _PART[weights], run_weights_check(path, (weights,))
 

@@ -249,19 +249,30 @@ def test_sample_and_eval_read_and_write_the_bucket(workspace, s3, bucket_run, tm
     assert result["samples"] == [samples] or samples in json.dumps(result)
 
 
-def test_a_bucket_run_exports_to_the_bucket_and_the_export_samples_the_same_tokens(workspace, s3, bucket_run,
-                                                                                  tmp_path):
-    env = env_for(workspace, s3)
+def test_a_bucket_run_exports_to_the_bucket_and_the_export_samples_the_same_tokens(s3, bucket_run, tmp_path):
+    from elf_eqx.export import main as export_main
+    from elf_eqx.sample import main as sample_main
+
     exported = f"{bucket_run}-export"
-    run([sys.executable, "-m", "elf_eqx.export", bucket_run, "--output", exported], env)
-    written = objects(exported)
-    assert {"model.safetensors", "config.json", "README.md", "tokenizer.json"} <= set(written)
-    draw = ["--num-samples", "2", "--steps", "2", "--quiet"]
+    export_main([bucket_run, "--output", exported])
+    assert {"model.safetensors", "config.json", "README.md", "tokenizer.json"} <= set(objects(exported))
+    tokens = {}
     for source, name in ((bucket_run, "run"), (exported, "export")):
-        run([sys.executable, "-m", "elf_eqx.sample", source, *draw, "--output", str(tmp_path / f"{name}.jsonl")], env)
-    tokens = {name: [json.loads(line)["token_ids"] for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
-              for name in ("run", "export")}
+        out = tmp_path / f"{name}.jsonl"
+        sample_main([source, "--num-samples", "2", "--steps", "2", "--quiet", "--output", str(out)])
+        tokens[name] = [json.loads(line)["token_ids"] for line in out.read_text().splitlines()]
     assert tokens["run"] == tokens["export"] and tokens["run"]
+
+
+def test_a_cached_copy_of_a_bucket_folder_follows_a_rewrite_of_the_same_size(s3, tmp_path):
+    from elf_eqx.io import storage
+
+    folder = storage.as_path("s3://elf/cached")
+    storage.write_bytes(folder / "a.txt", b"old!")
+    assert (storage.cached_copy(folder, tmp_path) / "a.txt").read_bytes() == b"old!"
+    assert storage.cached_copy(folder, tmp_path) == storage.cached_copy(folder, tmp_path), "made once"
+    storage.write_bytes(folder / "a.txt", b"new!")  # same size, another write
+    assert (storage.cached_copy(folder, tmp_path) / "a.txt").read_bytes() == b"new!"
 
 
 # -- bad input: one line naming the flag, exit 2, nothing written -----------------------------------
