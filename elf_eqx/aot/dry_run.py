@@ -88,7 +88,7 @@ def dry_run_sample(cfg: SampleConfig, target_spelling: str, *, max_batch: bool =
     """Compile the sampler ``cfg`` would run for the target and report it; with ``max_batch`` also
     the largest --batch-size that fits (a multiple of the data×fsdp devices)."""
     target = parse_target(target_spelling)
-    source = source_architecture(cfg.source, step=cfg.load.step, task=cfg.load.task)
+    source = source_architecture(cfg.source, step=cfg.load.step, task=cfg.load.task, revision=cfg.load.revision)
     length = source.data_spec.max_length if source.data_spec.conditional or cfg.draw.length is None else cfg.draw.length
     plan = SamplePlan(source, target, cfg.settings(source.sampling), cfg.draw.batch_size, length, cfg.mesh.config,
                       cfg.load.compute_dtype)

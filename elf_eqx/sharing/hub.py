@@ -15,19 +15,28 @@ from elf_eqx.errors import MissingInputError
 from elf_eqx.sharing.record import CONFIG_NAME, is_export_config
 
 
-def hub_export_folder(repo: str, sub: str = "", revision: str | None = None) -> Path | None:
-    """The local copy of the export held by hub repo ``repo`` (under ``sub``, at ``revision``):
-    ``None`` when its ``config.json`` cannot be had or is not an elf_eqx export's (a release repo,
-    read as one by :func:`elf_eqx.release.files.download_release`)."""
-    from huggingface_hub import hf_hub_download, snapshot_download
+def hub_export_config(repo: str, sub: str = "", revision: str | None = None) -> Path | None:
+    """The folder holding the downloaded ``config.json`` of the export in hub repo ``repo`` (under
+    ``sub``, at ``revision``), and nothing else of it (what a dry run reads): ``None`` when that file
+    cannot be had or is not an elf_eqx export's (a release repo, read as one by
+    :func:`elf_eqx.release.files.download_release`)."""
+    from huggingface_hub import hf_hub_download
 
-    prefix = f"{sub.strip('/')}/" if sub.strip("/") else ""
     try:
-        config = Path(hf_hub_download(repo, f"{prefix}{CONFIG_NAME}", revision=revision))
+        config = Path(hf_hub_download(repo, f"{_prefix(sub)}{CONFIG_NAME}", revision=revision))
     except Exception:  # not there, offline and not cached, no access: not (reachable as) an export
         return None
-    if not is_export_config(config):
+    return config.parent if is_export_config(config) else None
+
+
+def hub_export_folder(repo: str, sub: str = "", revision: str | None = None) -> Path | None:
+    """The local copy of the whole export held by hub repo ``repo`` (under ``sub``, at
+    ``revision``); ``None`` as :func:`hub_export_config` says."""
+    from huggingface_hub import snapshot_download
+
+    if hub_export_config(repo, sub, revision) is None:
         return None
+    prefix = _prefix(sub)
     try:
         root = Path(snapshot_download(repo, revision=revision, allow_patterns=[f"{prefix}*"]))
     except Exception as err:  # hub client errors have many types; all mean "cannot have it"
@@ -35,6 +44,10 @@ def hub_export_folder(repo: str, sub: str = "", revision: str | None = None) -> 
                                 f"(revision {revision or 'main'}) from the Hugging Face hub "
                                 f"({type(err).__name__}: {err})") from err
     return root / prefix if prefix else root
+
+
+def _prefix(sub: str) -> str:
+    return f"{sub.strip('/')}/" if sub.strip("/") else ""
 
 
 def hub_api() -> Any:

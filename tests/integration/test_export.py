@@ -198,6 +198,12 @@ def test_a_hub_id_resolves_offline_from_the_cache(exported, tmp_path, monkeypatc
     assert load_model_source("someone/elf-t", revision=COMMIT).step == 7
     with pytest.raises(FileNotFoundError, match="model source not found: someone/elf-t"):
         load_model_source("someone/elf-t")  # no main branch in the cache: offline, nothing to fetch
+    # A dry run (--dry-run --target) reads the hub export's architecture from its config.json alone.
+    from elf_eqx.aot.sample_plan import source_architecture
+
+    on_hub, local = source_architecture("someone/elf-t", revision="v1"), source_architecture(str(exported))
+    assert (on_hub.family, on_hub.elf_config, on_hub.data_spec, on_hub.sampling) == (
+        local.family, local.elf_config, local.data_spec, local.sampling)
 
     # The command line, in a fresh process: HF_HUB_OFFLINE=1 and the cache above.
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "JAX_PLATFORMS": "cpu"}
