@@ -73,11 +73,12 @@ def resolve_source(source: str | Path) -> Path:
         ) from err
 
 
-def read_config(folder: Path) -> dict[str, Any]:
-    """The ``config.json`` of a Hugging Face checkpoint folder as a dict."""
+def read_config(folder: Any, missing: str = "") -> dict[str, Any]:
+    """The ``config.json`` of a Hugging Face-style folder (local or a bucket path) as a dict:
+    missing (``missing`` is added to the error), not JSON or not a mapping is one line naming it."""
     file = folder / "config.json"
     if not file.is_file():
-        raise MissingInputError(f"{folder} has no config.json")
+        raise MissingInputError(f"{folder} has no config.json{missing}")
     try:
         config = json.loads(file.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:

@@ -26,7 +26,8 @@ import json
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from elf_eqx.errors import BadWeightsError, IncompatibleModelError, MissingInputError
+from elf_eqx.encoders.sources import read_config
+from elf_eqx.errors import IncompatibleModelError
 from elf_eqx.io import storage
 from elf_eqx.training.run_record import RunRecord
 
@@ -128,17 +129,7 @@ class ExportRecord:
 
 def read_config_json(folder: storage.AnyPath) -> dict[str, Any]:
     """``folder/config.json`` as a dict: missing, or not a JSON mapping, is a one-line error naming it."""
-    path = folder / CONFIG_NAME
-    if not path.is_file():
-        raise MissingInputError(f"{folder} has no {CONFIG_NAME}: not an exported elf_eqx model "
-                                "(write one with python -m elf_eqx.export)")
-    try:
-        values = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BadWeightsError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(values, dict):
-        raise BadWeightsError(f"{path}: holds a {type(values).__name__}, not a JSON mapping")
-    return values
+    return read_config(folder, ": not an exported elf_eqx model (write one with python -m elf_eqx.export)")
 
 
 def is_export_config(path: storage.AnyPath) -> bool:

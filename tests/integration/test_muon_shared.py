@@ -4,13 +4,9 @@ replicated optimizer state, restored sharded, and back) continues bitwise."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from helpers import TESTS, cpu_env
+from helpers import script_result
 from tolerances import reassociation
 
 # The shared and the replicated update are the same math; where a leaf is column-split (or the
@@ -21,10 +17,7 @@ UPDATE_TOL = 1e-6
 
 @pytest.fixture(scope="module")
 def results() -> dict:
-    done = subprocess.run([sys.executable, str(TESTS / "muon_shared_check.py")], env=cpu_env(8), cwd=TESTS,
-                          capture_output=True, text=True, timeout=1800)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return script_result("muon_shared_check.py", devices=8, timeout=1800)
 
 
 @pytest.mark.slow

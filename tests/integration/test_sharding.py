@@ -4,7 +4,6 @@ restores on another; two ``jax.distributed`` processes train like one; bad meshe
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -14,7 +13,7 @@ from jax.sharding import AbstractMesh
 
 from elf_eqx.parallel.mesh import MeshConfig, check_global_batch
 from elf_eqx.config import preset
-from helpers import TESTS, cpu_env, logged_losses, run_two_processes
+from helpers import cpu_env, logged_losses, run_two_processes, script_result
 from tolerances import reassociation
 
 # A mesh's program against one device's: XLA splits and reorders the float32 sums. Losses, weights
@@ -26,10 +25,7 @@ SAMPLE_TOL = reassociation(FAN_IN, layers=3 * 2)  # and samples 3
 
 @pytest.fixture(scope="module")
 def mesh_results() -> dict:
-    done = subprocess.run([sys.executable, str(TESTS / "sharding_check.py")], env=cpu_env(8), cwd=TESTS,
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return script_result("sharding_check.py", devices=8, timeout=900)
 
 
 @pytest.mark.slow
