@@ -291,11 +291,11 @@ def load_model_source_weights(
         raise ConfigError(f"unknown ELF preset {architecture!r}; choose one of {sorted(PRESETS)}")
     args = dict(weights=weights, encoder=encoder, tokenizer=tokenizer, task=task, architecture=architecture)
     exported = dict(weights=weights, encoder=encoder, tokenizer=tokenizer, architecture=architecture)
-    if storage.scheme_of(source) is not None:  # a bucket: a training run of ours (or an error naming the scheme)
+    run_path = training_run_of(source)  # one of our runs, here or in a bucket
+    if run_path is not None:
+        return _from_training_run(run_path, weights, step, encoder, tokenizer, architecture)
+    if storage.scheme_of(source) is not None:  # a bucket holding no run: an exported model, or nothing
         remote = storage.user_path(source, "the model source")
-        storage.check_bucket(remote, "the model source")
-        if is_training_checkpoint(remote):
-            return _from_training_run(remote, weights, step, encoder, tokenizer, architecture)
         if is_export_folder(remote):
             _no_step(step, source)
             return _from_export(storage.cached_copy(remote, default_cache_dir() / "exports"), source, **exported)
@@ -306,8 +306,6 @@ def load_model_source_weights(
     if path.is_dir() and (student := distilled_source(path)) is not None:
         path = student  # a distillation's folder: its newest complete round's student
     if path.exists():
-        if is_training_checkpoint(path):
-            return _from_training_run(path, weights, step, encoder, tokenizer, architecture)
         if is_export_folder(path):
             _no_step(step, path)
             return _from_export(path, str(path), **exported)

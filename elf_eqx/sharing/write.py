@@ -231,8 +231,7 @@ def export_model(cfg: ExportConfig) -> ExportResult:
     if cfg.push_to_hub is None and (cfg.private or cfg.revision is not None):
         raise ConfigError("--private and --revision say how to push: give --push-to-hub ORG/NAME with them")
     out = storage.user_path(cfg.output, "--output")
-    if storage.is_remote(out):
-        storage.check_bucket(out, "--output")
+    storage.check_bucket(out, "--output")  # a bucket that answers (local paths pass)
     if out.is_file():
         raise ConfigError(f"--output {out} is a file")
     if not storage.is_remote(out) and out.is_dir() and not any(out.iterdir()):
