@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,11 +54,10 @@ DRIVER = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, shared_dir) -> Path:
+def workspace(tmp_path_factory, corpus) -> Path:
     """Twelve real chapters, and the data and compilation caches the runs share."""
     root = tmp_path_factory.mktemp("faults")
-    lines = (shared_dir / "data" / "kjv" / "valid.jsonl").read_text().splitlines()[:12]
-    (root / "chapters.jsonl").write_text("\n".join(lines) + "\n")
+    shutil.copy(corpus, root / "chapters.jsonl")
     return root
 
 

@@ -61,9 +61,7 @@ def test_bad_meshes_and_batches_are_named():
 
 
 @pytest.mark.slow
-def test_two_processes_train_like_one(tmp_path, shared_dir):
-    corpus = tmp_path / "chapters.jsonl"
-    corpus.write_text("\n".join((shared_dir / "data" / "kjv" / "valid.jsonl").read_text().splitlines()[:12]) + "\n")
+def test_two_processes_train_like_one(tmp_path, corpus):
     args = ["--preset", "quickstart", "--model", "ELF-T", "--global-batch", "8", "--max-length", "16",
             "--warmup-steps", "2", "--log-every", "1", "--save-every", "3", "--sample-every", "3", "--max-steps", "3",
             "--sample-steps", "2", "--num-samples", "4", "--data", str(corpus), "--cache-dir", str(tmp_path / "cache"),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -79,10 +80,9 @@ DRIVER = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, shared_dir) -> Path:
+def workspace(tmp_path_factory, corpus) -> Path:
     root = tmp_path_factory.mktemp("storage")
-    lines = (shared_dir / "data" / "kjv" / "valid.jsonl").read_text().splitlines()[:12]
-    (root / "chapters.jsonl").write_text("\n".join(lines) + "\n")
+    shutil.copy(corpus, root / "chapters.jsonl")
     return root
 
 
