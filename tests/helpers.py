@@ -92,13 +92,14 @@ def logged_losses(folder: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
 
-def script_result(script: str, devices: int, timeout: int) -> dict:
-    """Run the script ``tests/<script>`` on ``devices`` CPU devices; the JSON its last line prints."""
+def script_result(script: str, devices: int, timeout: int, *args: str, cwd: Path = TESTS) -> dict:
+    """Run the script ``tests/<script> args…`` in ``cwd`` on ``devices`` CPU devices; the JSON its
+    last line prints."""
     import json
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, str(TESTS / script)], env=cpu_env(devices), cwd=TESTS,
+    done = subprocess.run([sys.executable, str(TESTS / script), *args], env=cpu_env(devices), cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])

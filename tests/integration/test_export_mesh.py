@@ -7,8 +7,6 @@ teaches a distillation round."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,7 @@ from elf_eqx.export import main as export_main
 from elf_eqx.release.model_source import load_model_source
 from elf_eqx.sampling.text import TextSampler
 from elf_eqx.training.state_tree import named_leaves
-from test_sharding import TESTS, cpu_env
+from helpers import script_result
 
 pytestmark = pytest.mark.slow
 
@@ -26,10 +24,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("sharded")
-    done = subprocess.run([sys.executable, str(TESTS / "export_mesh_check.py"), str(out)], env=cpu_env(8), cwd=out,
-                          capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return out, json.loads(done.stdout.strip().splitlines()[-1])
+    return out, script_result("export_mesh_check.py", 8, 1200, str(out), cwd=out)
 
 
 def draw(source: str) -> list[list[int]]:
