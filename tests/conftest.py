@@ -11,8 +11,11 @@ several devices or whole training runs. Shared helpers (``helpers``, ``run_fixtu
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -28,6 +31,15 @@ _flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith
 if not any(f.startswith("--xla_backend_optimization_level") for f in _flags):
     _flags.append("--xla_backend_optimization_level=0")
 os.environ["XLA_FLAGS"] = " ".join(_flags)
+# One persistent compilation cache for the whole run: its in-process tests, its pytest-xdist workers
+# and every subprocess they start (CLIs, multi-process jobs, restarts) compile each program once.
+# Most of the suite's time is compiling the same tiny programs again in a new process; what is
+# computed does not change. A cache given by the caller is used as it is.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="elf_eqx_tests_xla_cache_")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -34,12 +34,10 @@ TINY = [
 ]
 
 
-def pod_env(root: Path, **extra: str) -> dict[str, str]:
-    """One CPU device per process, the suite's XLA flags, the shared compilation cache, this
+def pod_env(**extra: str) -> dict[str, str]:
+    """One CPU device per process, the suite's XLA flags and compilation cache (tests/conftest.py), this
     checkout (and tests/, for pod_micro) first on the path."""
     return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags(1),
-            "JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
             "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]), **extra}
 
 
@@ -94,7 +92,7 @@ def _start(root: Path, logs: Path, commands: list[list[str]]) -> Pod:
     procs = []
     for i, command in enumerate(commands):
         with open(logs / f"{i}.out", "w") as stdout, open(logs / f"{i}.err", "w") as stderr:
-            procs.append(subprocess.Popen([sys.executable, "-m", *command], env=pod_env(root), stdout=stdout,
+            procs.append(subprocess.Popen([sys.executable, "-m", *command], env=pod_env(), stdout=stdout,
                                           stderr=stderr, cwd=root))
     return Pod(procs, logs)
 

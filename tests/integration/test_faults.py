@@ -66,15 +66,14 @@ def train_cmd(root: Path, out: Path, *extra: str) -> list[str]:
             "--cache-dir", str(root / "cache"), "--output-dir", str(out), *extra]
 
 
-def run_env(root: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache"),
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+def run_env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "JAX_PLATFORMS": "cpu",
             "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]),
             **extra}
 
 
 def train(root: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run(train_cmd(root, out, *extra), env=run_env(root), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(train_cmd(root, out, *extra), env=run_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -94,7 +93,7 @@ def test_killed_at_random_moments_and_restarted_matches_the_uninterrupted_run(wo
     kills = 0
     # 1. In the middle of a checkpoint save.
     in_save = rng.choice([2 * SAVE_EVERY, 3 * SAVE_EVERY])
-    proc = subprocess.run(train_cmd(workspace, out), env=run_env(workspace, KILL_IN_SAVE=str(in_save)),
+    proc = subprocess.run(train_cmd(workspace, out), env=run_env(KILL_IN_SAVE=str(in_save)),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     kills += 1
@@ -102,7 +101,7 @@ def test_killed_at_random_moments_and_restarted_matches_the_uninterrupted_run(wo
     # 2. At random moments once the restarted run is stepping again.
     for _ in range(2):
         before = logged_steps(out)
-        proc = subprocess.Popen(train_cmd(workspace, out), env=run_env(workspace), stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen(train_cmd(workspace, out), env=run_env(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         deadline = time.time() + 240
         while proc.poll() is None and time.time() < deadline and logged_steps(out) <= min(before, TOTAL - 1):

