@@ -103,3 +103,14 @@ def script_result(script: str, devices: int, timeout: int, *args: str, cwd: Path
                           capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def assert_same_batches(mine, theirs, batches: int) -> None:
+    """The next ``batches`` batches of two loaders are equal, array by array."""
+    import numpy as np
+
+    for _ in range(batches):
+        a, b = next(mine), next(theirs)
+        assert a.keys() == b.keys()
+        for key in b:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)

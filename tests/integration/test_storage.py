@@ -383,7 +383,7 @@ def test_gcs_run_resumes_and_samples(workspace, reference):
 
 
 def test_prepared_in_the_bucket_two_processes_read_their_rows_and_train_like_one(workspace, s3, tmp_path):
-    from helpers import logged_losses, run_two_processes, xla_flags
+    from helpers import assert_same_batches, logged_losses, run_two_processes, xla_flags
     from tolerances import reassociation
 
     from elf_eqx.config import preset
@@ -404,10 +404,7 @@ def test_prepared_in_the_bucket_two_processes_read_their_rows_and_train_like_one
         rows = PreparedRows(prepared)
         mine = Loader(rows, spec, 8, seed=0, process_index=process, process_count=2)
         theirs = Loader(local.rows, spec, 8, seed=0, process_index=process, process_count=2)
-        for _ in range(3):
-            a, b = next(mine), next(theirs)
-            for key in b:
-                np.testing.assert_array_equal(a[key], b[key])
+        assert_same_batches(mine, theirs, 3)
         assert rows.rows_read == 3 * 4, "3 batches of this process's 4 rows, nothing else"
     # Two processes train from the bucket as one does.
     args = [*TINY, "--global-batch", "8", "--max-steps", "3", "--mesh-fsdp", "2", "--data", prepared]

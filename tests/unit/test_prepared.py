@@ -16,6 +16,7 @@ from elf_eqx.data.pipeline import open_prepared, run_data
 from elf_eqx.data.prepared import MANIFEST, PreparedRows, is_prepared, write_prepared
 from elf_eqx.encoders.load import load_tokenizer
 from elf_eqx.prepare import main as prepare_main
+from helpers import assert_same_batches
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +50,7 @@ def test_each_process_reads_only_its_rows_in_the_local_loaders_order(reference, 
         prepared = PreparedRows(str(tmp_path / "p"))
         mine = Loader(prepared, spec, 8, seed=3, process_index=process, process_count=2)
         theirs = Loader(data.rows, spec, 8, seed=3, process_index=process, process_count=2)
-        for _ in range(5):
-            a, b = next(mine), next(theirs)
-            for key in b:
-                np.testing.assert_array_equal(a[key], b[key])
+        assert_same_batches(mine, theirs, 5)
         assert prepared.rows_read == 5 * 4, "only this process's 4 rows of each global batch of 8"
         state = mine.state()
         resumed = Loader(PreparedRows(str(tmp_path / "p")), spec, 8, seed=3, process_index=process, process_count=2)
