@@ -13,7 +13,6 @@ from typing import Any
 
 import jax
 
-from elf_eqx.io import storage
 from elf_eqx.io.storage import user_path
 from elf_eqx.aot.analysis import analyze
 from elf_eqx.aot.compile import CompiledProgram, abstract, compile_for_target, per_device_bytes, target_mesh
@@ -26,9 +25,7 @@ from elf_eqx.errors import ConfigError
 from elf_eqx.families import ELF_FAMILY, Family
 from elf_eqx.flow import FlowConstants
 from elf_eqx.parallel.mesh import MeshConfig, batch_sharding
-from elf_eqx.encoders.sources import is_hub_id
-from elf_eqx.release.files import split_hub_release
-from elf_eqx.release.model_source import is_training_checkpoint
+from elf_eqx.release.model_source import hub_repo_of, is_training_checkpoint
 from elf_eqx.release.tasks import RELEASE_FLOW, RELEASED_TASKS, release_data_spec, task_of
 from elf_eqx.sampling.compiled import make_sample_fn
 from elf_eqx.sampling.settings_base import SamplerSettingsBase
@@ -58,9 +55,8 @@ def source_architecture(source: str, *, step: int | None = None, task: str | Non
     model's folder or hub id (its ``config.json``, at ``revision``), or a release whose name says
     its preset (``ELF-B``/``ELF-M``/``ELF-L``) and task."""
     path = user_path(source, "the model source")
-    repo, sub = split_hub_release(str(source))
-    if not path.exists() and storage.scheme_of(source) is None and repo.count("/") == 1 and is_hub_id(repo):
-        path = hub_export_config(repo, sub, revision) or path  # an export on the hub: its config.json alone
+    if not path.exists() and (hub := hub_repo_of(str(source))) is not None:
+        path = hub_export_config(*hub, revision) or path  # an export on the hub: its config.json alone
     if path.exists() and (is_training_checkpoint(path) or is_export_folder(path)):
         if is_export_folder(path):  # an exported model: its config.json
             export = read_export_record(path)

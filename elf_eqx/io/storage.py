@@ -367,7 +367,7 @@ def cached_copy(remote: AnyPath, cache_root: pathlib.Path) -> pathlib.Path:
         listing = _bucket_files(remote)
     else:
         listing = {"": _size_and_version(fs.info(_bare(remote)))}
-    key = hashlib.sha256(json.dumps([str(remote), sorted(listing.items())], default=str).encode()).hexdigest()[:24]
+    key = hashlib.sha256(json.dumps([str(remote), sorted(listing.items())]).encode()).hexdigest()[:24]
     name = epath.Path(str(remote)).name or "data"
     target = pathlib.Path(cache_root) / f"{key}" / name
     if target.exists():

@@ -317,8 +317,8 @@ def load_model_source_weights(
         if not release_checkpoints(path):
             _refuse_unreadable_folder(path)
         return _from_release(pick_checkpoint(path, step), path, path, str(path), **args)
-    repo, sub = split_hub_release(source)
-    if not _reads_as_local_path(source) and repo.count("/") == 1 and is_hub_id(repo):
+    if (hub := hub_repo_of(source)) is not None:
+        repo, sub = hub
         folder = hub_export_folder(repo, sub, revision)
         if folder is not None:  # a model exported by python -m elf_eqx.export
             _no_step(step, source)
@@ -337,6 +337,15 @@ def load_model_source_weights(
 def _no_step(step: int | None, where: storage.AnyPath | str) -> None:
     if step is not None:
         raise ConfigError(f"step={step} cannot be chosen for the exported model {where}: it holds one step")
+
+
+def hub_repo_of(source: str) -> tuple[str, str] | None:
+    """``source`` read as a hub repo: (``org/repo``, the subpath in it or ``""``); ``None`` when it
+    names a bucket, reads as a local path or is no ``org/repo[/subpath]``."""
+    if storage.scheme_of(source) is not None or _reads_as_local_path(source):
+        return None
+    repo, sub = split_hub_release(source)
+    return (repo, sub) if repo.count("/") == 1 and is_hub_id(repo) else None
 
 
 def _reads_as_local_path(source: str) -> bool:
