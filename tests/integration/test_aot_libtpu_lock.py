@@ -2,7 +2,7 @@
 share it (ALLOW_MULTIPLE_LIBTPU_LOAD=1), and succeed with that set.
 
 Runs two fresh processes (libtpu's lock is taken when it loads, once per process). The rest of the
-aot tests set ALLOW_MULTIPLE_LIBTPU_LOAD=1 for themselves, so they pass while another process
+suite runs with ALLOW_MULTIPLE_LIBTPU_LOAD=1 (tests/conftest.py), so it passes while another process
 holds libtpu.
 """
 

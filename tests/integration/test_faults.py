@@ -55,7 +55,7 @@ DRIVER = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, corpus) -> Path:
-    """Twelve real chapters, and the data and compilation caches the runs share."""
+    """Twelve real chapters, and the data cache the runs share."""
     root = tmp_path_factory.mktemp("faults")
     shutil.copy(corpus, root / "chapters.jsonl")
     return root

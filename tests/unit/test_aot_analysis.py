@@ -7,7 +7,6 @@ devices this machine has.
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +18,6 @@ from elf_eqx.aot import (REQUIRED_KEYS, abstract, analyze, compile_for_target, p
 from elf_eqx.aot.devices import has_libtpu
 from elf_eqx.parallel.mesh import MeshConfig
 
-os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # compile-only: may share libtpu with another process
 
 pytestmark = pytest.mark.skipif(not has_libtpu(), reason='libtpu not installed (pip install -e ".[tpu-aot]")')
 

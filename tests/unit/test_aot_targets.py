@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import jax.numpy as jnp
 import pytest
@@ -13,8 +12,6 @@ from elf_eqx.config import resolve_compute_dtype
 from elf_eqx.errors import ConfigError
 from elf_eqx.nn.attention import choose_attention
 
-# The suite compiles only: it may share libtpu with another process on this machine.
-os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 needs_libtpu = pytest.mark.skipif(not aot_devices.has_libtpu(),
                                   reason='libtpu not installed (pip install -e ".[tpu-aot]")')

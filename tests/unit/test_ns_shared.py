@@ -4,7 +4,6 @@ and the results come back through one all-gather."""
 
 from __future__ import annotations
 
-import os
 
 import equinox as eqx
 import jax
@@ -22,7 +21,6 @@ from elf_eqx.parallel.mesh import MeshConfig, traced_on
 from elf_eqx.training.ns_shared import from_matrices, to_matrices
 from elf_eqx.training.optim import _muon_matrix, newton_schulz_plan, orthogonalize_tree
 
-os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # compile-only: may share libtpu with another process
 
 
 def test_a_leaf_goes_to_its_matrices_and_back():
